@@ -1,0 +1,20 @@
+// Device discovery for `ztinfer info`: how many CUDA devices are visible and their names.
+#include <cuda_runtime.h>
+
+#include "kernels/device_query.h"
+
+namespace zt {
+
+int cuda_device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n;
+}
+
+std::string cuda_device_name(int index) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) { cudaGetLastError(); return "unknown"; }
+    return prop.name;
+}
+
+}  // namespace zt

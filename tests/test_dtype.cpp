@@ -1,0 +1,35 @@
+// DType conversions: bf16/fp16 round trips and rounding against known values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "runtime/dtype.h"
+
+using namespace zt;
+
+TEST(DType, Bf16RoundTripAndRounding) {
+    EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f)), 1.0f);
+    EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);          // tie -> even (down)
+    EXPECT_EQ(f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);          // tie -> even (up)
+    EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(DType, F16ExhaustiveRoundTrip) {
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+        const float f = f16_to_f32(uint16_t(h));
+        if (std::isnan(f)) continue;
+        EXPECT_EQ(f32_to_f16(f), h) << "half bits " << h;
+    }
+    EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+    EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));
+    EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);                     // rounds to inf
+    EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);        // tie -> even (0)
+    EXPECT_EQ(f32_to_f16(std::ldexp(3.0f, -26)), 0x0001);        // 0.75 ulp -> 1
+}
+
+TEST(DType, Names) {
+    EXPECT_EQ(*dtype_from_name("BF16"), DType::BF16);
+    EXPECT_FALSE(dtype_from_name("F8_E4M3").has_value());
+    EXPECT_EQ(dtype_size(DType::F16), 2u);
+}
