@@ -1,0 +1,169 @@
+// Parsing and validation of one input JSONL line (see request.h). Every rejection names the field and the
+// value, so the user can fix the line.
+#include "runtime/request.h"
+
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace zt {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Invalid { std::string message; };
+
+template <typename... Args>
+[[noreturn]] void invalid(fmt::format_string<Args...> f, Args &&... args) {
+    throw Invalid{fmt::format(f, std::forward<Args>(args)...)};
+}
+
+int64_t get_int(const json & j, const char * key) {
+    const auto & v = j[key];
+    if (!v.is_number_integer()) invalid("\"{}\" must be an integer, got {}", key, v.dump(-1, ' ', false, json::error_handler_t::replace));
+    return v.get<int64_t>();
+}
+double get_number(const json & j, const char * key) {
+    const auto & v = j[key];
+    if (!v.is_number()) invalid("\"{}\" must be a number, got {}", key, v.dump(-1, ' ', false, json::error_handler_t::replace));
+    return v.get<double>();
+}
+
+// `"custom_id": "<plain string>"` found by a scan (no regex: lines can be megabytes), for broken lines.
+std::optional<std::string> sniff_custom_id(const std::string & t) {
+    const size_t k = t.find("\"custom_id\"");
+    if (k == std::string::npos) return std::nullopt;
+    size_t i = k + 11;
+    while (i < t.size() && (t[i] == ' ' || t[i] == '\t')) ++i;
+    if (i >= t.size() || t[i] != ':') return std::nullopt;
+    ++i;
+    while (i < t.size() && (t[i] == ' ' || t[i] == '\t')) ++i;
+    if (i >= t.size() || t[i] != '"') return std::nullopt;
+    const size_t b = ++i;
+    while (i < t.size() && t[i] != '"' && t[i] != '\\' && i - b < 256) ++i;
+    if (i >= t.size() || t[i] != '"' || i == b) return std::nullopt;
+    return t.substr(b, i - b);
+}
+
+}  // namespace
+
+bool is_valid_utf8(const std::string & s) {
+    const auto * p = reinterpret_cast<const unsigned char *>(s.data());
+    const size_t n = s.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) { ++i; continue; }
+        else if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
+        else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
+        else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
+        else return false;
+        if (i + len > n) return false;
+        for (size_t k = 1; k < len; ++k) {
+            if ((p[i + k] & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+        i += len;
+    }
+    return true;
+}
+
+std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
+                                                  const SamplingDefaults & defaults) {
+    RequestError err;
+    err.line = line_no;
+    // best effort custom_id for records of lines that cannot be parsed
+    if (auto id = sniff_custom_id(text); id && is_valid_utf8(*id)) err.custom_id = id;
+
+    if (!is_valid_utf8(text)) {
+        err.code = "invalid_utf8";
+        err.message = fmt::format("line {} is not valid UTF-8: re-encode the input file as UTF-8", line_no);
+        return err;
+    }
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::exception & e) {
+        err.code = "invalid_json";
+        err.message = fmt::format("line {} is not valid JSON: {}", line_no, e.what());
+        return err;
+    }
+    try {
+        if (!j.is_object()) invalid("line {} must be a JSON object with \"custom_id\" and \"prompt\"", line_no);
+        if (!j.contains("custom_id")) invalid("line {} has no \"custom_id\"", line_no);
+        const auto & cid = j["custom_id"];
+        if (cid.is_string()) err.custom_id = cid.get<std::string>();
+        else if (cid.is_number_integer()) err.custom_id = cid.dump();
+        else invalid("\"custom_id\" must be a string, got {}", cid.dump());
+        if (err.custom_id->empty()) invalid("\"custom_id\" is empty");
+
+        const json & body = j.contains("body") && j["body"].is_object() ? j["body"] : j;
+        Request r;
+        r.line = line_no;
+        r.custom_id = *err.custom_id;
+        const bool has_text = body.contains("prompt"), has_ids = body.contains("prompt_token_ids");
+        if (has_text == has_ids) invalid("give exactly one of \"prompt\" (text) or \"prompt_token_ids\" (list of ints)");
+        if (has_text) {
+            if (!body["prompt"].is_string()) invalid("\"prompt\" must be a string");
+            r.prompt = body["prompt"].get<std::string>();
+            if (r.prompt->empty()) invalid("\"prompt\" is empty: give at least one character");
+        } else {
+            const auto & ids = body["prompt_token_ids"];
+            if (!ids.is_array()) invalid("\"prompt_token_ids\" must be a list of integers");
+            if (ids.empty()) invalid("\"prompt_token_ids\" is empty: give at least one token");
+            r.prompt_ids.reserve(ids.size());
+            for (const auto & v : ids) {
+                if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+                    invalid("\"prompt_token_ids\" holds {}: every entry must be a non-negative integer", v.dump());
+                r.prompt_ids.push_back(int32_t(v.get<int64_t>()));
+            }
+        }
+        r.max_tokens = defaults.max_new_tokens;
+        if (body.contains("max_tokens") && !body["max_tokens"].is_null()) r.max_tokens = get_int(body, "max_tokens");
+        if (r.max_tokens <= 0) invalid("\"max_tokens\" = {} must be >= 1", r.max_tokens);
+
+        r.sampling.temperature = defaults.temperature;
+        r.sampling.top_k = defaults.top_k;
+        r.sampling.top_p = defaults.top_p;
+        r.sampling.seed = derive_seed(defaults.seed, r.custom_id);
+        if (body.contains("temperature") && !body["temperature"].is_null()) r.sampling.temperature = get_number(body, "temperature");
+        if (body.contains("top_k") && !body["top_k"].is_null()) r.sampling.top_k = get_int(body, "top_k");
+        if (body.contains("top_p") && !body["top_p"].is_null()) r.sampling.top_p = get_number(body, "top_p");
+        if (body.contains("seed") && !body["seed"].is_null()) {
+            if (!body["seed"].is_number_integer()) invalid("\"seed\" must be an integer");
+            r.sampling.seed = body["seed"].is_number_unsigned() ? body["seed"].get<uint64_t>() : uint64_t(body["seed"].get<int64_t>());
+        }
+        if (!(r.sampling.temperature >= 0)) invalid("\"temperature\" = {} must be >= 0 (0 = greedy)", r.sampling.temperature);
+        if (r.sampling.top_k < 0) invalid("\"top_k\" = {} must be >= 0 (0 = off)", r.sampling.top_k);
+        if (!(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) invalid("\"top_p\" = {} must be in (0, 1]", r.sampling.top_p);
+
+        if (body.contains("stop") && !body["stop"].is_null()) {
+            const auto & s = body["stop"];
+            if (s.is_string()) r.stop.push_back(s.get<std::string>());
+            else if (s.is_array()) {
+                for (const auto & x : s) {
+                    if (!x.is_string()) invalid("\"stop\" entries must be strings, got {}", x.dump());
+                    r.stop.push_back(x.get<std::string>());
+                }
+            } else invalid("\"stop\" must be a string or a list of strings");
+            for (const auto & x : r.stop) if (x.empty()) invalid("\"stop\" holds an empty string");
+        }
+        if (body.contains("logprobs") && !body["logprobs"].is_null()) {
+            const auto & l = body["logprobs"];
+            if (l.is_boolean()) r.logprobs = l.get<bool>();
+            else if (l.is_number_integer() && l.get<int64_t>() >= 0) r.logprobs = l.get<int64_t>() > 0;
+            else invalid("\"logprobs\" must be true or false");
+        }
+        return r;
+    } catch (const Invalid & e) {
+        err.code = "invalid_request";
+        err.message = fmt::format("line {}: {}", line_no, e.message);
+        return err;
+    }
+}
+
+}  // namespace zt

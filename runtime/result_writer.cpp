@@ -1,0 +1,78 @@
+// Crash-safe JSONL output (see result_writer.h).
+#include "runtime/result_writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/error.h"
+
+namespace zt {
+
+namespace {
+constexpr auto kSyncEvery = std::chrono::seconds(5);
+
+void write_all(int fd, const std::string & s, const std::string & path) {
+    size_t off = 0;
+    while (off < s.size()) {
+        const ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        ZT_CHECK(n > 0, "writing {} failed: {} (is the disk full?)", path, std::strerror(errno));
+        off += size_t(n);
+    }
+}
+}  // namespace
+
+ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) {
+    namespace fs = std::filesystem;
+    const fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty()) {
+        std::error_code ec;
+        fs::create_directories(parent, ec);
+        ZT_CHECK(!ec, "cannot create the output folder {}: {}", parent.string(), ec.message());
+    }
+    bool needs_newline = false;
+    if (resume && fs::exists(path)) {
+        std::ifstream in(path, std::ios::binary);
+        std::string line;
+        while (std::getline(in, line)) {
+            if (in.eof()) needs_newline = true;   // last line was cut short (crash mid-write): start a fresh line
+            try {
+                const auto j = nlohmann::json::parse(line);
+                if (j.contains("custom_id") && j["custom_id"].is_string()) finished_.custom_ids.insert(j["custom_id"].get<std::string>());
+                else if (j.contains("line") && j["line"].is_number_integer()) finished_.lines.insert(j["line"].get<int64_t>());
+            } catch (const nlohmann::json::exception &) {
+                // a torn last line: that request is simply run again
+            }
+        }
+    }
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0644);
+    ZT_CHECK(fd_ >= 0, "cannot open output {}: {}", path, std::strerror(errno));
+    if (needs_newline) write_all(fd_, "\n", path_);
+    last_sync_ = std::chrono::steady_clock::now();
+}
+
+ResultWriter::~ResultWriter() {
+    if (fd_ >= 0) {
+        ::fsync(fd_);
+        ::close(fd_);
+    }
+}
+
+void ResultWriter::write(const nlohmann::json & record) {
+    write_all(fd_, record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", path_);
+    if (std::chrono::steady_clock::now() - last_sync_ > kSyncEvery) sync();
+}
+
+void ResultWriter::sync() {
+    ::fsync(fd_);
+    last_sync_ = std::chrono::steady_clock::now();
+}
+
+}  // namespace zt

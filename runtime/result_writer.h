@@ -1,0 +1,40 @@
+// ResultWriter: appends one JSON record per line to the job's output, so that every finished request survives
+// a crash; fsyncs periodically and on close. On resume it reports which requests are already done.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace zt {
+
+struct FinishedRequests {
+    std::set<std::string> custom_ids;   // records (results or errors) already in the output
+    std::set<int64_t> lines;            // error records of lines that had no readable custom_id
+};
+
+class ResultWriter {
+public:
+    // Opens `path` for appending (creating folders as needed). With resume = false an existing file is replaced.
+    ResultWriter(const std::string & path, bool resume);
+    ~ResultWriter();
+    ResultWriter(const ResultWriter &) = delete;
+    ResultWriter & operator=(const ResultWriter &) = delete;
+
+    // What the output already holds (empty unless resuming). Call before writing.
+    const FinishedRequests & finished() const { return finished_; }
+
+    void write(const nlohmann::json & record);   // one line, written with a single write(2)
+    void sync();                                 // fsync now
+    const std::string & path() const { return path_; }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    FinishedRequests finished_;
+    std::chrono::steady_clock::time_point last_sync_;
+};
+
+}  // namespace zt

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs dependencies, builds (CUDA code compiles where nvcc exists),
+# runs the libFuzzer targets (ZT_FUZZ_SECONDS each, default 60), the demo job as a smoke test, then ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+bash .ci/build.sh
+
+# libFuzzer targets: a separate clang build with sanitizers
+fuzz_seconds=${ZT_FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZT_FUZZ=ON \
+    -DZT_WITH_CUDA=OFF -DZT_WITH_MPI=OFF -DZT_BUILD_TESTS=ON >/dev/null
+  ninja -C build-fuzz fuzz_safetensors fuzz_tokenizer | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
+  for f in fuzz_safetensors fuzz_tokenizer; do
+    corpus=$(mktemp -d)
+    seeds=tests/fuzz/corpus_${f#fuzz_}
+    echo "== $f for ${fuzz_seconds}s"
+    rc=0
+    ./build-fuzz/$f -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1 \
+      "$corpus" $( [ -d "$seeds" ] && echo "$seeds" ) >build-fuzz/$f.log 2>&1 || rc=$?
+    grep -E 'stat::number_of_executed_units|^Done' build-fuzz/$f.log || true
+    if [ "$rc" -ne 0 ]; then tail -40 build-fuzz/$f.log >&2; echo "$f failed (rc $rc): see above" >&2; exit 1; fi
+    rm -rf "$corpus"
+  done
+fi
+
+# the demo end to end (README's first command, minus the install/build it shares with this script)
+bash examples/demo.sh --no-build >/dev/null
+
+cd build && ctest --output-on-failure -j2

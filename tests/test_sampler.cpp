@@ -1,0 +1,52 @@
+// Sampler: greedy picks the argmax, seeded sampling repeats exactly, top-k/top-p restrict the support.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "runtime/sampler.h"
+
+using namespace zt;
+
+TEST(Sampler, GreedyIsArgmaxLowestIdOnTies) {
+    const float logits[] = {0.1f, 2.0f, 2.0f, -1.0f};
+    Sampler s({0.0, 0, 1.0, 0});
+    EXPECT_EQ(s.sample(logits, 4), 1);
+}
+
+TEST(Sampler, SameSeedSameStream) {
+    std::vector<float> logits(100);
+    for (int i = 0; i < 100; ++i) logits[size_t(i)] = std::sin(float(i));
+    Sampler a({1.0, 0, 1.0, 42}), b({1.0, 0, 1.0, 42}), c({1.0, 0, 1.0, 43});
+    std::vector<int32_t> xa, xb, xc;
+    for (int i = 0; i < 50; ++i) {
+        xa.push_back(a.sample(logits.data(), 100));
+        xb.push_back(b.sample(logits.data(), 100));
+        xc.push_back(c.sample(logits.data(), 100));
+    }
+    EXPECT_EQ(xa, xb);
+    EXPECT_NE(xa, xc);
+}
+
+TEST(Sampler, TopKAndTopPRestrictSupport) {
+    std::vector<float> logits = {5.0f, 4.0f, 3.0f, 0.0f, -1.0f, -2.0f};
+    Sampler k({1.0, 2, 1.0, 1});
+    std::set<int32_t> seen;
+    for (int i = 0; i < 200; ++i) seen.insert(k.sample(logits.data(), 6));
+    EXPECT_EQ(seen, (std::set<int32_t>{0, 1}));
+    // probs at T=1: ~0.66, 0.24, 0.09, ...: top_p 0.5 keeps only token 0
+    Sampler p({1.0, 0, 0.5, 1});
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(p.sample(logits.data(), 6), 0);
+}
+
+TEST(Sampler, LogprobIsLogSoftmax) {
+    const float logits[] = {1.0f, 2.0f, 3.0f};
+    const double z = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+    EXPECT_NEAR(Sampler::logprob(logits, 3, 2), 3.0 - z, 1e-12);
+}
+
+TEST(Sampler, DerivedSeedsDifferPerId) {
+    EXPECT_NE(derive_seed(0, "a"), derive_seed(0, "b"));
+    EXPECT_NE(derive_seed(0, "a"), derive_seed(1, "a"));
+    EXPECT_EQ(derive_seed(5, "x"), derive_seed(5, "x"));
+}
