@@ -1,2 +1,173 @@
-// ztinfer command line (placeholder while the foundation lands).
-int main() { return 0; }
+// ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
+// `synth` writes a random-weight HF model directory; `tokenize` maps JSONL text <-> ids; `info` prints JSON
+// with the version, compiled backends and visible devices.
+#include <csignal>
+#include <filesystem>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "runtime/error.h"
+#include "runtime/job.h"
+#include "runtime/job_config.h"
+#include "runtime/log.h"
+#include "runtime/request.h"
+#include "runtime/synthetic_model.h"
+#include "runtime/tokenizer.h"
+#ifdef ZT_HAVE_CUDA
+#include "kernels/device_query.h"
+#endif
+
+namespace {
+
+using json = nlohmann::json;
+
+void on_stop_signal(int) { zt::job_stop_flag().store(true); }
+
+int command_run(const std::string & config_path, const std::string & input, const std::string & output) {
+    zt::JobConfig cfg = zt::JobConfig::load(config_path);
+    if (!input.empty()) cfg.input = std::filesystem::absolute(input).string();
+    if (!output.empty()) cfg.output = std::filesystem::absolute(output).string();
+    std::signal(SIGTERM, on_stop_signal);   // SLURM preemption / walltime: finish the step, sync, exit
+    std::signal(SIGINT, on_stop_signal);
+    const zt::JobStats s = zt::run_generate_job(cfg);
+    spdlog::info("done: {} requests ({} completed, {} errors, {} skipped as already done) -> {}", s.requests,
+                 s.completed, s.failed, s.skipped, cfg.output);
+    spdlog::info("tokens: {} prompt, {} generated in {:.2f}s = {:.1f} generated tokens/s (load {:.2f}s)",
+                 s.prompt_tokens, s.generated_tokens, s.generate_seconds,
+                 s.generate_seconds > 0 ? s.generated_tokens / s.generate_seconds : 0.0, s.load_seconds);
+    if (s.interrupted) return 143;   // 128 + SIGTERM: the scheduler sees a stopped job; rerun resumes
+    return 0;
+}
+
+int command_tokenize(const std::string & tokenizer_dir, const std::string & jsonl, bool decode, bool special) {
+    const zt::Tokenizer tok = zt::Tokenizer::load(tokenizer_dir);
+    std::ifstream file;
+    std::istream * in = &std::cin;
+    if (jsonl != "-") {
+        file.open(jsonl, std::ios::binary);
+        ZT_CHECK(file.good(), "cannot open {}: check --jsonl", jsonl);
+        in = &file;
+    }
+    std::string line;
+    int64_t line_no = 0;
+    int errors = 0;
+    while (std::getline(*in, line)) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        json out;
+        try {
+            if (!zt::is_valid_utf8(line)) throw std::runtime_error("not valid UTF-8");
+            const json j = json::parse(line);
+            if (decode) {
+                if (!j.contains("ids") || !j["ids"].is_array()) throw std::runtime_error("needs {\"ids\": [...]}");
+                std::vector<int32_t> ids;
+                for (const auto & v : j["ids"]) {
+                    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size())
+                        throw std::runtime_error("id " + v.dump() + " is outside the vocabulary");
+                    ids.push_back(v.get<int32_t>());
+                }
+                out["text"] = tok.decode(ids, !special);
+            } else {
+                if (!j.contains("text") || !j["text"].is_string()) throw std::runtime_error("needs {\"text\": \"...\"}");
+                out["ids"] = tok.encode(j["text"].get<std::string>(), special);
+            }
+        } catch (const std::exception & e) {
+            out = {{"line", line_no}, {"error", {{"code", "invalid_request"}, {"message", e.what()}}}};
+            ++errors;
+        }
+        std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+    }
+    return errors ? 1 : 0;
+}
+
+int command_info() {
+    json info;
+    info["name"] = "ztinfer";
+    info["version"] = ZT_VERSION;
+    json backends = json::array({"cpu"});
+    json devices = json::array({{{"backend", "cpu"}, {"threads", std::thread::hardware_concurrency()}}});
+#ifdef ZT_HAVE_CUDA
+    info["cuda_compiled"] = true;
+    const int n = zt::cuda_device_count();
+    for (int i = 0; i < n; ++i) devices.push_back({{"backend", "cuda"}, {"index", i}, {"name", zt::cuda_device_name(i)}});
+#else
+    info["cuda_compiled"] = false;
+#endif
+#ifdef ZT_HAVE_MPI
+    info["mpi_compiled"] = true;
+#else
+    info["mpi_compiled"] = false;
+#endif
+    info["backends"] = backends;   // backends that can run a job in this build
+    info["devices"] = devices;
+    std::cout << info.dump(2) << '\n';
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    CLI::App app{"ztinfer: batch inference for LLMs larger than GPU memory (DeepSpeed ds.json + \"ztinfer\" section)"};
+    app.set_version_flag("--version", std::string("ztinfer ") + ZT_VERSION);
+    std::string log_level, config, input, output;
+    app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (or ZT_LOG_LEVEL)");
+    app.add_option("--config", config, "ds.json to run (same as `ztinfer run --config`)");
+    app.add_option("--input", input, "override ztinfer.input");
+    app.add_option("--output", output, "override ztinfer.output");
+
+    auto * run = app.add_subcommand("run", "run the job a ds.json describes");
+    run->add_option("--config,config", config, "ds.json")->required();
+    run->add_option("--input", input, "override ztinfer.input");
+    run->add_option("--output", output, "override ztinfer.output");
+
+    zt::SynthOptions so;
+    auto * synth = app.add_subcommand("synth", "write a random-weight HF model directory (transformers loads it too)");
+    synth->add_option("--arch", so.arch, "llama|mistral|qwen2|qwen3")->required()
+        ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3"}));
+    synth->add_option("--layers", so.layers, "decoder layers")->capture_default_str();
+    synth->add_option("--hidden", so.hidden, "hidden size")->capture_default_str();
+    synth->add_option("--heads", so.heads, "attention heads")->capture_default_str();
+    synth->add_option("--kv-heads", so.kv_heads, "key/value heads (GQA)")->capture_default_str();
+    synth->add_option("--intermediate", so.intermediate, "MLP size")->capture_default_str();
+    synth->add_option("--tokenizer", so.tokenizer_dir, "folder with tokenizer.json (and tokenizer_config.json)")->required();
+    synth->add_option("--dtype", so.dtype, "fp32|bf16|fp16")->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+    synth->add_option("--seed", so.seed, "random seed")->capture_default_str();
+    synth->add_option("--out", so.out_dir, "output folder")->required();
+
+    std::string tok_dir, jsonl = "-";
+    bool decode = false, special = false;
+    auto * tokenize = app.add_subcommand("tokenize", "JSONL {\"text\"} lines -> {\"ids\"} on stdout (--decode: back)");
+    tokenize->add_option("--tokenizer", tok_dir, "model folder or tokenizer.json")->required();
+    tokenize->add_option("--jsonl", jsonl, "input JSONL ('-' = stdin)")->capture_default_str();
+    tokenize->add_flag("--decode", decode, "ids -> text");
+    tokenize->add_flag("--special", special, "add BOS like the model does (encode) / keep special tokens (decode)");
+
+    auto * info = app.add_subcommand("info", "print version, compiled backends and visible devices as JSON");
+    app.require_subcommand(0, 1);
+
+    CLI11_PARSE(app, argc, argv);
+    zt::log_init(0, log_level);
+    try {
+        if (*run) return command_run(config, input, output);
+        if (*synth) { zt::synthesize_model(so); spdlog::info("wrote {}", so.out_dir); return 0; }
+        if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
+        if (*info) return command_info();
+        if (!config.empty()) return command_run(config, input, output);
+        std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";
+        return 2;
+    } catch (const zt::Error & e) {
+        spdlog::error("{}", e.what());
+        return 1;
+    } catch (const std::exception & e) {
+        spdlog::error("unexpected error: {}", e.what());
+        return 1;
+    }
+}

@@ -64,7 +64,8 @@ protected:
             try { r = json::parse(line); } catch (const json::exception &) { continue; }   // a torn line (resume test)
             const std::string key = r["custom_id"].is_string() ? r["custom_id"].get<std::string>()
                                                                : "line:" + std::to_string(r["line"].get<int>());
-            records.emplace(key, r);   // the first record of a custom_id wins (duplicates get error records)
+            // a custom_id's result record wins over its duplicate's error record
+            if (!records.count(key) || (records[key].contains("error") && !r.contains("error"))) records[key] = r;
         }
         return records;
     }
@@ -104,7 +105,7 @@ TEST_F(Job, BadLinesGetErrorRecordsAndTheRestRuns) {
                   R"(["not", "an", "object"])",
                   R"({"custom_id": "ok2", "prompt": "also fine"})"});
     auto code = [&](const std::string & id) { return r[id]["error"]["code"].get<std::string>(); };
-    EXPECT_FALSE(r["ok1"].contains("error"));   // the first ok1 ran; the duplicate got an error record...
+    EXPECT_FALSE(r["ok1"].contains("error"));   // the first ok1 ran; the duplicate got an error record
     EXPECT_FALSE(r["ok2"].contains("error"));
     EXPECT_EQ(code("broken"), "invalid_json");
     EXPECT_EQ(code("utf"), "invalid_utf8");
