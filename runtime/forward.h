@@ -35,10 +35,15 @@ public:
     // Batch-invariant: a sequence's rows are bit-identical whatever else is in the batch.
     void step(const std::vector<SequenceStep> & batch, std::vector<float> & logits, bool all_positions = false);
 
+    // Same rows as step(), but the final-normed hidden states (n_rows, C) instead of logits: what embedding
+    // models pool (works for base-model saves without lm_head).
+    void step_hidden(const std::vector<SequenceStep> & batch, std::vector<float> & hidden, bool all_positions = false);
+
     const ModelConfig & config() const { return cfg_; }
 
+    struct Impl;   // backend buffers, KV cache (forward.cpp)
+
 private:
-    struct Impl;
     ModelConfig cfg_;
     std::unique_ptr<Impl> impl_;
 };

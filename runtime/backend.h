@@ -1,0 +1,137 @@
+// Backend: where memory lives, how work is ordered (streams, events), and the ops of the decoder forward pass.
+// "cpu" (backend_cpu.cpp) is the readable reference; every other backend must match it.
+// Ops take the output first, then inputs (llm.c order). Shapes are written outermost first, e.g. (T,C) =
+// T rows of C contiguous elements. T = tokens in the step (all sequences of the batch, in batch order),
+// C = hidden size, H = query heads, KV = key/value heads, D = head dim, I = intermediate size, V = vocab.
+// Activations are fp32; weights (W in the comments) may be F32, F16 or BF16 and are widened to fp32.
+// Batch invariance: every op computes each output element in an order that depends only on that element's own
+// inputs (never on T, on the other rows, or on the thread count): a sequence's results are bit-identical
+// whatever else shares its batch.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace zt {
+
+enum class MemKind { device, pinned_host, host };
+enum class StreamRole { compute, copy, comm };
+const char * mem_kind_name(MemKind k);
+
+// An owning allocation (move-only). The backend that made it frees it.
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(void * data, size_t bytes, MemKind kind, std::function<void(void *)> free_fn)
+        : data_(data), bytes_(bytes), kind_(kind), free_(std::move(free_fn)) {}
+    Buffer(Buffer && o) noexcept { *this = std::move(o); }
+    Buffer & operator=(Buffer && o) noexcept;
+    Buffer(const Buffer &) = delete;
+    Buffer & operator=(const Buffer &) = delete;
+    ~Buffer() { reset(); }
+
+    void reset();                                  // frees now
+    void * data() const { return data_; }
+    size_t bytes() const { return bytes_; }
+    MemKind kind() const { return kind_; }
+    explicit operator bool() const { return data_ != nullptr; }
+    // A tensor view into this buffer at byte_offset; throws zt::Error when it does not fit.
+    Tensor view(DType dtype, std::vector<int64_t> shape, size_t byte_offset = 0) const;
+
+private:
+    void * data_ = nullptr;
+    size_t bytes_ = 0;
+    MemKind kind_ = MemKind::host;
+    std::function<void(void *)> free_;
+};
+
+// An in-order queue of work. Work on one stream runs in submission order; streams order against each other
+// only through events.
+class Stream {
+public:
+    explicit Stream(StreamRole role) : role_(role) {}
+    virtual ~Stream() = default;
+    StreamRole role() const { return role_; }
+private:
+    StreamRole role_;
+};
+
+// A point in a stream's work; opaque to callers (each backend keeps its own state behind `impl`).
+struct Event {
+    std::shared_ptr<void> impl;
+};
+
+// The key/value rows one sequence contributes to a step, for kv_store and attention:
+// its new tokens are rows row0 .. row0 + n_tokens - 1 of q/k/v, at positions past_len .. past_len + n_tokens - 1
+// of KV-cache slot `slot`, which already holds past_len positions.
+struct AttentionSeq {
+    int32_t slot = 0;
+    int32_t past_len = 0;
+    int32_t n_tokens = 0;
+    int32_t row0 = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+
+    // --- memory, streams, events -------------------------------------------------------------------
+    virtual Buffer alloc(size_t bytes, MemKind kind) = 0;          // zero-filled; throws zt::Error when out of memory
+    virtual Stream * stream(StreamRole role) = 0;                  // one stream per role, owned by the backend
+    virtual void copy_async(void * dst, const void * src, size_t bytes, Stream * s) = 0;
+    virtual Event record(Stream * s) = 0;                          // marks everything submitted to s so far
+    virtual void wait(Stream * s, Event e) = 0;                    // later work on s waits for e
+    virtual void synchronize(Stream * s) = 0;                      // host waits for everything on s (nullptr: all)
+
+    // --- ops (all on stream s; s == nullptr means the compute stream) ------------------------------
+    // out (T,C) f32 = table[tokens[t]] widened to fp32; tokens (T) i32, table (V,C) W.
+    virtual void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream * s = nullptr) = 0;
+
+    // RMSNorm over the last dim: out (R,C) = w (C) * (x (R,C) * 1/sqrt(mean(x^2) + eps)), in HF's order.
+    // x and out may be the same tensor; used per head (R = T*H, C = D) for qwen3's q/k norm. w is W.
+    virtual void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream * s = nullptr) = 0;
+
+    // out (T,N) = x (T,K) · w (N,K)^T [+ bias (N)]; w and bias are W (bias.data == nullptr: no bias).
+    virtual void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s = nullptr) = 0;
+
+    // Rotary embedding in place on x (T,H,D) (H may be the query or key/value heads), HF rotate_half
+    // convention: for i < D/2, with a = positions[t] * inv_freq[i] (fp32), c = cos a, s = sin a:
+    //   x[i] <- x[i]*c - x[i+D/2]*s,   x[i+D/2] <- x[i+D/2]*c + x[i]*s.
+    // positions (T) i32; inv_freq (D/2) f32 (see rope_inv_freq in rope.h).
+    virtual void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s = nullptr) = 0;
+
+    // Writes the new keys/values of each sequence into the cache of one layer:
+    // k_cache[seq.slot, seq.past_len + i] = k[seq.row0 + i], same for v.
+    // k_cache, v_cache (S,M,KV,D) f32 (S slots of M positions); k, v (T,KV,D) f32.
+    virtual void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
+                          const std::vector<AttentionSeq> & seqs, Stream * s = nullptr) = 0;
+
+    // Grouped-query attention of each sequence's new queries over its cache slot (past and new positions):
+    // out[t,h] = sum_j softmax_j(q[t,h] · k[j,h/(H/KV)] / sqrt(D)) v[j,h/(H/KV)], softmax in fp32, where j runs
+    // over positions 0 .. pos(t) when causal, else over all past_len + n_tokens positions of the slot.
+    // out (T,H,D) f32; q (T,H,D) f32; k_cache, v_cache (S,M,KV,D) f32 (after kv_store of this step).
+    virtual void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
+                           const std::vector<AttentionSeq> & seqs, bool causal, Stream * s = nullptr) = 0;
+
+    // out (R,N) = silu(gate) * up, silu(g) = g / (1 + exp(-g)); gate, up (R,N) f32; out may alias gate.
+    virtual void swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stream * s = nullptr) = 0;
+
+    // out = a + b elementwise (residual); all f32 of one shape; out may alias a or b.
+    virtual void add(Tensor out, const Tensor & a, const Tensor & b, Stream * s = nullptr) = 0;
+
+    // out (R,C) = x[rows[r]] (row gather, e.g. the last token of each sequence before the LM head).
+    // rows (R) i32; x (T,C) f32.
+    virtual void gather_rows(Tensor out, const Tensor & x, const Tensor & rows, Stream * s = nullptr) = 0;
+};
+
+// The CPU reference backend. n_threads <= 0: one per hardware thread. Memory of every kind is host memory;
+// streams run synchronously on the calling thread (a later issue moves copy/comm to their own threads).
+std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+
+}  // namespace zt

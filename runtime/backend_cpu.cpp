@@ -1,0 +1,401 @@
+// The CPU backend: the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
+// GEMM through OpenBLAS, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory;
+// streams run synchronously on the calling thread, so events are always complete.
+//
+// Batch invariance (a hard requirement, see backend.h). Measured with OpenBLAS 0.3.21 (DYNAMIC_ARCH, Cooperlake
+// kernels): cblas_sgemm gives a row different bits depending on M (the number of rows in the call, e.g. M = 5
+// vs 1, even single-threaded: edge kernels and the small-matrix path sum K differently), and sgemm with M = 1
+// differs from sgemv. So matmul never calls sgemm. It cuts W into panels of NP rows (NP depends only on N and
+// K) and calls cblas_sgemv once per (token row, panel), with the row copied to an aligned scratch vector: every
+// output element is then one fixed sgemv over the same panel, whatever T is or which other rows share the
+// batch. OpenBLAS is set to one thread (its own threading would split panels by size); the pool spreads
+// (panel, row-block) work items over threads instead, which never changes what a single call computes.
+// Panels of BF16/F16 weights are widened to fp32 into a per-thread scratch buffer (cached across row blocks).
+// Other ops reduce each output element in a fixed order (rmsnorm: over C in order; attention: keys in order).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/parallel_for.h"
+
+namespace zt {
+
+// ---- Buffer -------------------------------------------------------------------------------------------------
+const char * mem_kind_name(MemKind k) {
+    switch (k) {
+        case MemKind::device: return "device";
+        case MemKind::pinned_host: return "pinned_host";
+        case MemKind::host: return "host";
+    }
+    return "?";
+}
+
+Buffer & Buffer::operator=(Buffer && o) noexcept {
+    if (this != &o) {
+        reset();
+        data_ = o.data_; bytes_ = o.bytes_; kind_ = o.kind_; free_ = std::move(o.free_);
+        o.data_ = nullptr; o.bytes_ = 0; o.free_ = nullptr;
+    }
+    return *this;
+}
+
+void Buffer::reset() {
+    if (data_ && free_) free_(data_);
+    data_ = nullptr; bytes_ = 0; free_ = nullptr;
+}
+
+Tensor Buffer::view(DType dtype, std::vector<int64_t> shape, size_t byte_offset) const {
+    Tensor t(nullptr, dtype, std::move(shape));
+    for (int64_t d : t.shape) ZT_CHECK(d >= 0, "negative dimension in view {}", t.shape_str());
+    ZT_CHECK(byte_offset <= bytes_ && t.bytes() <= bytes_ - byte_offset,
+             "view {} {} at offset {} does not fit a buffer of {} bytes", dtype_name(dtype), t.shape_str(), byte_offset, bytes_);
+    t.data = static_cast<char *>(data_) + byte_offset;
+    return t;
+}
+
+namespace {
+
+// ---- checks -------------------------------------------------------------------------------------------------
+void check_f32(const Tensor & t, const char * op, const char * name) {
+    ZT_CHECK(t.data != nullptr, "{}: {} has no data", op, name);
+    ZT_CHECK(t.dtype == DType::F32, "{}: {} must be F32, got {}", op, name, dtype_name(t.dtype));
+}
+void check_weight(const Tensor & t, const char * op, const char * name) {
+    ZT_CHECK(t.data != nullptr, "{}: {} has no data", op, name);
+    ZT_CHECK(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16,
+             "{}: {} must be F32, F16 or BF16, got {}", op, name, dtype_name(t.dtype));
+}
+// rows x cols view of a tensor whose last dim is `cols`
+int64_t rows_of(const Tensor & t, int64_t cols, const char * op, const char * name) {
+    ZT_CHECK(t.dims() >= 1 && cols > 0 && t.numel() % cols == 0, "{}: {} {} is not a multiple of rows of {}",
+             op, name, t.shape_str(), cols);
+    return t.numel() / cols;
+}
+
+// Element i of a weight tensor, widened to fp32.
+inline float weight_at(const Tensor & w, int64_t i) {
+    switch (w.dtype) {
+        case DType::F32: return w.ptr<const float>()[i];
+        case DType::BF16: return bf16_to_f32(w.ptr<const uint16_t>()[i]);
+        case DType::F16: return f16_to_f32(w.ptr<const uint16_t>()[i]);
+        default: return 0.0f;   // excluded by check_weight
+    }
+}
+// Elements [i, i+n) of a weight tensor widened to fp32 into dst.
+inline void weight_row(float * dst, const Tensor & w, int64_t i, int64_t n) {
+    convert_to_f32(dst, static_cast<const char *>(w.data) + size_t(i) * dtype_size(w.dtype), w.dtype, size_t(n));
+}
+
+// 64-byte aligned per-thread scratch of n floats (contents kept until the next call with a larger n).
+struct Scratch {
+    float * p = nullptr;
+    size_t cap = 0;
+    ~Scratch() { std::free(p); }
+    float * get(size_t n) {
+        if (n > cap) {
+            std::free(p);
+            cap = (n + 15) & ~size_t(15);
+            p = static_cast<float *>(std::aligned_alloc(64, cap * sizeof(float)));
+            ZT_CHECK(p != nullptr, "out of host memory allocating {} bytes of scratch", cap * sizeof(float));
+        }
+        return p;
+    }
+};
+
+class CpuStream : public Stream {
+public:
+    explicit CpuStream(StreamRole r) : Stream(r) {}
+};
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int n_threads)
+        : pool_(n_threads > 0 ? n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
+          compute_(StreamRole::compute), copy_(StreamRole::copy), comm_(StreamRole::comm) {
+        openblas_set_num_threads(1);   // see the top of this file: one sgemv never splits across threads
+    }
+
+    std::string name() const override { return "cpu"; }
+
+    // ---- memory, streams, events ------------------------------------------------------------------------
+    Buffer alloc(size_t bytes, MemKind kind) override {
+        const size_t rounded = (std::max<size_t>(bytes, 1) + 63) & ~size_t(63);
+        ZT_CHECK(rounded >= bytes, "allocation of {} bytes overflows", bytes);
+        void * p = std::aligned_alloc(64, rounded);
+        ZT_CHECK(p != nullptr, "out of host memory: could not allocate {} bytes ({} buffer); reduce batch_size or "
+                 "the context length", bytes, mem_kind_name(kind));
+        std::memset(p, 0, rounded);
+        return Buffer(p, bytes, kind, [](void * q) { std::free(q); });
+    }
+    Stream * stream(StreamRole role) override {
+        switch (role) {
+            case StreamRole::compute: return &compute_;
+            case StreamRole::copy: return &copy_;
+            case StreamRole::comm: return &comm_;
+        }
+        return &compute_;
+    }
+    void copy_async(void * dst, const void * src, size_t bytes, Stream *) override {
+        if (bytes) std::memmove(dst, src, bytes);
+    }
+    Event record(Stream *) override { return Event{}; }     // synchronous: everything is already done
+    void wait(Stream *, Event) override {}
+    void synchronize(Stream *) override {}
+
+    // ---- ops ----------------------------------------------------------------------------------------------
+    void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream *) override {
+        check_f32(out, "embedding", "out");
+        check_weight(table, "embedding", "table");
+        ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
+        ZT_CHECK(table.dims() == 2, "embedding: table must be (V,C), got {}", table.shape_str());
+        const int64_t V = table.dim(0), C = table.dim(1), T = tokens.numel();
+        ZT_CHECK(out.numel() == T * C, "embedding: out {} != (T={}, C={})", out.shape_str(), T, C);
+        const int32_t * tok = tokens.ptr<const int32_t>();
+        for (int64_t t = 0; t < T; ++t)
+            ZT_CHECK(tok[t] >= 0 && tok[t] < V, "token id {} at position {} is outside the vocabulary [0, {})", tok[t], t, V);
+        float * o = out.ptr<float>();
+        pool_.parallel_for(T, 16, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) weight_row(o + t * C, table, int64_t(tok[t]) * C, C);
+        });
+    }
+
+    void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream *) override {
+        check_f32(out, "rmsnorm", "out");
+        check_f32(x, "rmsnorm", "x");
+        check_weight(w, "rmsnorm", "w");
+        const int64_t C = w.numel();
+        const int64_t R = rows_of(x, C, "rmsnorm", "x");
+        ZT_CHECK(out.numel() == x.numel(), "rmsnorm: out {} != x {}", out.shape_str(), x.shape_str());
+        const float * xp = x.ptr<const float>();
+        float * op = out.ptr<float>();
+        pool_.parallel_for(R, 64, [&](int64_t b, int64_t e) {
+            for (int64_t r = b; r < e; ++r) {
+                const float * xr = xp + r * C;
+                float * orow = op + r * C;
+                float ss = 0.0f;                                  // sum of squares, in order
+                for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+                const float inv = 1.0f / std::sqrt(ss / float(C) + eps);   // rsqrt(mean(x^2) + eps)
+                for (int64_t c = 0; c < C; ++c) orow[c] = weight_at(w, c) * (xr[c] * inv);
+            }
+        });
+    }
+
+    void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream *) override {
+        check_f32(out, "matmul", "out");
+        check_f32(x, "matmul", "x");
+        check_weight(w, "matmul", "w");
+        ZT_CHECK(w.dims() == 2, "matmul: w must be (N,K), got {}", w.shape_str());
+        const int64_t N = w.dim(0), K = w.dim(1);
+        const int64_t T = rows_of(x, K, "matmul", "x");
+        ZT_CHECK(out.numel() == T * N, "matmul: out {} != (T={}, N={})", out.shape_str(), T, N);
+        if (bias.data) {
+            check_weight(bias, "matmul", "bias");
+            ZT_CHECK(bias.numel() == N, "matmul: bias {} != (N={})", bias.shape_str(), N);
+        }
+        if (T == 0 || N == 0) return;
+        // Panel height: ~128 KiB of fp32 weights, a multiple of 16 rows, depends on K only (never on T).
+        const int64_t NP = std::min<int64_t>(N, std::max<int64_t>(16, (32768 / std::max<int64_t>(K, 1)) / 16 * 16));
+        const int64_t n_panels = (N + NP - 1) / NP;
+        const int64_t RB = 64;                                   // token rows per work item
+        const int64_t n_row_blocks = (T + RB - 1) / RB;
+        const float * xp = x.ptr<const float>();
+        float * op = out.ptr<float>();
+        pool_.parallel_for(n_panels * n_row_blocks, 1, [&](int64_t b, int64_t e) {
+            thread_local Scratch panel_buf, xrow_buf, yrow_buf;
+            int64_t cached_panel = -1;                            // panel widened in panel_buf by this call
+            for (int64_t item = b; item < e; ++item) {
+                const int64_t p = item / n_row_blocks, rb = item % n_row_blocks;
+                const int64_t n0 = p * NP, np = std::min(NP, N - n0);
+                const float * panel;                              // (np,K) fp32
+                if (w.dtype == DType::F32) {
+                    panel = w.ptr<const float>() + n0 * K;
+                } else {
+                    float * pb = panel_buf.get(size_t(NP * K));
+                    if (cached_panel != p) { weight_row(pb, w, n0 * K, np * K); cached_panel = p; }
+                    panel = pb;
+                }
+                float * xr = xrow_buf.get(size_t(K));
+                float * yr = yrow_buf.get(size_t(NP));
+                const int64_t t_end = std::min(T, (rb + 1) * RB);
+                for (int64_t t = rb * RB; t < t_end; ++t) {
+                    std::memcpy(xr, xp + t * K, size_t(K) * sizeof(float));   // same alignment for every row
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(np), int(K), 1.0f, panel, int(K), xr, 1, 0.0f, yr, 1);
+                    float * o = op + t * N + n0;
+                    if (bias.data) for (int64_t j = 0; j < np; ++j) o[j] = yr[j] + weight_at(bias, n0 + j);
+                    else std::memcpy(o, yr, size_t(np) * sizeof(float));
+                }
+            }
+        });
+    }
+
+    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream *) override {
+        check_f32(x, "rope", "x");
+        check_f32(inv_freq, "rope", "inv_freq");
+        ZT_CHECK(positions.dtype == DType::I32, "rope: positions must be I32");
+        ZT_CHECK(x.dims() == 3, "rope: x must be (T,H,D), got {}", x.shape_str());
+        const int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2), half = D / 2;
+        ZT_CHECK(D % 2 == 0 && inv_freq.numel() == half, "rope: inv_freq {} must be (D/2 = {})", inv_freq.shape_str(), half);
+        ZT_CHECK(positions.numel() == T, "rope: positions {} must be (T = {})", positions.shape_str(), T);
+        const int32_t * pos = positions.ptr<const int32_t>();
+        const float * f = inv_freq.ptr<const float>();
+        float * xp = x.ptr<float>();
+        pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
+            thread_local Scratch cs_buf;
+            float * cs = cs_buf.get(size_t(2 * half));
+            for (int64_t t = b; t < e; ++t) {
+                for (int64_t i = 0; i < half; ++i) {
+                    const float a = float(pos[t]) * f[i];                    // fp32, as HF's inv_freq @ position_ids
+                    cs[i] = float(std::cos(double(a)));
+                    cs[half + i] = float(std::sin(double(a)));
+                }
+                for (int64_t h = 0; h < H; ++h) {
+                    float * v = xp + (t * H + h) * D;
+                    for (int64_t i = 0; i < half; ++i) {
+                        const float x0 = v[i], x1 = v[i + half], c = cs[i], s = cs[half + i];
+                        v[i] = x0 * c + (-x1) * s;
+                        v[i + half] = x1 * c + x0 * s;
+                    }
+                }
+            }
+        });
+    }
+
+    void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
+                  const std::vector<AttentionSeq> & seqs, Stream *) override {
+        check_f32(k_cache, "kv_store", "k_cache"); check_f32(v_cache, "kv_store", "v_cache");
+        check_f32(k, "kv_store", "k"); check_f32(v, "kv_store", "v");
+        ZT_CHECK(k_cache.dims() == 4 && v_cache.shape == k_cache.shape, "kv_store: caches must be (S,M,KV,D), got {} {}",
+                 k_cache.shape_str(), v_cache.shape_str());
+        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), row = k_cache.dim(2) * k_cache.dim(3);
+        const int64_t T = rows_of(k, row, "kv_store", "k");
+        ZT_CHECK(v.numel() == k.numel(), "kv_store: v {} != k {}", v.shape_str(), k.shape_str());
+        for (const AttentionSeq & q : seqs) {
+            check_seq(q, S, M, T, "kv_store");
+            for (int32_t i = 0; i < q.n_tokens; ++i) {
+                const int64_t dst = (int64_t(q.slot) * M + q.past_len + i) * row, src = int64_t(q.row0 + i) * row;
+                std::memcpy(k_cache.ptr<float>() + dst, k.ptr<const float>() + src, size_t(row) * sizeof(float));
+                std::memcpy(v_cache.ptr<float>() + dst, v.ptr<const float>() + src, size_t(row) * sizeof(float));
+            }
+        }
+    }
+
+    void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
+                   const std::vector<AttentionSeq> & seqs, bool causal, Stream *) override {
+        check_f32(out, "attention", "out"); check_f32(q, "attention", "q");
+        check_f32(k_cache, "attention", "k_cache"); check_f32(v_cache, "attention", "v_cache");
+        ZT_CHECK(q.dims() == 3 && k_cache.dims() == 4 && v_cache.shape == k_cache.shape,
+                 "attention: q must be (T,H,D) and caches (S,M,KV,D), got {} {} {}", q.shape_str(),
+                 k_cache.shape_str(), v_cache.shape_str());
+        const int64_t T = q.dim(0), H = q.dim(1), D = q.dim(2);
+        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), KV = k_cache.dim(2);
+        ZT_CHECK(k_cache.dim(3) == D && KV > 0 && H % KV == 0, "attention: q {} and cache {} disagree on heads",
+                 q.shape_str(), k_cache.shape_str());
+        ZT_CHECK(out.numel() == q.numel(), "attention: out {} != q {}", out.shape_str(), q.shape_str());
+        // Work items: (token row, head). seq_of[t] finds each row's sequence.
+        std::vector<int32_t> seq_of(size_t(T), -1);
+        for (size_t i = 0; i < seqs.size(); ++i) {
+            check_seq(seqs[i], S, M, T, "attention");
+            for (int32_t r = 0; r < seqs[i].n_tokens; ++r) seq_of[size_t(seqs[i].row0 + r)] = int32_t(i);
+        }
+        const float scale = float(1.0 / std::sqrt(double(D)));   // head_dim ** -0.5
+        const int64_t group = H / KV;
+        const float * qp = q.ptr<const float>();
+        const float * kp = k_cache.ptr<const float>();
+        const float * vp = v_cache.ptr<const float>();
+        float * op = out.ptr<float>();
+        pool_.parallel_for(T * H, 4, [&](int64_t b, int64_t e) {
+            thread_local Scratch score_buf;
+            for (int64_t item = b; item < e; ++item) {
+                const int64_t t = item / H, h = item % H, kvh = h / group;
+                float * o = op + (t * H + h) * D;
+                if (seq_of[size_t(t)] < 0) { std::memset(o, 0, size_t(D) * sizeof(float)); continue; }
+                const AttentionSeq & sq = seqs[size_t(seq_of[size_t(t)])];
+                const int64_t pos = sq.past_len + (t - sq.row0);
+                const int64_t n_keys = causal ? pos + 1 : int64_t(sq.past_len) + sq.n_tokens;
+                const float * qh = qp + (t * H + h) * D;
+                const float * kbase = kp + (int64_t(sq.slot) * M * KV + kvh) * D;   // key j at kbase + j*KV*D
+                const float * vbase = vp + (int64_t(sq.slot) * M * KV + kvh) * D;
+                float * sc = score_buf.get(size_t(n_keys));
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < n_keys; ++j) {
+                    const float * kj = kbase + j * KV * D;
+                    float dot = 0.0f;
+                    for (int64_t d = 0; d < D; ++d) dot += qh[d] * kj[d];
+                    sc[j] = dot * scale;
+                    mx = std::max(mx, sc[j]);
+                }
+                float sum = 0.0f;
+                for (int64_t j = 0; j < n_keys; ++j) { sc[j] = std::exp(sc[j] - mx); sum += sc[j]; }
+                for (int64_t j = 0; j < n_keys; ++j) sc[j] = sc[j] / sum;
+                for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+                for (int64_t j = 0; j < n_keys; ++j) {
+                    const float * vj = vbase + j * KV * D;
+                    const float p = sc[j];
+                    for (int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
+                }
+            }
+        });
+    }
+
+    void swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stream *) override {
+        check_f32(out, "swiglu", "out"); check_f32(gate, "swiglu", "gate"); check_f32(up, "swiglu", "up");
+        ZT_CHECK(out.numel() == gate.numel() && up.numel() == gate.numel(), "swiglu: shapes differ: {} {} {}",
+                 out.shape_str(), gate.shape_str(), up.shape_str());
+        const float * g = gate.ptr<const float>();
+        const float * u = up.ptr<const float>();
+        float * o = out.ptr<float>();
+        pool_.parallel_for(out.numel(), 4096, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) o[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+        });
+    }
+
+    void add(Tensor out, const Tensor & a, const Tensor & b, Stream *) override {
+        check_f32(out, "add", "out"); check_f32(a, "add", "a"); check_f32(b, "add", "b");
+        ZT_CHECK(out.numel() == a.numel() && b.numel() == a.numel(), "add: shapes differ: {} {} {}",
+                 out.shape_str(), a.shape_str(), b.shape_str());
+        const float * ap = a.ptr<const float>();
+        const float * bp = b.ptr<const float>();
+        float * o = out.ptr<float>();
+        pool_.parallel_for(out.numel(), 16384, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) o[i] = ap[i] + bp[i];
+        });
+    }
+
+    void gather_rows(Tensor out, const Tensor & x, const Tensor & rows, Stream *) override {
+        check_f32(out, "gather_rows", "out"); check_f32(x, "gather_rows", "x");
+        ZT_CHECK(rows.dtype == DType::I32, "gather_rows: rows must be I32");
+        ZT_CHECK(x.dims() == 2, "gather_rows: x must be (T,C), got {}", x.shape_str());
+        const int64_t T = x.dim(0), C = x.dim(1), R = rows.numel();
+        ZT_CHECK(out.numel() == R * C, "gather_rows: out {} != (R={}, C={})", out.shape_str(), R, C);
+        const int32_t * r = rows.ptr<const int32_t>();
+        for (int64_t i = 0; i < R; ++i) {
+            ZT_CHECK(r[i] >= 0 && r[i] < T, "gather_rows: row {} outside [0, {})", r[i], T);
+            std::memcpy(out.ptr<float>() + i * C, x.ptr<const float>() + int64_t(r[i]) * C, size_t(C) * sizeof(float));
+        }
+    }
+
+private:
+    static void check_seq(const AttentionSeq & q, int64_t S, int64_t M, int64_t T, const char * op) {
+        ZT_CHECK(q.slot >= 0 && q.slot < S, "{}: cache slot {} outside [0, {})", op, q.slot, S);
+        ZT_CHECK(q.past_len >= 0 && q.n_tokens >= 0 && int64_t(q.past_len) + q.n_tokens <= M,
+                 "{}: positions {}..{} do not fit the cache's {} positions", op, q.past_len,
+                 int64_t(q.past_len) + q.n_tokens, M);
+        ZT_CHECK(q.row0 >= 0 && int64_t(q.row0) + q.n_tokens <= T, "{}: rows {}..{} outside the step's {} tokens", op,
+                 q.row0, int64_t(q.row0) + q.n_tokens, T);
+    }
+
+    ThreadPool pool_;
+    CpuStream compute_, copy_, comm_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace zt

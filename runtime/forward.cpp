@@ -1,0 +1,201 @@
+// Forward: the decoder forward pass over a Backend, written as the plain sequence of ops HF's modeling code runs:
+//   x = embed(tokens)                                                      (T,C)
+//   per layer: h = rmsnorm(x); q,k,v = h·Wq,Wk,Wv (+bias)                  (T,H,D) (T,KV,D) (T,KV,D)
+//              [qwen3: q,k = rmsnorm per head]; q,k = rope(q,k, positions)
+//              kv_store(k,v); a = attention(q, cache)                      (T,H,D)
+//              x = x + a·Wo;  h = rmsnorm(x);  x = x + (silu(h·Wg) * h·Wu)·Wd
+//   hidden = rmsnorm(x) on the rows needed; logits = hidden·W_lm^T          (R,V)
+// Sequences are independent rows of one step; each op is batch-invariant, so a sequence's logits do not depend
+// on what else is in the batch.
+#include "runtime/forward.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/backend.h"
+#include "runtime/error.h"
+#include "runtime/kv_cache.h"
+#include "runtime/rope.h"
+
+namespace zt {
+
+struct Forward::Impl {
+    ModelWeights w;
+    Backend & be;
+    KvCache cache;
+    bool reserved = false;
+    Buffer inv_freq_buf;   // (D/2) f32
+    Tensor inv_freq;
+
+    // Activations, sized for `cap` tokens (grown on demand).
+    int64_t cap = 0;
+    Buffer x, h, q, k, v, att, tmp, gate, up;   // (T,C) (T,C) (T,H*D) (T,KV*D) (T,KV*D) (T,H*D) (T,C) (T,I) (T,I)
+    Buffer ints;                                 // tokens (T) i32, positions (T) i32, rows (T) i32
+    int64_t out_cap = 0;
+    Buffer sel, out;                             // selected hidden rows (R,C), logits (R,V)
+
+    Impl(const ModelWeights & weights, Backend & backend) : w(weights), be(backend) {}
+};
+
+Forward::Forward(const ModelConfig & cfg, const ModelWeights & weights, Backend & backend)
+    : cfg_(cfg), impl_(std::make_unique<Impl>(weights, backend)) {
+    ZT_CHECK(int64_t(weights.layers.size()) == cfg.num_hidden_layers, "weights have {} layers, config.json says {}",
+             weights.layers.size(), cfg.num_hidden_layers);
+    ZT_CHECK(cfg.num_key_value_heads > 0 && cfg.num_attention_heads % cfg.num_key_value_heads == 0,
+             "num_attention_heads {} is not a multiple of num_key_value_heads {}", cfg.num_attention_heads,
+             cfg.num_key_value_heads);
+    const std::vector<float> inv = rope_inv_freq(cfg);
+    impl_->inv_freq_buf = backend.alloc(inv.size() * sizeof(float), MemKind::device);
+    impl_->inv_freq = impl_->inv_freq_buf.view(DType::F32, {int64_t(inv.size())});
+    Stream * s = backend.stream(StreamRole::compute);
+    backend.copy_async(impl_->inv_freq.data, inv.data(), inv.size() * sizeof(float), s);
+    backend.synchronize(s);
+}
+
+Forward::~Forward() = default;
+
+void Forward::reserve(int32_t n_slots, int32_t max_len) {
+    ZT_CHECK(n_slots > 0 && max_len > 0, "KV cache needs at least one slot and one position, got {} x {}", n_slots, max_len);
+    impl_->cache = KvCache();   // free the old one first
+    impl_->cache = KvCache(impl_->be, cfg_.num_hidden_layers, n_slots, max_len, cfg_.num_key_value_heads, cfg_.head_dim);
+    impl_->reserved = true;
+}
+
+namespace {
+
+// Runs the layers over the batch and leaves the final-normed hidden state of the rows needed in impl.sel (R,C).
+// Returns R.
+int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector<SequenceStep> & batch,
+                   bool all_positions);
+
+}  // namespace
+
+void Forward::step(const std::vector<SequenceStep> & batch, std::vector<float> & logits, bool all_positions) {
+    ZT_CHECK(impl_->w.lm_head.data != nullptr,
+             "this checkpoint has no lm_head (a base-model save such as {}): it can only compute embeddings "
+             "(hidden states), not logits; use an embedding task or a checkpoint with lm_head.weight",
+             cfg_.architectures.empty() ? cfg_.model_type : cfg_.architectures.front());
+    Impl & m = *impl_;
+    const int64_t R = run_layers(cfg_, m, batch, all_positions);
+    const int64_t V = m.w.lm_head.dim(0), C = cfg_.hidden_size;
+    Stream * s = m.be.stream(StreamRole::compute);
+    Tensor sel = m.sel.view(DType::F32, {R, C});
+    Tensor out = m.out.view(DType::F32, {R, V});
+    m.be.matmul(out, sel, m.w.lm_head, Tensor(), s);
+    logits.resize(size_t(R * V));
+    m.be.copy_async(logits.data(), out.data, out.bytes(), s);
+    m.be.synchronize(s);
+}
+
+void Forward::step_hidden(const std::vector<SequenceStep> & batch, std::vector<float> & hidden, bool all_positions) {
+    Impl & m = *impl_;
+    const int64_t R = run_layers(cfg_, m, batch, all_positions);
+    const int64_t C = cfg_.hidden_size;
+    Stream * s = m.be.stream(StreamRole::compute);
+    hidden.resize(size_t(R * C));
+    m.be.copy_async(hidden.data(), m.sel.data(), size_t(R * C) * sizeof(float), s);
+    m.be.synchronize(s);
+}
+
+namespace {
+
+int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector<SequenceStep> & batch,
+                   bool all_positions) {
+    ZT_CHECK(m.reserved, "Forward::reserve must be called before step");
+    ZT_CHECK(!batch.empty(), "empty batch");
+    Backend & be = m.be;
+    Stream * s = be.stream(StreamRole::compute);
+    const int64_t C = cfg.hidden_size, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads,
+                  D = cfg.head_dim, I = cfg.intermediate_size, V = cfg.vocab_size;
+    const float eps = float(cfg.rms_norm_eps);
+
+    // ---- host-side plan: tokens, positions, per-sequence rows, output rows -----------------------------
+    std::vector<AttentionSeq> seqs;
+    std::vector<int32_t> tokens, positions, rows;
+    std::vector<char> slot_used(size_t(m.cache.n_slots()), 0);
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const SequenceStep & b = batch[i];
+        ZT_CHECK(b.cache_slot >= 0 && b.cache_slot < m.cache.n_slots(), "sequence {} of the batch: cache slot {} "
+                 "outside [0, {})", i, b.cache_slot, m.cache.n_slots());
+        ZT_CHECK(!slot_used[size_t(b.cache_slot)], "sequence {} of the batch: cache slot {} is used twice in one step",
+                 i, b.cache_slot);
+        slot_used[size_t(b.cache_slot)] = 1;
+        ZT_CHECK(b.n_tokens > 0 && b.tokens != nullptr, "sequence {} of the batch has no tokens", i);
+        ZT_CHECK(b.past_len >= 0 && int64_t(b.past_len) + b.n_tokens <= m.cache.max_len(),
+                 "sequence {} of the batch: {} past + {} new tokens exceed the KV cache's {} positions", i, b.past_len,
+                 b.n_tokens, m.cache.max_len());
+        seqs.push_back({b.cache_slot, b.past_len, b.n_tokens, int32_t(tokens.size())});
+        for (int32_t j = 0; j < b.n_tokens; ++j) {
+            ZT_CHECK(b.tokens[j] >= 0 && b.tokens[j] < V, "sequence {} of the batch: token id {} outside the "
+                     "vocabulary [0, {})", i, b.tokens[j], V);
+            if (all_positions || j == b.n_tokens - 1) rows.push_back(int32_t(tokens.size()));
+            tokens.push_back(b.tokens[j]);
+            positions.push_back(b.past_len + j);
+        }
+    }
+    const int64_t T = int64_t(tokens.size()), R = int64_t(rows.size());
+
+    // ---- buffers --------------------------------------------------------------------------------------
+    if (T > m.cap) {
+        const int64_t n = std::max<int64_t>(T, 2 * m.cap);
+        auto f32 = [&](int64_t cols) { return be.alloc(size_t(n * cols) * sizeof(float), MemKind::device); };
+        m.x = f32(C); m.h = f32(C); m.q = f32(H * D); m.k = f32(KV * D); m.v = f32(KV * D); m.att = f32(H * D);
+        m.tmp = f32(C); m.gate = f32(I); m.up = f32(I);
+        m.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device);
+        m.cap = n;
+    }
+    if (R > m.out_cap) {
+        const int64_t n = std::max<int64_t>(R, 2 * m.out_cap);
+        m.sel = be.alloc(size_t(n * C) * sizeof(float), MemKind::device);
+        m.out = be.alloc(size_t(n * (m.w.lm_head.data ? m.w.lm_head.dim(0) : 1)) * sizeof(float), MemKind::device);
+        m.out_cap = n;
+    }
+    Tensor tok_t = m.ints.view(DType::I32, {T}, 0);
+    Tensor pos_t = m.ints.view(DType::I32, {T}, size_t(m.cap) * 4);
+    Tensor row_t = m.ints.view(DType::I32, {R}, size_t(2 * m.cap) * 4);
+    be.copy_async(tok_t.data, tokens.data(), size_t(T) * 4, s);
+    be.copy_async(pos_t.data, positions.data(), size_t(T) * 4, s);
+    be.copy_async(row_t.data, rows.data(), size_t(R) * 4, s);
+
+    Tensor x = m.x.view(DType::F32, {T, C}), h = m.h.view(DType::F32, {T, C}), tmp = m.tmp.view(DType::F32, {T, C});
+    Tensor q = m.q.view(DType::F32, {T, H, D}), k = m.k.view(DType::F32, {T, KV, D}), v = m.v.view(DType::F32, {T, KV, D});
+    Tensor att = m.att.view(DType::F32, {T, H, D});
+    Tensor gate = m.gate.view(DType::F32, {T, I}), up = m.up.view(DType::F32, {T, I});
+
+    // ---- the layers -----------------------------------------------------------------------------------
+    be.embedding(x, tok_t, m.w.embed, s);
+    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+        const LayerWeights & L = m.w.layers[size_t(l)];
+        be.rmsnorm(h, x, L.input_norm, eps, s);
+        be.matmul(q, h, L.q, L.q_bias, s);
+        be.matmul(k, h, L.k, L.k_bias, s);
+        be.matmul(v, h, L.v, L.v_bias, s);
+        if (cfg.qk_norm) {   // qwen3: RMSNorm over each head's D values
+            Tensor q_heads = m.q.view(DType::F32, {T * H, D}), k_heads = m.k.view(DType::F32, {T * KV, D});
+            be.rmsnorm(q_heads, q_heads, L.q_norm, eps, s);
+            be.rmsnorm(k_heads, k_heads, L.k_norm, eps, s);
+        }
+        be.rope(q, pos_t, m.inv_freq, s);
+        be.rope(k, pos_t, m.inv_freq, s);
+        Tensor kc = m.cache.k(l), vc = m.cache.v(l);
+        be.kv_store(kc, vc, k, v, seqs, s);
+        be.attention(att, q, kc, vc, seqs, cfg.is_causal, s);
+        be.matmul(tmp, m.att.view(DType::F32, {T, H * D}), L.o, L.o_bias, s);
+        be.add(x, x, tmp, s);
+        be.rmsnorm(h, x, L.post_norm, eps, s);
+        be.matmul(gate, h, L.gate, Tensor(), s);
+        be.matmul(up, h, L.up, Tensor(), s);
+        be.swiglu(gate, gate, up, s);
+        be.matmul(tmp, gate, L.down, Tensor(), s);
+        be.add(x, x, tmp, s);
+    }
+    // final norm on the rows needed only (RMSNorm is per row, so this equals HF's norm-then-select)
+    Tensor sel = m.sel.view(DType::F32, {R, C});
+    be.gather_rows(sel, x, row_t, s);
+    be.rmsnorm(sel, sel, m.w.final_norm, eps, s);
+    return R;
+}
+
+}  // namespace
+
+}  // namespace zt
