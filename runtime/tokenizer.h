@@ -19,16 +19,24 @@ public:
     // Same from JSON text held in memory (tokenizer_config.json content may be empty). Used by the fuzzer.
     static Tokenizer from_json(const std::string & tokenizer_json, const std::string & tokenizer_config_json,
                                const std::string & path_for_errors);
+    // Files with more vocab entries, merges or added tokens than this (or ids above it) are rejected as hostile.
+    static constexpr int64_t max_vocab_entries = 10'000'000;
+    // from_json with a lower entry limit, so tests can exercise the rejection without a 10M-entry file.
+    static Tokenizer from_json(const std::string & tokenizer_json, const std::string & tokenizer_config_json,
+                               const std::string & path_for_errors, int64_t vocab_entry_limit);
 
     Tokenizer(Tokenizer &&) noexcept;
     Tokenizer & operator=(Tokenizer &&) noexcept;
     ~Tokenizer();
 
-    // Text -> ids. add_special_tokens = prepend BOS where the model's tokenizer does (tokenizer_config
-    // add_bos_token, or the post-processor), as HF encode(text, add_special_tokens=True).
+    // Text -> ids. add_special_tokens = wrap in the post-processor's template (TemplateProcessing: BOS for
+    // Llama 2 and Meta's Llama 3 files), as HF encode(text, add_special_tokens=True); a tokenizer.json with no
+    // template falls back on tokenizer_config's add_bos_token / add_eos_token. Throws zt::Error when `text`
+    // is not valid UTF-8. Thread-safe: one Tokenizer may encode from many threads.
     std::vector<int32_t> encode(const std::string & text, bool add_special_tokens = false) const;
     // Ids -> text (byte-level decoding / metaspace + byte fallback). skip_special drops special added tokens.
-    // Invalid UTF-8 from partial byte sequences is kept as bytes (caller may replace).
+    // Invalid UTF-8 from partial byte sequences is kept as bytes (caller may replace; HF would write U+FFFD).
+    // Ids outside the vocab are skipped, as HF does.
     std::string decode(const std::vector<int32_t> & ids, bool skip_special = false) const;
 
     int64_t vocab_size() const;                 // max id + 1 over the model vocab and added tokens
