@@ -34,6 +34,7 @@ struct LayerWeights {
     Tensor input_norm;                 // (C)            input_layernorm.weight
     Tensor q, k, v, o;                 // (H*D, C), (KV*D, C), (KV*D, C), (C, H*D)   self_attn.{q,k,v,o}_proj.weight
     Tensor q_bias, k_bias, v_bias;     // (H*D), (KV*D), (KV*D)  when attention_bias
+    Tensor o_bias;                     // (C)            when attention_out_bias (llama/qwen3 attention_bias)
     Tensor q_norm, k_norm;             // (D)            when qk_norm (qwen3)
     Tensor post_norm;                  // (C)            post_attention_layernorm.weight
     Tensor gate, up, down;             // (I, C), (I, C), (C, I)   mlp.{gate,up,down}_proj.weight

@@ -40,6 +40,7 @@ struct ModelConfig {
     RopeScaling rope_scaling;
     bool tie_word_embeddings = false;
     bool attention_bias = false;         // q/k/v projections carry a bias (qwen2 always; llama "attention_bias")
+    bool attention_out_bias = false;     // o_proj carries a bias too (llama/qwen3 "attention_bias"; never qwen2)
     bool qk_norm = false;                // per-head RMSNorm on q and k before RoPE (qwen3)
     bool is_causal = true;               // `is_causal: false` in config.json -> bidirectional attention
     int64_t sliding_window = 0;          // > 0: attention window that is in force (not implemented: limits context)

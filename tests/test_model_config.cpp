@@ -1,0 +1,224 @@
+// ModelConfig: HF config.json parsing for llama, mistral, qwen2, qwen3 with transformers' defaults, and the
+// configs that must be rejected (unknown architecture, unknown rope type, bad sizes) with messages naming the file.
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/error.h"
+#include "runtime/model_config.h"
+
+using namespace zt;
+using json = nlohmann::json;
+
+namespace {
+
+json base_config(const std::string & model_type) {
+    return json{{"model_type", model_type}, {"vocab_size", 1000}, {"hidden_size", 64}, {"intermediate_size", 128},
+                {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                {"max_position_embeddings", 2048}, {"rms_norm_eps", 1e-5}, {"rope_theta", 500000.0}};
+}
+
+std::string config_error(const json & j) {
+    try {
+        ModelConfig::from_json(j, "/models/x/config.json");
+    } catch (const Error & e) {
+        return e.message();
+    }
+    return "";
+}
+
+#define EXPECT_HAS(msg, sub) EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg)
+
+}  // namespace
+
+TEST(ModelConfig, LlamaWithLlama3RopeScaling) {
+    json j = base_config("llama");
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+    j["eos_token_id"] = {128001, 128008, 128009};
+    j["bos_token_id"] = 128000;
+    j["torch_dtype"] = "bfloat16";
+    j["tie_word_embeddings"] = false;
+    const ModelConfig c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.arch, Arch::llama);
+    EXPECT_EQ(c.head_dim, 16);
+    EXPECT_EQ(c.num_key_value_heads, 2);
+    EXPECT_EQ(c.rope_theta, 500000.0);
+    EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::llama3);
+    EXPECT_EQ(c.rope_scaling.factor, 8.0);
+    EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+    EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{128001, 128008, 128009}));
+    EXPECT_EQ(c.bos_token_id, 128000);
+    EXPECT_EQ(c.torch_dtype, DType::BF16);
+    EXPECT_FALSE(c.attention_bias);
+    EXPECT_FALSE(c.qk_norm);
+    EXPECT_TRUE(c.is_causal);
+    EXPECT_EQ(c.sliding_window, 0);
+    EXPECT_EQ(c.max_context(), 2048);
+}
+
+TEST(ModelConfig, TransformersV5RopeParameters) {
+    json j = base_config("llama");
+    j.erase("rope_theta");
+    j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 123.0}, {"factor", 32.0},
+                            {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0}};
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.rope_theta, 123.0);
+    EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::llama3);
+    EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 2048);   // defaults to max_position_embeddings
+    j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 77.0}};
+    c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::none);
+    EXPECT_EQ(c.rope_theta, 77.0);
+    j["rope_parameters"] = {{"type", "linear"}, {"factor", 2.0}};
+    c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::linear);
+    EXPECT_EQ(c.rope_scaling.factor, 2.0);
+}
+
+TEST(ModelConfig, Qwen2BiasTiedAndSlidingWindowRules) {
+    json j = base_config("qwen2");
+    j["tie_word_embeddings"] = true;
+    j["sliding_window"] = 4096;
+    j["use_sliding_window"] = false;
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    EXPECT_TRUE(c.attention_bias);
+    EXPECT_FALSE(c.attention_out_bias);
+    EXPECT_TRUE(c.tie_word_embeddings);
+    EXPECT_EQ(c.sliding_window, 0) << "use_sliding_window false: no window";
+    j["use_sliding_window"] = true;
+    j["max_window_layers"] = 28;   // 2 layers, all below max_window_layers: full attention everywhere
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").sliding_window, 0);
+    j["max_window_layers"] = 1;    // layer 1 slides
+    j["sliding_window"] = 1024;
+    c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.sliding_window, 1024);
+    EXPECT_EQ(c.max_context(), 1024);
+    EXPECT_HAS(c.max_context_reason(), "sliding_window=1024");
+    j.erase("max_window_layers");
+    j["layer_types"] = {"full_attention", "sliding_attention"};
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").sliding_window, 1024);
+}
+
+TEST(ModelConfig, MistralSlidingWindowAndDefaults) {
+    json j = base_config("mistral");
+    j["sliding_window"] = nullptr;
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").sliding_window, 0);
+    j["sliding_window"] = 512;
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    EXPECT_EQ(c.sliding_window, 512);
+    EXPECT_EQ(c.max_context(), 512);
+    EXPECT_HAS(c.max_context_reason(), "sliding_window=512 attention is not implemented");
+    j.erase("sliding_window");   // MistralConfig's default is 4096
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").sliding_window, 4096);
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").max_context(), 2048);
+}
+
+TEST(ModelConfig, Qwen3QkNormHeadDimAndCausality) {
+    json j = base_config("qwen3");
+    j["head_dim"] = 32;
+    j["is_causal"] = false;
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    EXPECT_TRUE(c.qk_norm);
+    EXPECT_EQ(c.head_dim, 32);
+    EXPECT_FALSE(c.attention_bias);
+    EXPECT_FALSE(c.is_causal);
+    j.erase("head_dim");
+    EXPECT_EQ(ModelConfig::from_json(j, "config.json").head_dim, 128);   // Qwen3Config default
+    j["attention_bias"] = true;
+    c = ModelConfig::from_json(j, "config.json");
+    EXPECT_TRUE(c.attention_bias);
+    EXPECT_TRUE(c.attention_out_bias);
+}
+
+TEST(ModelConfig, KeyValueHeadDefaultsFollowTransformers) {
+    json j = base_config("llama");
+    j.erase("num_key_value_heads");
+    EXPECT_EQ(ModelConfig::from_json(j, "c").num_key_value_heads, 4);
+    j["num_key_value_heads"] = nullptr;
+    EXPECT_EQ(ModelConfig::from_json(j, "c").num_key_value_heads, 4);
+    j["num_key_value_heads"] = 3;
+    EXPECT_HAS(config_error(j), "not a multiple of num_key_value_heads = 3");
+}
+
+TEST(ModelConfig, UnknownArchitectureRejected) {
+    json j = base_config("gpt2");
+    const std::string msg = config_error(j);
+    EXPECT_HAS(msg, "/models/x/config.json");
+    EXPECT_HAS(msg, "\"gpt2\"");
+    EXPECT_HAS(msg, "llama, mistral, qwen2, qwen3");
+    j.erase("model_type");
+    EXPECT_HAS(config_error(j), "model_type");
+}
+
+TEST(ModelConfig, UnknownRopeTypeRejected) {
+    json j = base_config("llama");
+    j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+    std::string msg = config_error(j);
+    EXPECT_HAS(msg, "/models/x/config.json");
+    EXPECT_HAS(msg, "\"yarn\"");
+    EXPECT_HAS(msg, "not supported");
+    j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
+    EXPECT_HAS(config_error(j), "\"dynamic\"");
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+    EXPECT_HAS(config_error(j), "low_freq_factor");
+    j["rope_scaling"] = nullptr;
+    j["partial_rotary_factor"] = 0.5;
+    EXPECT_HAS(config_error(j), "partial_rotary_factor");
+}
+
+TEST(ModelConfig, BadSizesRejectedWithField) {
+    for (const char * key : {"hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                             "num_attention_heads"}) {
+        json j = base_config("llama");
+        j[key] = 0;
+        EXPECT_HAS(config_error(j), key);
+        j[key] = -5;
+        EXPECT_HAS(config_error(j), key);
+        j[key] = "64";
+        EXPECT_HAS(config_error(j), key);
+        j.erase(key);
+        EXPECT_HAS(config_error(j), key);
+    }
+    json j = base_config("llama");
+    j["hidden_size"] = int64_t(1) << 40;
+    EXPECT_HAS(config_error(j), "out of range");
+    j = base_config("llama");
+    j["num_hidden_layers"] = 100000;
+    EXPECT_HAS(config_error(j), "num_hidden_layers");
+    j = base_config("llama");
+    j["hidden_act"] = "gelu";
+    EXPECT_HAS(config_error(j), "hidden_act");
+    j = base_config("llama");
+    j["hidden_size"] = 66;   // not a multiple of 4 heads and no head_dim
+    EXPECT_HAS(config_error(j), "head_dim");
+    j = base_config("llama");
+    j["eos_token_id"] = "x";
+    EXPECT_HAS(config_error(j), "eos_token_id");
+}
+
+TEST(ModelConfig, LoadNamesTheFile) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "zt_cfg_XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    try {
+        ModelConfig::load(tmpl);
+        FAIL();
+    } catch (const Error & e) {
+        EXPECT_HAS(e.message(), tmpl + "/config.json");
+    }
+    std::ofstream(tmpl + "/config.json") << "{\"model_type\": \"llama\",";
+    try {
+        ModelConfig::load(tmpl);
+        FAIL();
+    } catch (const Error & e) {
+        EXPECT_HAS(e.message(), "not valid JSON");
+        EXPECT_HAS(e.message(), tmpl + "/config.json");
+    }
+    std::ofstream(tmpl + "/config.json") << base_config("qwen2").dump();
+    EXPECT_EQ(ModelConfig::load(tmpl).arch, Arch::qwen2);
+}
