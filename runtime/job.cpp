@@ -251,14 +251,16 @@ JobStats run_generate_job(const JobConfig & cfg) {
             a->generated.push_back(id);
             ++stats.generated_tokens;
             if (a->req.logprobs) a->logprobs.push_back(Sampler::logprob(row, vocab, id));
-            a->text = tok.decode(a->generated, /*skip_special=*/true);
             if (eos.count(id)) reason = "stop";
+            // stop strings need the text every step; otherwise it is decoded once, at the end
+            if (!a->req.stop.empty()) a->text = tok.decode(a->generated, /*skip_special=*/true);
             for (const auto & s : a->req.stop) {
                 const size_t at = a->text.find(s);
                 if (at != std::string::npos) { a->text.resize(at); reason = "stop"; break; }
             }
             if (!reason && int64_t(a->generated.size()) >= a->req.max_tokens) reason = "length";
             if (reason) {
+                if (a->req.stop.empty()) a->text = tok.decode(a->generated, /*skip_special=*/true);
                 finish(*a, reason);
                 a.reset();
                 ++finished;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/job.h"
+#include "runtime/safetensors.h"
 #include "runtime/synthetic_model.h"
 
 using namespace zt;
@@ -44,13 +45,14 @@ protected:
 
     // Runs a job over `lines`; returns records by custom_id (error records without one by "line:N").
     std::map<std::string, json> run(const std::vector<std::string> & lines, int batch_size = 4,
-                                    const std::string & name = "job", bool resume = false, JobStats * stats = nullptr) {
+                                    const std::string & name = "job", bool resume = false, JobStats * stats = nullptr,
+                                    const std::string & model = "model") {
         const fs::path in = dir_ / (name + ".jsonl"), out = dir_ / (name + ".out.jsonl");
         {
             std::ofstream f(in, std::ios::binary);
             for (const auto & l : lines) f << l << "\n";
         }
-        json ds = {{"ztinfer", {{"model", "model"}, {"input", in.filename().string()}, {"output", out.filename().string()},
+        json ds = {{"ztinfer", {{"model", model}, {"input", in.filename().string()}, {"output", out.filename().string()},
                                 {"device", "cpu"}, {"batch_size", batch_size}, {"max_new_tokens", 6}, {"threads", 2},
                                 {"resume", resume}, {"seed", 11}}}};
         const JobConfig cfg = JobConfig::from_json(ds, (dir_ / "ds.json").string());
@@ -177,4 +179,32 @@ TEST_F(Job, ResumeSkipsFinishedRequests) {
     EXPECT_EQ(s.completed, 1);
     EXPECT_EQ(r.size(), 2u);
     EXPECT_FALSE(r["r2"].contains("error"));
+}
+
+TEST_F(Job, NanLogitsAreAPerRequestError) {
+    // a copy of the model whose final norm is NaN: every request must get a nan_logits error record
+    const fs::path nan_model = dir_ / "nan-model";
+    fs::create_directories(nan_model);
+    for (const auto & e : fs::directory_iterator(dir_ / "model")) fs::copy_file(e.path(), nan_model / e.path().filename());
+    uint64_t offset = 0, bytes = 0;
+    {
+        SafetensorsFile f((nan_model / "model.safetensors").string());
+        const SafetensorsEntry * norm = f.find("model.norm.weight");
+        ASSERT_NE(norm, nullptr);
+        offset = norm->file_offset;
+        bytes = norm->bytes;
+    }
+    {
+        std::fstream f(nan_model / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(std::streamoff(offset));
+        const std::vector<uint16_t> nan(bytes / 2, 0x7fc0);   // bf16 quiet NaN
+        f.write(reinterpret_cast<const char *>(nan.data()), std::streamsize(bytes));
+    }
+    auto r = run({R"({"custom_id": "n1", "prompt": "hello"})", R"({"custom_id": "n2", "prompt_token_ids": [1, 5]})"}, 2,
+                 "nan", false, nullptr, "nan-model");
+    ASSERT_EQ(r.size(), 2u);
+    for (const char * id : {"n1", "n2"}) {
+        EXPECT_EQ(r[id]["error"]["code"], "nan_logits") << r[id].dump();
+        EXPECT_NE(r[id]["error"]["message"].get<std::string>().find("NaN"), std::string::npos);
+    }
 }
