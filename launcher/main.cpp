@@ -20,6 +20,7 @@
 #include "runtime/request.h"
 #include "runtime/synthetic_model.h"
 #include "runtime/tokenizer.h"
+#include "runtime/unicode_text.h"
 #ifdef ZT_HAVE_CUDA
 #include "kernels/device_query.h"
 #endif
@@ -63,7 +64,7 @@ int command_tokenize(const std::string & tokenizer_dir, const std::string & json
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         json out;
         try {
-            if (!zt::is_valid_utf8(line)) throw std::runtime_error("not valid UTF-8");
+            if (!zt::utf8_is_valid(line)) throw std::runtime_error("not valid UTF-8");
             const json j = json::parse(line);
             if (decode) {
                 if (!j.contains("ids") || !j["ids"].is_array()) throw std::runtime_error("needs {\"ids\": [...]}");

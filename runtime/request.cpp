@@ -2,6 +2,8 @@
 // value, so the user can fix the line.
 #include "runtime/request.h"
 
+#include "runtime/unicode_text.h"
+
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -48,38 +50,14 @@ std::optional<std::string> sniff_custom_id(const std::string & t) {
 
 }  // namespace
 
-bool is_valid_utf8(const std::string & s) {
-    const auto * p = reinterpret_cast<const unsigned char *>(s.data());
-    const size_t n = s.size();
-    for (size_t i = 0; i < n;) {
-        const unsigned c = p[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) { ++i; continue; }
-        else if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
-        else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
-        else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
-        else return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; ++k) {
-            if ((p[i + k] & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
-        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-        i += len;
-    }
-    return true;
-}
-
 std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
                                                   const SamplingDefaults & defaults) {
     RequestError err;
     err.line = line_no;
     // best effort custom_id for records of lines that cannot be parsed
-    if (auto id = sniff_custom_id(text); id && is_valid_utf8(*id)) err.custom_id = id;
+    if (auto id = sniff_custom_id(text); id && utf8_is_valid(*id)) err.custom_id = id;
 
-    if (!is_valid_utf8(text)) {
+    if (!utf8_is_valid(text)) {
         err.code = "invalid_utf8";
         err.message = fmt::format("line {} is not valid UTF-8: re-encode the input file as UTF-8", line_no);
         return err;

@@ -39,7 +39,4 @@ struct RequestError {
 std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
                                                   const SamplingDefaults & defaults);
 
-// True when s is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
-bool is_valid_utf8(const std::string & s);
-
 }  // namespace zt

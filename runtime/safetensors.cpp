@@ -16,34 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/error.h"
+#include "runtime/unicode_text.h"
 
 namespace zt {
 
 namespace {
-
-// True when [p, p + n) is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
-bool utf8_is_valid(const uint8_t * p, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        const uint8_t c = p[i];
-        if (c < 0x80) { ++i; continue; }
-        size_t len;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
-        else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
-        else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
-        else return false;
-        if (n - i < len) return false;
-        for (size_t k = 1; k < len; ++k) {
-            if ((p[i + k] & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
-        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-        i += len;
-    }
-    return true;
-}
 
 uint64_t read_u64_le(const uint8_t * p) {
     uint64_t v = 0;
@@ -122,7 +99,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t * data, size_t size, co
              "not safetensors", path);
 
     const uint8_t * h = data + 8;
-    ZT_CHECK(utf8_is_valid(h, size_t(n)), "{}: safetensors header is not valid UTF-8", path);
+    ZT_CHECK(utf8_is_valid(std::string_view(reinterpret_cast<const char *>(h), size_t(n))), "{}: safetensors header is not valid UTF-8", path);
 
     nlohmann::json j;
     try {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/request.h"
+#include "runtime/unicode_text.h"
 
 using namespace zt;
 
@@ -85,8 +86,8 @@ TEST(Request, FieldValidation) {
 }
 
 TEST(Request, Utf8Validator) {
-    EXPECT_TRUE(is_valid_utf8("plain"));
-    EXPECT_TRUE(is_valid_utf8("Привет 你好 \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9"));
-    EXPECT_FALSE(is_valid_utf8("\xe4\xbd"));          // truncated
-    EXPECT_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // > U+10FFFF
+    EXPECT_TRUE(utf8_is_valid("plain"));
+    EXPECT_TRUE(utf8_is_valid("Привет 你好 \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9"));
+    EXPECT_FALSE(utf8_is_valid("\xe4\xbd"));          // truncated
+    EXPECT_FALSE(utf8_is_valid("\xf4\x90\x80\x80"));  // > U+10FFFF
 }
