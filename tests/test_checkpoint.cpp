@@ -13,17 +13,14 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
+#include "tests/test_support.h"
 
 using namespace zt;
+using namespace zt::test;
 using json = nlohmann::json;
 
 namespace {
 
-std::string make_temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "zt_ckpt_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    return tmpl;
-}
 
 json tiny_config(const std::string & model_type) {
     return json{{"model_type", model_type}, {"vocab_size", 10}, {"hidden_size", 8}, {"intermediate_size", 12},
@@ -107,13 +104,12 @@ std::string bind_error(const std::string & dir, const ModelConfig & c) {
     return "";
 }
 
-#define EXPECT_HAS(msg, sub) EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg)
 
 }  // namespace
 
 TEST(Checkpoint, BindsEveryArchitecture) {
     for (const char * arch : {"llama", "mistral", "qwen2", "qwen3"}) {
-        const std::string dir = make_temp_dir();
+        const std::string dir = make_temp_dir("ckpt");
         const ModelConfig c = ModelConfig::from_json(tiny_config(arch), "config.json");
         const auto shapes = tensor_shapes(c, "model.", true);
         write_checkpoint(dir, shapes, DType::BF16);
@@ -143,7 +139,7 @@ TEST(Checkpoint, BindsEveryArchitecture) {
 
 TEST(Checkpoint, TiedEmbeddingsAndBaseModelWithoutPrefix) {
     // gte-Qwen2 style: Qwen2Model save, no "model." prefix, no lm_head.
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("ckpt");
     json j = tiny_config("qwen2");
     const ModelConfig c = ModelConfig::from_json(j, "config.json");
     write_checkpoint(dir, tensor_shapes(c, "", false));
@@ -154,7 +150,7 @@ TEST(Checkpoint, TiedEmbeddingsAndBaseModelWithoutPrefix) {
     // Tied: lm_head is the embedding, whether or not lm_head.weight is saved.
     j["tie_word_embeddings"] = true;
     const ModelConfig ct = ModelConfig::from_json(j, "config.json");
-    const std::string dir2 = make_temp_dir();
+    const std::string dir2 = make_temp_dir("ckpt");
     write_checkpoint(dir2, tensor_shapes(ct, "model.", false));
     Checkpoint ck(dir2);
     w = bind_weights(ck, ct);
@@ -163,7 +159,7 @@ TEST(Checkpoint, TiedEmbeddingsAndBaseModelWithoutPrefix) {
 }
 
 TEST(Checkpoint, ShardedIndexLoads) {
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("ckpt");
     const ModelConfig c = ModelConfig::from_json(tiny_config("llama"), "config.json");
     write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F16, 3);
     Checkpoint ck(dir);
@@ -180,7 +176,7 @@ TEST(Checkpoint, ShardedIndexLoads) {
 
 TEST(Checkpoint, MissingShardAndTensorNotInShard) {
     const ModelConfig c = ModelConfig::from_json(tiny_config("llama"), "config.json");
-    std::string dir = make_temp_dir();
+    std::string dir = make_temp_dir("ckpt");
     write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F32, 2);
     std::filesystem::remove(dir + "/model-00002-of-00002.safetensors");
     std::string msg = bind_error(dir, c);
@@ -188,7 +184,7 @@ TEST(Checkpoint, MissingShardAndTensorNotInShard) {
     EXPECT_HAS(msg, "missing");
 
     // The index claims a tensor lives in shard 1 but it is not there.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F32, 2);
     json idx = json::parse(std::ifstream(dir + "/model.safetensors.index.json"));
     idx["weight_map"]["model.ghost.weight"] = "model-00001-of-00002.safetensors";
@@ -198,7 +194,7 @@ TEST(Checkpoint, MissingShardAndTensorNotInShard) {
     EXPECT_HAS(msg, "model-00001-of-00002.safetensors");
 
     // A tensor in two shards.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F32, 2);
     float x[8] = {};
     idx = json::parse(std::ifstream(dir + "/model.safetensors.index.json"));
@@ -210,12 +206,12 @@ TEST(Checkpoint, MissingShardAndTensorNotInShard) {
     EXPECT_HAS(msg, "'" + in_shard1 + "' is in two shards");
 
     // Index that is not JSON, shard path escaping the directory, and an empty directory.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     std::ofstream(dir + "/model.safetensors.index.json") << "{\"weight_map\": ";
     EXPECT_HAS(bind_error(dir, c), "model.safetensors.index.json");
     std::ofstream(dir + "/model.safetensors.index.json") << R"({"weight_map": {"a": "../../etc/passwd"}})";
     EXPECT_HAS(bind_error(dir, c), "not a file inside the model directory");
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     msg = bind_error(dir, c);
     EXPECT_HAS(msg, dir);
     EXPECT_HAS(msg, "no model.safetensors");
@@ -226,7 +222,7 @@ TEST(Checkpoint, CheckpointDoesNotMatchConfig) {
     auto shapes = tensor_shapes(c, "model.", true);
 
     // Missing tensor.
-    std::string dir = make_temp_dir();
+    std::string dir = make_temp_dir("ckpt");
     auto missing = shapes;
     missing.erase("model.layers.1.self_attn.k_norm.weight");
     write_checkpoint(dir, missing);
@@ -236,7 +232,7 @@ TEST(Checkpoint, CheckpointDoesNotMatchConfig) {
     EXPECT_HAS(msg, "does not match config.json");
 
     // Wrong shape.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     auto wrong = shapes;
     wrong["model.layers.0.mlp.gate_proj.weight"] = {13, 8};
     write_checkpoint(dir, wrong);
@@ -246,18 +242,18 @@ TEST(Checkpoint, CheckpointDoesNotMatchConfig) {
     EXPECT_HAS(msg, "expects (12, 8)");
 
     // Unsupported dtype, and mixed dtypes.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     write_checkpoint(dir, shapes, DType::F64);
     msg = bind_error(dir, c);
     EXPECT_HAS(msg, "dtype F64");
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     write_checkpoint(dir, shapes, DType::F32, 1, {{"model.layers.1.mlp.up_proj.weight", DType::BF16}});
     msg = bind_error(dir, c);
     EXPECT_HAS(msg, "'model.layers.1.mlp.up_proj.weight' has dtype BF16");
     EXPECT_HAS(msg, "one dtype");
 
     // A 1-byte tensor ahead of the weights leaves every weight misaligned.
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     auto misaligned = shapes;
     misaligned["aaa.junk"] = {1};
     write_checkpoint(dir, misaligned, DType::F32, 1, {{"aaa.junk", DType::U8}});
@@ -268,7 +264,7 @@ TEST(Checkpoint, CheckpointDoesNotMatchConfig) {
     // A config with more layers than the checkpoint.
     json j = tiny_config("qwen3");
     j["num_hidden_layers"] = 3;
-    dir = make_temp_dir();
+    dir = make_temp_dir("ckpt");
     write_checkpoint(dir, shapes);
     msg = bind_error(dir, ModelConfig::from_json(j, "config.json"));
     EXPECT_HAS(msg, "model.layers.2.");
@@ -276,7 +272,7 @@ TEST(Checkpoint, CheckpointDoesNotMatchConfig) {
 
 TEST(Checkpoint, TruncatedShardNamesTheFile) {
     const ModelConfig c = ModelConfig::from_json(tiny_config("llama"), "config.json");
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("ckpt");
     write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F32, 2);
     const std::string shard = dir + "/model-00001-of-00002.safetensors";
     std::filesystem::resize_file(shard, std::filesystem::file_size(shard) - 7);

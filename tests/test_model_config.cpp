@@ -11,8 +11,10 @@
 
 #include "runtime/error.h"
 #include "runtime/model_config.h"
+#include "tests/test_support.h"
 
 using namespace zt;
+using namespace zt::test;
 using json = nlohmann::json;
 
 namespace {
@@ -32,7 +34,6 @@ std::string config_error(const json & j) {
     return "";
 }
 
-#define EXPECT_HAS(msg, sub) EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg)
 
 }  // namespace
 

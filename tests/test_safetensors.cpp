@@ -15,17 +15,13 @@
 
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
+#include "tests/test_support.h"
 
 using namespace zt;
+using namespace zt::test;
 
 namespace {
 
-std::string make_temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "zt_st_XXXXXX").string();
-    char * p = mkdtemp(tmpl.data());
-    if (!p) throw std::runtime_error("mkdtemp failed");
-    return tmpl;
-}
 
 // Raw file: u64 length (or `len_override`) | header | data.
 std::string raw_file(const std::string & header, const std::string & data, uint64_t len_override = ~0ull) {
@@ -35,10 +31,6 @@ std::string raw_file(const std::string & header, const std::string & data, uint6
     return out + header + data;
 }
 
-void write_file(const std::string & path, const std::string & bytes) {
-    std::ofstream f(path, std::ios::binary);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-}
 
 // Parses bytes in memory and returns the error message ("" when it parsed).
 std::string parse_error(const std::string & bytes, const std::string & name = "test.safetensors") {
@@ -52,7 +44,7 @@ std::string parse_error(const std::string & bytes, const std::string & name = "t
 
 // Opens the bytes as a file and returns the error message ("" when it opened).
 std::string open_error(const std::string & bytes, std::string * path_out = nullptr) {
-    static const std::string dir = make_temp_dir();
+    static const std::string dir = make_temp_dir("st");
     static int counter = 0;
     const std::string path = dir + "/f" + std::to_string(counter++) + ".safetensors";
     write_file(path, bytes);
@@ -65,12 +57,11 @@ std::string open_error(const std::string & bytes, std::string * path_out = nullp
     return "";
 }
 
-#define EXPECT_HAS(msg, sub) EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg)
 
 }  // namespace
 
 TEST(Safetensors, RoundTripWriterReader) {
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("st");
     const std::string path = dir + "/model.safetensors";
     std::vector<float> a = {1, 2, 3, 4, 5, 6};
     std::vector<uint16_t> b = {f32_to_bf16(0.5f), f32_to_bf16(-2.0f), f32_to_bf16(3.25f)};
@@ -98,7 +89,7 @@ TEST(Safetensors, RoundTripWriterReader) {
 }
 
 TEST(Safetensors, TruncatedShardNamesFileAndSizes) {
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("st");
     const std::string path = dir + "/model-00001-of-00002.safetensors";
     std::vector<float> a(64, 1.0f);
     write_safetensors(path, {{"w", DType::F32, {8, 8}, a.data()}});

@@ -16,22 +16,19 @@
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/synthetic_model.h"
+#include "tests/test_support.h"
 
 using namespace zt;
+using namespace zt::test;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string make_temp_dir() {
-    std::string tmpl = (fs::temp_directory_path() / "zt_synth_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    return tmpl;
-}
 
 // A tiny BPE tokenizer folder: ids 0..9 in the vocab, added tokens <s>=10, </s>=41 (a hole in between).
 std::string make_tokenizer_dir() {
-    const std::string dir = make_temp_dir();
+    const std::string dir = make_temp_dir("synth");
     json vocab = json::object();
     for (int i = 0; i < 10; ++i) vocab[std::string(1, char('a' + i))] = i;
     json tok = {{"version", "1.0"},
@@ -44,12 +41,6 @@ std::string make_tokenizer_dir() {
     return dir;
 }
 
-std::string read_all(const std::string & p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
 
 SynthOptions tiny_options(const std::string & arch, const std::string & tok, const std::string & out) {
     SynthOptions o;
@@ -65,7 +56,6 @@ SynthOptions tiny_options(const std::string & arch, const std::string & tok, con
     return o;
 }
 
-#define EXPECT_HAS(msg, sub) EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg)
 
 }  // namespace
 
@@ -73,7 +63,7 @@ TEST(Synth, EveryArchLoadsAndBinds) {
     const std::string tok = make_tokenizer_dir();
     for (const char * arch : {"llama", "mistral", "qwen2", "qwen3"}) {
         for (const char * dt : {"fp32", "bf16", "fp16"}) {
-            const std::string out = make_temp_dir() + "/model";
+            const std::string out = make_temp_dir("synth") + "/model";
             SynthOptions o = tiny_options(arch, tok, out);
             o.dtype = dt;
             synthesize_model(o);
@@ -93,7 +83,7 @@ TEST(Synth, EveryArchLoadsAndBinds) {
             EXPECT_EQ(ck.has("lm_head.weight"), std::string(arch) != "qwen2");
             EXPECT_TRUE(fs::exists(out + "/tokenizer.json"));
             EXPECT_TRUE(fs::exists(out + "/tokenizer_config.json"));
-            const json gen = json::parse(read_all(out + "/generation_config.json"));
+            const json gen = json::parse(read_file(out + "/generation_config.json"));
             EXPECT_EQ(gen["eos_token_id"], 41);
             // Norm weights are near 1, projections near 0 with std ~0.02.
             std::vector<float> norm(16), q(16 * 16);
@@ -109,15 +99,15 @@ TEST(Synth, EveryArchLoadsAndBinds) {
 
 TEST(Synth, DeterministicPerSeed) {
     const std::string tok = make_tokenizer_dir();
-    const std::string a = make_temp_dir(), b = make_temp_dir(), c = make_temp_dir();
+    const std::string a = make_temp_dir("synth"), b = make_temp_dir("synth"), c = make_temp_dir("synth");
     synthesize_model(tiny_options("qwen3", tok, a));
     synthesize_model(tiny_options("qwen3", tok, b));
     SynthOptions o = tiny_options("qwen3", tok, c);
     o.seed = 8;
     synthesize_model(o);
-    EXPECT_EQ(read_all(a + "/model.safetensors"), read_all(b + "/model.safetensors"));
-    EXPECT_NE(read_all(a + "/model.safetensors"), read_all(c + "/model.safetensors"));
-    EXPECT_EQ(read_all(a + "/config.json"), read_all(b + "/config.json"));
+    EXPECT_EQ(read_file(a + "/model.safetensors"), read_file(b + "/model.safetensors"));
+    EXPECT_NE(read_file(a + "/model.safetensors"), read_file(c + "/model.safetensors"));
+    EXPECT_EQ(read_file(a + "/config.json"), read_file(b + "/config.json"));
 }
 
 TEST(Synth, DecompressesTokenizerXz) {
@@ -125,14 +115,14 @@ TEST(Synth, DecompressesTokenizerXz) {
     const std::string tok = make_tokenizer_dir();
     ASSERT_EQ(std::system(("xz -z '" + tok + "/tokenizer.json'").c_str()), 0);
     ASSERT_FALSE(fs::exists(tok + "/tokenizer.json"));
-    const std::string out = make_temp_dir();
+    const std::string out = make_temp_dir("synth");
     synthesize_model(tiny_options("llama", tok, out));
     EXPECT_EQ(tokenizer_json_vocab_size(out + "/tokenizer.json"), 42);
 }
 
 TEST(Synth, BadOptionsRejected) {
     const std::string tok = make_tokenizer_dir();
-    const std::string out = make_temp_dir();
+    const std::string out = make_temp_dir("synth");
     auto err = [&](SynthOptions o) -> std::string {
         try {
             synthesize_model(o);

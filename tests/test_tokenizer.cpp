@@ -17,30 +17,17 @@
 
 #include "runtime/error.h"
 #include "runtime/tokenizer.h"
+#include "tests/test_support.h"
 
 using namespace zt;
+using namespace zt::test;
 using json = nlohmann::json;
 
 namespace {
 
 const std::string data_dir = ZT_TEST_DATA;
 
-std::string command_output(const std::string & cmd) {
-    std::unique_ptr<FILE, int (*)(FILE *)> pipe(popen(cmd.c_str(), "r"), pclose);
-    if (!pipe) throw std::runtime_error("cannot run " + cmd);
-    std::string out;
-    char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, pipe.get())) > 0) out.append(buf, n);
-    return out;
-}
 
-std::string read_text(const std::string & path) {
-    std::ifstream f(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
 
 std::string xz_decompress(const std::string & path) { return command_output("xz -dc '" + path + "'"); }
 
@@ -86,7 +73,7 @@ const Tokenizer & real_tokenizer(const std::string & name) {
     {
         std::ofstream(std::string(dir) + "/tokenizer.json", std::ios::binary) << tokenizer_json_text(name);
         std::ofstream(std::string(dir) + "/tokenizer_config.json", std::ios::binary)
-            << read_text(src + "/tokenizer_config.json");
+            << read_file(src + "/tokenizer_config.json");
     }
     auto tok = std::make_unique<Tokenizer>(Tokenizer::load(dir));
     std::remove((std::string(dir) + "/tokenizer.json").c_str());
@@ -251,7 +238,7 @@ TEST(Tokenizer, Llama3TemplateProcessingAddsBos) {
         R"(, {"type": "TemplateProcessing", "single": [)" + bos + ", " + seq + R"(], "pair": [)" + bos + ", " + seq +
         R"(], "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [128000], "tokens": ["<|begin_of_text|>"]}}}]})";
     text.replace(at, end + 1 - at, replacement);
-    Tokenizer tok = Tokenizer::from_json(text, read_text(data_dir + "/tokenizers/llama3/tokenizer_config.json"),
+    Tokenizer tok = Tokenizer::from_json(text, read_file(data_dir + "/tokenizers/llama3/tokenizer_config.json"),
                                          "llama3-template");
     EXPECT_TRUE(tok.add_bos());
     EXPECT_EQ(tok.encode("Hello world", true), (std::vector<int32_t>{128000, 9906, 1917}));
