@@ -165,7 +165,7 @@ int main(int argc, char ** argv) {
         std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";
         return 2;
     } catch (const zt::Error & e) {
-        spdlog::error("{}", e.what());
+        spdlog::error("{}: {}", e.location(), e.message());   // the log pattern already names the rank
         return 1;
     } catch (const std::exception & e) {
         spdlog::error("unexpected error: {}", e.what());

@@ -17,7 +17,7 @@ void raise_error(const char * file, int line, const std::string & message) {
     for (const char * dir : {"/runtime/", "/comm/", "/kernels/", "/launcher/", "/tests/"}) {
         if (const char * p = std::strstr(file, dir)) { short_file = p + 1; break; }
     }
-    throw Error(fmt::format("[rank {}] {}:{}", error_rank(), short_file, line), message);
+    throw Error(error_rank(), fmt::format("{}:{}", short_file, line), message);
 }
 
 }  // namespace zt

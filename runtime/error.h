@@ -7,14 +7,17 @@
 
 namespace zt {
 
-// An error the user can act on. what() = "[rank R] file:line: message"; message() = the bare message.
+// An error the user can act on. what() = "[rank R] file:line: message"; message() = the bare message;
+// location() = "file:line" (for log lines whose pattern already shows the rank).
 class Error : public std::runtime_error {
 public:
-    Error(const std::string & where, const std::string & message)
-        : std::runtime_error(where + ": " + message), message_(message) {}
+    Error(int rank, const std::string & location, const std::string & message)
+        : std::runtime_error(fmt::format("[rank {}] {}: {}", rank, location, message)),
+          location_(location), message_(message) {}
     const std::string & message() const { return message_; }
+    const std::string & location() const { return location_; }
 private:
-    std::string message_;
+    std::string location_, message_;
 };
 
 // Rank of this process, shown in every error and log line (set once at start-up; 0 by default).
