@@ -148,7 +148,14 @@ JobStats run_generate_job(const JobConfig & cfg) {
             continue;
         }
         if (out.finished().custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
-        if (r.prompt) r.prompt_ids = tok.encode(*r.prompt, /*add_special_tokens=*/true);
+        if (r.prompt) {
+            try {
+                r.prompt_ids = tok.encode(*r.prompt, /*add_special_tokens=*/true);
+            } catch (const Error & e) {
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the prompt: {}", line_no, e.message())});
+                continue;
+            }
+        }
         for (int32_t id : r.prompt_ids) {
             if (id >= vocab) {
                 fail({line_no, r.custom_id, "invalid_request",
