@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -78,5 +79,62 @@ TEST(Cli, TokenizeRoundTrip) {
     const Result dec = run_cli("tokenize --decode --tokenizer " + d.string() + " --jsonl " + (d / "ids.jsonl").string());
     ASSERT_EQ(dec.status, 0) << dec.out;
     EXPECT_EQ(json::parse(dec.out)["text"], "Hello, world! 你好");
+    fs::remove_all(d);
+}
+
+TEST(Cli, SigtermSyncsOutputAndRerunFinishesTheRest) {
+    // fault 15: SIGTERM mid-job -> exit 143 with only whole records; the same command again completes the
+    // job, every custom_id exactly once.
+    const fs::path d = temp_dir("sigterm");
+    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/llama2/";
+    fs::create_directories(d / "tok");
+    ASSERT_EQ(std::system(("xz -dc " + src + "tokenizer.json.xz > " + (d / "tok/tokenizer.json").string()).c_str()), 0);
+    fs::copy_file(src + "tokenizer_config.json", d / "tok/tokenizer_config.json");
+    const Result synth = run_cli("synth --arch llama --layers 2 --hidden 32 --heads 4 --kv-heads 2 --intermediate 64 "
+                                 "--tokenizer " + (d / "tok").string() + " --out " + (d / "model").string());
+    ASSERT_EQ(synth.status, 0) << synth.out;
+    const int n = 40;
+    {
+        std::ofstream in(d / "in.jsonl");
+        for (int i = 0; i < n; ++i) in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt", "count " + std::to_string(i)}}.dump() << "\n";
+    }
+    std::ofstream(d / "ds.json") << json{{"ztinfer", {{"model", "model"}, {"input", "in.jsonl"}, {"output", "out.jsonl"},
+                                                      {"batch_size", 1}, {"max_new_tokens", 200}, {"threads", 1}}}}.dump();
+    const std::string cmd = std::string(ZT_BINARY) + " --config " + (d / "ds.json").string();
+    const Result stopped = [&] {
+        const std::string sh = "sh -c '" + cmd + " 2>/dev/null & pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo rc=$?'";
+        FILE * p = ::popen(sh.c_str(), "r");
+        std::string out;
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, p)) out += buf;
+        ::pclose(p);
+        return Result{0, out};
+    }();
+    auto count_records = [&](int & torn) {
+        std::set<std::string> ids;
+        int lines = 0;
+        torn = 0;
+        std::ifstream f(d / "out.jsonl");
+        std::string line;
+        while (std::getline(f, line)) {
+            ++lines;
+            try {
+                const json r = json::parse(line);
+                EXPECT_FALSE(r.contains("error")) << line;
+                ids.insert(r["custom_id"].get<std::string>());
+            } catch (const json::exception &) { ++torn; }
+        }
+        EXPECT_EQ(size_t(lines - torn), ids.size()) << "a custom_id was written twice";
+        return ids.size();
+    };
+    int torn = 0;
+    const size_t first = count_records(torn);
+    if (stopped.out.find("rc=143") == std::string::npos) GTEST_SKIP() << "job finished before SIGTERM: " << stopped.out;
+    EXPECT_EQ(torn, 0);
+    EXPECT_LT(first, size_t(n));
+    const Result rerun = run_cli("--config " + (d / "ds.json").string());
+    ASSERT_EQ(rerun.status, 0) << rerun.out;
+    EXPECT_NE(rerun.out.find("already"), std::string::npos) << rerun.out;
+    EXPECT_EQ(count_records(torn), size_t(n));
     fs::remove_all(d);
 }
