@@ -130,10 +130,13 @@ JobStats run_generate_job(const JobConfig & cfg) {
         if (line.find_first_not_of(" \t") == std::string::npos) continue;   // blank lines are not requests
         ++stats.requests;
         auto parsed = parse_request(line, line_no, cfg.sampling);
+        if (out.finished().lines.count(line_no)) {   // resume: this line already has its error record
+            if (auto * r = std::get_if<Request>(&parsed)) seen.insert(r->custom_id);
+            else if (const auto & id = std::get<RequestError>(parsed).custom_id) seen.insert(*id);
+            ++stats.skipped;
+            continue;
+        }
         if (auto * e = std::get_if<RequestError>(&parsed)) {
-            const bool done = e->custom_id ? out.finished().custom_ids.count(*e->custom_id) > 0
-                                           : out.finished().lines.count(line_no) > 0;
-            if (done) { ++stats.skipped; continue; }
             if (e->custom_id && !seen.insert(*e->custom_id).second) e->code = "duplicate_custom_id",
                 e->message = fmt::format("line {}: custom_id \"{}\" was used by an earlier line (and this line is "
                                          "invalid too: {})", line_no, *e->custom_id, e->message);

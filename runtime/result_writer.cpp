@@ -45,8 +45,10 @@ ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) 
             if (in.eof()) needs_newline = true;   // last line was cut short (crash mid-write): start a fresh line
             try {
                 const auto j = nlohmann::json::parse(line);
-                if (j.contains("custom_id") && j["custom_id"].is_string()) finished_.custom_ids.insert(j["custom_id"].get<std::string>());
-                else if (j.contains("line") && j["line"].is_number_integer()) finished_.lines.insert(j["line"].get<int64_t>());
+                if (j.contains("error") && j.contains("line") && j["line"].is_number_integer())
+                    finished_.lines.insert(j["line"].get<int64_t>());
+                else if (j.contains("custom_id") && j["custom_id"].is_string())
+                    finished_.custom_ids.insert(j["custom_id"].get<std::string>());
             } catch (const nlohmann::json::exception &) {
                 // a torn last line: that request is simply run again
             }

@@ -11,8 +11,8 @@
 namespace zt {
 
 struct FinishedRequests {
-    std::set<std::string> custom_ids;   // records (results or errors) already in the output
-    std::set<int64_t> lines;            // error records of lines that had no readable custom_id
+    std::set<std::string> custom_ids;   // results already in the output
+    std::set<int64_t> lines;            // input lines that already have an error record
 };
 
 class ResultWriter {

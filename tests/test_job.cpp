@@ -208,3 +208,21 @@ TEST_F(Job, NanLogitsAreAPerRequestError) {
         EXPECT_NE(r[id]["error"]["message"].get<std::string>().find("NaN"), std::string::npos);
     }
 }
+
+TEST_F(Job, ResumeWritesNoRecordTwice) {
+    // results, duplicates and invalid lines of the first run are all skipped by the rerun
+    const std::vector<std::string> lines = {R"({"custom_id": "a", "prompt": "one"})", R"({"custom_id": "a", "prompt": "dup"})",
+                                            R"({"custom_id": "b", "prompt": "x", "max_tokens": 0})", R"(not json)",
+                                            R"({"custom_id": "c", "prompt": "three"})"};
+    JobStats first, second;
+    run(lines, 2, "resume2", /*resume=*/false, &first);
+    EXPECT_EQ(first.completed, 2);
+    EXPECT_EQ(first.failed, 3);
+    run(lines, 2, "resume2", /*resume=*/true, &second);
+    EXPECT_EQ(second.skipped, 5);
+    EXPECT_EQ(second.completed + second.failed, 0);
+    std::ifstream f(dir_ / "resume2.out.jsonl");
+    int n = 0;
+    for (std::string l; std::getline(f, l);) ++n;
+    EXPECT_EQ(n, 5);
+}
