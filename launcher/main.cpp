@@ -95,17 +95,13 @@ int command_info() {
     json backends = json::array({"cpu"});
     json devices = json::array({{{"backend", "cpu"}, {"threads", std::thread::hardware_concurrency()}}});
 #ifdef ZT_HAVE_CUDA
-    info["cuda_compiled"] = true;
+    info["cuda_toolkit"] = true;   // device discovery is compiled in; the CUDA backend itself is not there yet
     const int n = zt::cuda_device_count();
     for (int i = 0; i < n; ++i) devices.push_back({{"backend", "cuda"}, {"index", i}, {"name", zt::cuda_device_name(i)}});
 #else
-    info["cuda_compiled"] = false;
+    info["cuda_toolkit"] = false;
 #endif
-#ifdef ZT_HAVE_MPI
-    info["mpi_compiled"] = true;
-#else
-    info["mpi_compiled"] = false;
-#endif
+    info["communicators"] = json::array({"local"});   // single process; MPI and NCCL arrive with weight streaming
     info["backends"] = backends;   // backends that can run a job in this build
     info["devices"] = devices;
     std::cout << info.dump(2) << '\n';
