@@ -17,6 +17,22 @@ int32_t Sampler::sample(const float * logits, int64_t vocab) {
             if (logits[i] > logits[best]) best = int32_t(i);
         return best;
     }
+    const double inv_t = 1.0 / params_.temperature;
+    if ((params_.top_k <= 0 || params_.top_k >= vocab) && params_.top_p >= 1.0) {
+        // plain temperature sampling: no candidate order is needed, walk the softmax in id order
+        double top = logits[0];
+        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
+        probs_.resize(size_t(vocab));
+        double sum = 0;
+        for (int64_t i = 0; i < vocab; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[i]) - top) * inv_t);
+        const double u = double(rng_() >> 11) * 0x1.0p-53 * sum;   // uniform in [0, sum)
+        double acc = 0;
+        for (int64_t i = 0; i < vocab; ++i) {
+            acc += probs_[size_t(i)];
+            if (u < acc) return int32_t(i);
+        }
+        return int32_t(vocab - 1);
+    }
     // candidates sorted by logit descending, ties by id ascending
     order_.resize(size_t(vocab));
     for (int64_t i = 0; i < vocab; ++i) order_[size_t(i)] = int32_t(i);
@@ -30,7 +46,7 @@ int32_t Sampler::sample(const float * logits, int64_t vocab) {
     }
     // softmax over the kept candidates at temperature T
     probs_.resize(size_t(keep));
-    const double inv_t = 1.0 / params_.temperature, top = double(logits[order_[0]]);
+    const double top = double(logits[order_[0]]);
     double sum = 0;
     for (int64_t i = 0; i < keep; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[order_[size_t(i)]]) - top) * inv_t);
     for (int64_t i = 0; i < keep; ++i) probs_[size_t(i)] /= sum;

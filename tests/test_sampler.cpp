@@ -50,3 +50,15 @@ TEST(Sampler, DerivedSeedsDifferPerId) {
     EXPECT_NE(derive_seed(0, "a"), derive_seed(1, "a"));
     EXPECT_EQ(derive_seed(5, "x"), derive_seed(5, "x"));
 }
+
+TEST(Sampler, FollowsTheSoftmaxDistribution) {
+    // logits (0, ln 3) at T = 1 -> p = (0.25, 0.75); at T = 2 -> p ∝ (1, sqrt 3) = (0.366, 0.634)
+    const float logits[] = {0.0f, float(std::log(3.0))};
+    for (const auto & [t, p1] : {std::pair{1.0, 0.75}, std::pair{2.0, std::sqrt(3.0) / (1 + std::sqrt(3.0))}}) {
+        Sampler s({t, 0, 1.0, 123});
+        int ones = 0;
+        const int n = 20000;
+        for (int i = 0; i < n; ++i) ones += s.sample(logits, 2);
+        EXPECT_NEAR(double(ones) / n, p1, 0.015) << "temperature " << t;   // ~5 sigma
+    }
+}
