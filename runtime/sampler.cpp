@@ -33,38 +33,58 @@ int32_t Sampler::sample(const float * logits, int64_t vocab) {
         }
         return int32_t(vocab - 1);
     }
-    // candidates sorted by logit descending, ties by id ascending
+    // candidates in order of logit descending, ties by id ascending; only as many are sorted as needed
     order_.resize(size_t(vocab));
     for (int64_t i = 0; i < vocab; ++i) order_[size_t(i)] = int32_t(i);
     auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    int64_t keep = vocab;
-    if (params_.top_k > 0 && params_.top_k < vocab) {
-        keep = params_.top_k;
-        std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
+    const int64_t keep = params_.top_k > 0 && params_.top_k < vocab ? params_.top_k : vocab;
+    int64_t sorted = 0;
+    auto sort_prefix = [&](int64_t n) {   // order_[0, n) sorted, the rest below them
+        if (n <= sorted) return;
+        if (n * 8 >= vocab) {                // a large share: one sort of the rest beats heap selection
+            std::sort(order_.begin() + sorted, order_.end(), by_logit);
+            sorted = vocab;
+        } else {
+            std::partial_sort(order_.begin() + sorted, order_.begin() + n, order_.end(), by_logit);
+            sorted = n;
+        }
+    };
+    auto weight = [&](int32_t id, double top) { return std::exp((double(logits[id]) - top) * inv_t); };
+    // softmax normaliser over the kept candidates at temperature T
+    double sum = 0, top;
+    if (keep < vocab) {
+        sort_prefix(keep);
+        top = logits[order_[0]];
+        for (int64_t i = 0; i < keep; ++i) sum += weight(order_[size_t(i)], top);
     } else {
-        std::sort(order_.begin(), order_.end(), by_logit);
+        top = logits[0];
+        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
+        for (int64_t i = 0; i < vocab; ++i) sum += weight(int32_t(i), top);
     }
-    // softmax over the kept candidates at temperature T
-    probs_.resize(size_t(keep));
-    const double top = double(logits[order_[0]]);
-    double sum = 0;
-    for (int64_t i = 0; i < keep; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[order_[size_t(i)]]) - top) * inv_t);
-    for (int64_t i = 0; i < keep; ++i) probs_[size_t(i)] /= sum;
-    // nucleus: smallest prefix with mass >= top_p
+    // nucleus: the smallest prefix whose mass >= top_p (sorted in growing chunks: it is usually short)
+    int64_t n = keep;
+    probs_.clear();
+    double mass = 0;
     if (params_.top_p < 1.0) {
-        double mass = 0;
-        int64_t n = 0;
-        while (n < keep) { mass += probs_[size_t(n++)]; if (mass >= params_.top_p) break; }
-        keep = n;
-        for (int64_t i = 0; i < keep; ++i) probs_[size_t(i)] /= mass;
+        n = 0;
+        for (int64_t want = std::min<int64_t>(keep, 64);; want = std::min(keep, want * 4)) {
+            sort_prefix(want);
+            while (n < want && mass < params_.top_p * sum) {
+                probs_.push_back(weight(order_[size_t(n++)], top));
+                mass += probs_.back();
+            }
+            if (mass >= params_.top_p * sum || n >= keep) break;
+        }
+    } else {
+        for (int64_t i = 0; i < n; ++i) mass += probs_.emplace_back(weight(order_[size_t(i)], top));
     }
-    const double u = double(rng_() >> 11) * 0x1.0p-53;   // uniform in [0, 1)
+    const double u = double(rng_() >> 11) * 0x1.0p-53 * mass;   // uniform in [0, mass)
     double acc = 0;
-    for (int64_t i = 0; i < keep; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
         acc += probs_[size_t(i)];
         if (u < acc) return order_[size_t(i)];
     }
-    return order_[size_t(keep - 1)];
+    return order_[size_t(n - 1)];
 }
 
 double Sampler::logprob(const float * logits, int64_t vocab, int32_t id) {

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "runtime/dtype.h"
 
@@ -32,4 +34,18 @@ TEST(DType, Names) {
     EXPECT_EQ(*dtype_from_name("BF16"), DType::BF16);
     EXPECT_FALSE(dtype_from_name("F8_E4M3").has_value());
     EXPECT_EQ(dtype_size(DType::F16), 2u);
+}
+
+TEST(DType, Bf16BulkConversionMatchesScalar) {
+    // convert_to_f32 has a vectorised path: every bf16 bit pattern, at odd lengths and offsets
+    std::vector<uint16_t> all(0x10000);
+    for (uint32_t h = 0; h < 0x10000; ++h) all[h] = uint16_t(h);
+    for (size_t off : {size_t(0), size_t(1), size_t(3)}) {
+        std::vector<float> out(all.size() - off);
+        convert_to_f32(out.data(), all.data() + off, DType::BF16, out.size());
+        for (size_t i = 0; i < out.size(); ++i) {
+            const float ref = bf16_to_f32(all[i + off]);
+            ASSERT_EQ(std::memcmp(&out[i], &ref, 4), 0) << "bits " << all[i + off];
+        }
+    }
 }

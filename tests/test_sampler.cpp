@@ -62,3 +62,19 @@ TEST(Sampler, FollowsTheSoftmaxDistribution) {
         EXPECT_NEAR(double(ones) / n, p1, 0.015) << "temperature " << t;   // ~5 sigma
     }
 }
+
+TEST(Sampler, WideNucleusGrowsPastTheFirstChunk) {
+    // 1000 equal logits, top_p 0.5: the nucleus is ids 0..499 (ties broken by id), larger than one sort chunk
+    std::vector<float> logits(1000, 0.25f);
+    Sampler s({1.0, 0, 0.5, 9});
+    std::set<int32_t> seen;
+    for (int i = 0; i < 5000; ++i) {
+        const int32_t id = s.sample(logits.data(), 1000);
+        ASSERT_LT(id, 500);
+        seen.insert(id);
+    }
+    EXPECT_GT(seen.size(), 450u);
+    // with top_k 100 as well: ids 0..49
+    Sampler k({1.0, 100, 0.5, 9});
+    for (int i = 0; i < 1000; ++i) ASSERT_LT(k.sample(logits.data(), 1000), 50);
+}
