@@ -1,26 +1,51 @@
-// Communicator: the collectives ranks need (all_gather of layer slices, the per-step "all done" all-reduce,
-// barrier). MPI for CPU ranks and NCCL for GPUs join with weight streaming; LocalCommunicator is world size 1.
+// Communicator: the collectives ranks need: all_gather of layer slices, the per-step "all done" all-reduce,
+// gathering finished records (and trace events) to rank 0, barrier. MPI for CPU ranks (communicator_mpi.cpp),
+// NCCL for GPUs (issue 4); LocalCommunicator is the world of one process.
+// Collectives that take a Stream are queued on it (Backend::host_task on CPU ranks, the comm stream on GPUs)
+// and are complete when an event recorded on it after them is; s == nullptr runs them now, blocking.
+// Every collective runs under the host-side watchdog (watchdog.h): a peer that died turns a hang into an exit.
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace zt {
 
-struct Stream;
+class Backend;
+class Stream;
 
 class Communicator {
 public:
     virtual ~Communicator() = default;
     virtual int rank() const = 0;
     virtual int world_size() const = 0;
+    virtual std::string name() const = 0;   // "local", "mpi", "nccl"
     // Every rank contributes slice_bytes at `slice`; `full` receives world_size slices in rank order.
+    // In place is allowed: slice == full + rank * slice_bytes.
     virtual void all_gather(const void * slice, void * full, size_t slice_bytes, Stream * s) = 0;
     // Element-wise max over ranks, in place ("all done?" per step).
     virtual void all_reduce_max(int * flags, size_t n, Stream * s) = 0;
+    // Rank 0 receives every rank's string in rank order (its own first); other ranks get an empty vector.
+    // Blocking. Used each step for finished records, and once for trace events.
+    virtual std::vector<std::string> gather_strings(const std::string & mine) = 0;
     virtual void barrier() = 0;
 };
 
-// World of one process: all_gather copies, all_reduce_max is the identity.
-std::unique_ptr<Communicator> make_local_communicator();
+// World of one process: all_gather copies (on `backend`'s stream when one is given), all_reduce_max is the
+// identity, gather_strings returns {mine}.
+std::unique_ptr<Communicator> make_local_communicator(Backend * backend = nullptr);
+
+struct MpiOptions {
+    double collective_timeout_s = 300;   // watchdog: a collective that takes longer aborts every rank
+};
+
+// True when this build has the MPI communicator (ZT_HAVE_MPI).
+bool mpi_available();
+
+// MPI_COMM_WORLD over `backend`'s streams. Initialises MPI (MPI_THREAD_MULTIPLE, or SERIALIZED with every call
+// funnelled through the comm stream's thread) on first use and finalises it when the last one is destroyed.
+// Throws zt::Error when this build has no MPI.
+std::unique_ptr<Communicator> make_mpi_communicator(Backend & backend, const MpiOptions & options);
 
 }  // namespace zt

@@ -88,6 +88,11 @@ public:
     virtual Event record(Stream * s) = 0;                          // marks everything submitted to s so far
     virtual void wait(Stream * s, Event e) = 0;                    // later work on s waits for e
     virtual void synchronize(Stream * s) = 0;                      // host waits for everything on s (nullptr: all)
+    // Runs fn on the host in s's order (after everything submitted to s before, before everything after), like
+    // cudaLaunchHostFunc: the host-side steps of the pipeline (NVMe reads into staging, MPI collectives, trace
+    // stamps) are ordered like any other work of the stream. fn must not call into the backend. An exception fn
+    // throws is kept and rethrown (as zt::Error) by the next synchronize() or wait() that depends on it.
+    virtual void host_task(Stream * s, std::function<void()> fn) = 0;
 
     // --- ops (all on stream s; s == nullptr means the compute stream) ------------------------------
     // out (T,C) f32 = table[tokens[t]] widened to fp32; tokens (T) i32, table (V,C) W.
@@ -130,8 +135,22 @@ public:
     virtual void gather_rows(Tensor out, const Tensor & x, const Tensor & rows, Stream * s = nullptr) = 0;
 };
 
-// The CPU reference backend. n_threads <= 0: one per hardware thread. Memory of every kind is host memory;
-// streams run synchronously on the calling thread (a later issue moves copy/comm to their own threads).
+// Options of the CPU backend; the last two exist for tests and benchmarks only.
+struct CpuBackendOptions {
+    int n_threads = 0;                // compute threads; <= 0: one per hardware thread
+    double link_gbps = 0;             // > 0: every copy_async on the copy stream also sleeps bytes / (link_gbps·1e9) s,
+                                      // a simulated PCIe/NVLink so a CPU run shows whether fetch overlaps compute
+    int64_t race_delay_us = 0;        // > 0: race-hunting mode, every task on the copy and comm streams first sleeps a
+                                      // random 0..race_delay_us µs (seeded by race_seed), to shake out ordering bugs
+    uint64_t race_seed = 1;
+};
+
+// The CPU reference backend. Memory of every kind is host memory (pinned_host: page-aligned and mlock'ed where
+// the limit allows). The compute stream runs ops synchronously on the calling thread (so wait(compute, e) blocks
+// the caller until e); the copy and comm streams each run their work in order on their own thread (a
+// single-threaded Boost.Asio executor), so the pipeline's real concurrency (buffer reuse, event order) is
+// exercised without a GPU.
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions & options);
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
 
 }  // namespace zt

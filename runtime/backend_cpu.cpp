@@ -147,6 +147,7 @@ public:
     Event record(Stream *) override { return Event{}; }     // synchronous: everything is already done
     void wait(Stream *, Event) override {}
     void synchronize(Stream *) override {}
+    void host_task(Stream *, std::function<void()> fn) override { fn(); }   // placeholder: streams are synchronous
 
     // ---- ops ----------------------------------------------------------------------------------------------
     void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream *) override {
@@ -396,6 +397,7 @@ private:
 
 }  // namespace
 
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions & o) { return std::make_unique<CpuBackend>(o.n_threads); }
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
 
 }  // namespace zt
