@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "comm/communicator.h"
+#include "comm/world.h"
 #include "runtime/error.h"
 #include "runtime/job.h"
 #include "runtime/job_config.h"
@@ -31,17 +33,20 @@ using json = nlohmann::json;
 
 void on_stop_signal(int) { zt::job_stop_flag().store(true); }
 
-int command_run(const std::string & config_path, const std::string & input, const std::string & output) {
+int command_run(const zt::WorldInfo & world, const std::string & config_path, const std::string & input,
+                const std::string & output, const std::string & trace) {
     zt::JobConfig cfg = zt::JobConfig::load(config_path);
     if (!input.empty()) cfg.input = std::filesystem::absolute(input).string();
     if (!output.empty()) cfg.output = std::filesystem::absolute(output).string();
+    if (!trace.empty()) cfg.streaming.trace = std::filesystem::absolute(trace).string();
     std::signal(SIGTERM, on_stop_signal);   // SLURM preemption / walltime: finish the step, sync, exit
     std::signal(SIGINT, on_stop_signal);
-    const zt::JobStats s = zt::run_generate_job(cfg);
-    spdlog::info("done: {} requests ({} completed, {} errors, {} skipped as already done) -> {}", s.requests,
-                 s.completed, s.failed, s.skipped, cfg.output);
-    spdlog::info("tokens: {} prompt, {} generated in {:.2f}s = {:.1f} generated tokens/s (load {:.2f}s)",
-                 s.prompt_tokens, s.generated_tokens, s.generate_seconds,
+    const zt::JobStats s = zt::run_generate_job(cfg, world);
+    // every rank reports its own share; rank 0 wrote every record
+    spdlog::info("done: {} requests ({} completed and {} errors on this rank, {} skipped as already done) -> {}",
+                 s.requests, s.completed, s.failed, s.skipped, cfg.output);
+    spdlog::info("tokens on this rank: {} prompt, {} generated in {} steps, {:.2f}s = {:.1f} generated tokens/s "
+                 "(load {:.2f}s)", s.prompt_tokens, s.generated_tokens, s.steps, s.generate_seconds,
                  s.generate_seconds > 0 ? s.generated_tokens / s.generate_seconds : 0.0, s.load_seconds);
     if (s.interrupted) return 143;   // 128 + SIGTERM: the scheduler sees a stopped job; rerun resumes
     return 0;
@@ -101,7 +106,9 @@ int command_info() {
 #else
     info["cuda_toolkit"] = false;
 #endif
-    info["communicators"] = json::array({"local"});   // single process; MPI and NCCL arrive with weight streaming
+    json comms = json::array({"local"});
+    if (zt::mpi_available()) comms.push_back("mpi");
+    info["communicators"] = comms;   // NCCL arrives with the CUDA backend
     info["backends"] = backends;   // backends that can run a job in this build
     info["devices"] = devices;
     std::cout << info.dump(2) << '\n';
@@ -113,16 +120,18 @@ int command_info() {
 int main(int argc, char ** argv) {
     CLI::App app{"ztinfer: batch inference for LLMs larger than GPU memory (DeepSpeed ds.json + \"ztinfer\" section)"};
     app.set_version_flag("--version", std::string("ztinfer ") + ZT_VERSION);
-    std::string log_level, config, input, output;
+    std::string log_level, config, input, output, trace;
     app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (or ZT_LOG_LEVEL)");
     app.add_option("--config", config, "ds.json to run (same as `ztinfer run --config`)");
     app.add_option("--input", input, "override ztinfer.input");
     app.add_option("--output", output, "override ztinfer.output");
+    app.add_option("--trace", trace, "write a Chrome-trace JSON timeline (Perfetto) of fetch/all-gather/compute");
 
     auto * run = app.add_subcommand("run", "run the job a ds.json describes");
     run->add_option("--config,config", config, "ds.json")->required();
     run->add_option("--input", input, "override ztinfer.input");
     run->add_option("--output", output, "override ztinfer.output");
+    run->add_option("--trace", trace, "write a Chrome-trace JSON timeline (Perfetto) of fetch/all-gather/compute");
 
     zt::SynthOptions so;
     auto * synth = app.add_subcommand("synth", "write a random-weight HF model directory (transformers loads it too)");
@@ -151,13 +160,21 @@ int main(int argc, char ** argv) {
     app.require_subcommand(0, 1);
 
     CLI11_PARSE(app, argc, argv);
-    zt::log_init(0, log_level);
+    zt::WorldInfo world;
     try {
-        if (*run) return command_run(config, input, output);
+        world = zt::discover_world();   // mpirun / srun / RANK+WORLD_SIZE; plain `ztinfer` is rank 0 of 1
+    } catch (const zt::Error & e) {
+        std::cerr << "ztinfer: " << e.what() << '\n';
+        return 2;
+    }
+    zt::set_error_rank(world.rank);
+    zt::log_init(world.rank, log_level);
+    try {
+        if (*run) return command_run(world, config, input, output, trace);
         if (*synth) { zt::synthesize_model(so); spdlog::info("wrote {}", so.out_dir); return 0; }
         if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
         if (*info) return command_info();
-        if (!config.empty()) return command_run(config, input, output);
+        if (!config.empty()) return command_run(world, config, input, output, trace);
         std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";
         return 2;
     } catch (const zt::Error & e) {

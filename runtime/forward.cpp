@@ -5,6 +5,8 @@
 //              kv_store(k,v); a = attention(q, cache)                      (T,H,D)
 //              x = x + a·Wo;  h = rmsnorm(x);  x = x + (silu(h·Wg) * h·Wu)·Wd
 //   hidden = rmsnorm(x) on the rows needed; logits = hidden·W_lm^T          (R,V)
+// The weights of each unit (embedding, layer, head) come from the Schedule (schedule.cpp), which streams them in
+// (fetch + all-gather) or hands out resident ones; this file does not know where they live.
 // Sequences are independent rows of one step; each op is batch-invariant, so a sequence's logits do not depend
 // on what else is in the batch.
 #include "runtime/forward.h"
@@ -12,16 +14,28 @@
 #include <algorithm>
 #include <cstring>
 
+#include "comm/communicator.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/kv_cache.h"
+#include "runtime/layer_partition.h"
 #include "runtime/rope.h"
+#include "runtime/schedule.h"
+#include "runtime/weight_store.h"
 
 namespace zt {
 
 struct Forward::Impl {
-    ModelWeights w;
     Backend & be;
+    const PartitionPlan * plan = nullptr;
+    Schedule * schedule = nullptr;
+    // owned only by the resident constructor
+    std::unique_ptr<PartitionPlan> own_plan;
+    std::unique_ptr<WeightStore> own_store;
+    std::unique_ptr<Communicator> own_comm;
+    std::unique_ptr<Schedule> own_schedule;
+    bool has_lm_head = false;
+    int64_t vocab_rows = 0;   // rows of lm_head (V)
     KvCache cache;
     bool reserved = false;
     Buffer inv_freq_buf;   // (D/2) f32
@@ -34,13 +48,50 @@ struct Forward::Impl {
     int64_t out_cap = 0;
     Buffer sel, out;                             // selected hidden rows (R,C), logits (R,V)
 
-    Impl(const ModelWeights & weights, Backend & backend) : w(weights), be(backend) {}
+    explicit Impl(Backend & backend) : be(backend) {}
 };
 
+namespace {
+// Head unit: tensors[0] = final norm, tensors[1] = lm_head (absent for base-model saves); embed unit: tensors[0].
+const PartitionUnit * find_unit(const PartitionPlan & plan, UnitKind kind) {
+    for (const auto & u : plan.units) if (u.kind == kind) return &u;
+    return nullptr;
+}
+}  // namespace
+
 Forward::Forward(const ModelConfig & cfg, const ModelWeights & weights, Backend & backend)
-    : cfg_(cfg), impl_(std::make_unique<Impl>(weights, backend)) {
+    : cfg_(cfg), impl_(std::make_unique<Impl>(backend)) {
     ZT_CHECK(int64_t(weights.layers.size()) == cfg.num_hidden_layers, "weights have {} layers, config.json says {}",
              weights.layers.size(), cfg.num_hidden_layers);
+    PartitionOptions po;
+    po.world = 1;
+    po.stream = false;
+    Impl & m = *impl_;
+    m.own_plan = std::make_unique<PartitionPlan>(plan_partition(cfg, weights, po));
+    WeightStoreOptions so;
+    so.tier = OffloadTier::none;
+    m.own_store = std::make_unique<WeightStore>(*m.own_plan, 0, backend, so);
+    m.own_comm = make_local_communicator(&backend);
+    m.own_schedule = std::make_unique<Schedule>(*m.own_plan, *m.own_store, backend, *m.own_comm, ScheduleOptions{});
+    init(*m.own_plan, *m.own_schedule);
+}
+
+Forward::Forward(const ModelConfig & cfg, const PartitionPlan & plan, Schedule & schedule, Backend & backend)
+    : cfg_(cfg), impl_(std::make_unique<Impl>(backend)) {
+    init(plan, schedule);
+}
+
+void Forward::init(const PartitionPlan & plan, Schedule & schedule) {
+    const ModelConfig & cfg = cfg_;
+    Backend & backend = impl_->be;
+    impl_->plan = &plan;
+    impl_->schedule = &schedule;
+    ZT_CHECK(int64_t(plan.units.size()) == cfg.num_hidden_layers + 2, "the partition plan has {} units, expected "
+             "embed + {} layers + head", plan.units.size(), cfg.num_hidden_layers);
+    const PartitionUnit * head = find_unit(plan, UnitKind::head);
+    ZT_CHECK(head && find_unit(plan, UnitKind::embed), "the partition plan has no embed or head unit");
+    impl_->has_lm_head = head->tensors.size() > 1;
+    impl_->vocab_rows = impl_->has_lm_head ? head->tensors[1].source.dim(0) : 0;
     ZT_CHECK(cfg.num_key_value_heads > 0 && cfg.num_attention_heads % cfg.num_key_value_heads == 0,
              "num_attention_heads {} is not a multiple of num_key_value_heads {}", cfg.num_attention_heads,
              cfg.num_key_value_heads);
@@ -66,33 +117,32 @@ namespace {
 // Runs the layers over the batch and leaves the final-normed hidden state of the rows needed in impl.sel (R,C).
 // Returns R.
 int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector<SequenceStep> & batch,
-                   bool all_positions);
+                   bool all_positions, bool logits);
 
 }  // namespace
 
 void Forward::step(const std::vector<SequenceStep> & batch, std::vector<float> & logits, bool all_positions) {
-    ZT_CHECK(impl_->w.lm_head.data != nullptr,
+    ZT_CHECK(impl_->has_lm_head,
              "this checkpoint has no lm_head (a base-model save such as {}): it can only compute embeddings "
              "(hidden states), not logits; use an embedding task or a checkpoint with lm_head.weight",
              cfg_.architectures.empty() ? cfg_.model_type : cfg_.architectures.front());
     Impl & m = *impl_;
-    const int64_t R = run_layers(cfg_, m, batch, all_positions);
-    const int64_t V = m.w.lm_head.dim(0), C = cfg_.hidden_size;
-    Stream * s = m.be.stream(StreamRole::compute);
-    Tensor sel = m.sel.view(DType::F32, {R, C});
-    Tensor out = m.out.view(DType::F32, {R, V});
-    m.be.matmul(out, sel, m.w.lm_head, Tensor(), s);
+    const int64_t R = run_layers(cfg_, m, batch, all_positions, /*logits=*/true);
+    const int64_t V = m.vocab_rows;
     logits.resize(size_t(R * V));
-    m.be.copy_async(logits.data(), out.data, out.bytes(), s);
+    if (R == 0) return;
+    Stream * s = m.be.stream(StreamRole::compute);
+    m.be.copy_async(logits.data(), m.out.data(), size_t(R * V) * sizeof(float), s);
     m.be.synchronize(s);
 }
 
 void Forward::step_hidden(const std::vector<SequenceStep> & batch, std::vector<float> & hidden, bool all_positions) {
     Impl & m = *impl_;
-    const int64_t R = run_layers(cfg_, m, batch, all_positions);
+    const int64_t R = run_layers(cfg_, m, batch, all_positions, /*logits=*/false);
     const int64_t C = cfg_.hidden_size;
-    Stream * s = m.be.stream(StreamRole::compute);
     hidden.resize(size_t(R * C));
+    if (R == 0) return;
+    Stream * s = m.be.stream(StreamRole::compute);
     m.be.copy_async(hidden.data(), m.sel.data(), size_t(R * C) * sizeof(float), s);
     m.be.synchronize(s);
 }
@@ -100,9 +150,8 @@ void Forward::step_hidden(const std::vector<SequenceStep> & batch, std::vector<f
 namespace {
 
 int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector<SequenceStep> & batch,
-                   bool all_positions) {
+                   bool all_positions, bool logits) {
     ZT_CHECK(m.reserved, "Forward::reserve must be called before step");
-    ZT_CHECK(!batch.empty(), "empty batch");
     Backend & be = m.be;
     Stream * s = be.stream(StreamRole::compute);
     const int64_t C = cfg.hidden_size, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads,
@@ -134,6 +183,10 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
         }
     }
     const int64_t T = int64_t(tokens.size()), R = int64_t(rows.size());
+    if (T == 0) {   // nothing to compute on this rank: still take part in every unit's all-gather
+        m.schedule->run([](int, const void *, const void *) {});
+        return 0;
+    }
 
     // ---- buffers --------------------------------------------------------------------------------------
     if (T > m.cap) {
@@ -147,7 +200,7 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
     if (R > m.out_cap) {
         const int64_t n = std::max<int64_t>(R, 2 * m.out_cap);
         m.sel = be.alloc(size_t(n * C) * sizeof(float), MemKind::device);
-        m.out = be.alloc(size_t(n * (m.w.lm_head.data ? m.w.lm_head.dim(0) : 1)) * sizeof(float), MemKind::device);
+        m.out = be.alloc(size_t(n * std::max<int64_t>(m.vocab_rows, 1)) * sizeof(float), MemKind::device);
         m.out_cap = n;
     }
     Tensor tok_t = m.ints.view(DType::I32, {T}, 0);
@@ -162,10 +215,24 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
     Tensor att = m.att.view(DType::F32, {T, H, D});
     Tensor gate = m.gate.view(DType::F32, {T, I}), up = m.up.view(DType::F32, {T, I});
 
-    // ---- the layers -----------------------------------------------------------------------------------
-    be.embedding(x, tok_t, m.w.embed, s);
-    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-        const LayerWeights & L = m.w.layers[size_t(l)];
+    // ---- the units: embed, layers, head (weights arrive through the schedule) ---------------------------
+    Tensor sel = m.sel.view(DType::F32, {R, C});
+    m.schedule->run([&](int u, const void * flat, const void * persistent) {
+        const PartitionUnit & unit = m.plan->units[size_t(u)];
+        if (unit.kind == UnitKind::embed) {
+            be.embedding(x, tok_t, bind_single(unit, flat, persistent, 0), s);
+            return;
+        }
+        if (unit.kind == UnitKind::head) {
+            // final norm on the rows needed only (RMSNorm is per row, so this equals HF's norm-then-select)
+            be.gather_rows(sel, x, row_t, s);
+            be.rmsnorm(sel, sel, bind_single(unit, flat, persistent, 0), eps, s);
+            if (logits) be.matmul(m.out.view(DType::F32, {R, m.vocab_rows}), sel, bind_single(unit, flat, persistent, 1),
+                                  Tensor(), s);
+            return;
+        }
+        const int64_t l = unit.layer;
+        const LayerWeights L = bind_layer(unit, flat, persistent);
         be.rmsnorm(h, x, L.input_norm, eps, s);
         be.matmul(q, h, L.q, L.q_bias, s);
         be.matmul(k, h, L.k, L.k_bias, s);
@@ -188,11 +255,7 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
         be.swiglu(gate, gate, up, s);
         be.matmul(tmp, gate, L.down, Tensor(), s);
         be.add(x, x, tmp, s);
-    }
-    // final norm on the rows needed only (RMSNorm is per row, so this equals HF's norm-then-select)
-    Tensor sel = m.sel.view(DType::F32, {R, C});
-    be.gather_rows(sel, x, row_t, s);
-    be.rmsnorm(sel, sel, m.w.final_norm, eps, s);
+    });
     return R;
 }
 

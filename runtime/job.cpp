@@ -1,8 +1,11 @@
-// The generate job (see job.h): load -> read and validate requests -> continuous batching -> JSONL records.
+// The generate job (see job.h): load -> partition and stream the weights -> read and validate requests ->
+// continuous batching, every rank in lockstep -> JSONL records (rank 0 writes them all).
 #include "runtime/job.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <cmath>
 #include <deque>
 #include <fstream>
@@ -13,16 +16,22 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "comm/communicator.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/forward.h"
+#include "runtime/layer_partition.h"
+#include "runtime/memory_usage.h"
 #include "runtime/model_config.h"
 #include "runtime/progress.h"
 #include "runtime/request.h"
 #include "runtime/result_writer.h"
 #include "runtime/sampler.h"
+#include "runtime/schedule.h"
 #include "runtime/tokenizer.h"
+#include "runtime/trace.h"
+#include "runtime/weight_store.h"
 
 namespace zt {
 
@@ -49,14 +58,14 @@ struct Active {
     std::vector<int32_t> generated;
     std::vector<double> logprobs;
     Sampler sampler;
-    std::string text;                 // decoded generated text (special tokens skipped)
+    std::string text;                 // decoded generated text (special tokens skipped; "" without a tokenizer)
     Active(Request r, int32_t s) : req(std::move(r)), slot(s), sampler(req.sampling) {}
 };
 
 // End-of-sequence ids: the tokenizer's EOS, config.json's and generation_config.json's eos_token_id.
-std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & mc, const Tokenizer & tok) {
+std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & mc, const Tokenizer * tok) {
     std::set<int32_t> ids;
-    if (auto e = tok.eos_id()) ids.insert(*e);
+    if (tok) if (auto e = tok->eos_id()) ids.insert(*e);
     for (int64_t e : mc.eos_token_ids) ids.insert(int32_t(e));
     std::ifstream gen(model_dir + "/generation_config.json");
     if (gen.good()) {
@@ -74,6 +83,14 @@ std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & 
     return ids;
 }
 
+OffloadTier tier_of(const std::string & device) {
+    if (device == "cpu") return OffloadTier::cpu;
+    if (device == "nvme") return OffloadTier::nvme;
+    return OffloadTier::none;
+}
+
+double mib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
+
 bool logits_finite(const float * row, int64_t n) {
     for (int64_t i = 0; i < n; ++i) if (!std::isfinite(row[i])) return false;
     return true;
@@ -86,51 +103,107 @@ std::atomic<bool> & job_stop_flag() {
     return flag;
 }
 
-JobStats run_generate_job(const JobConfig & cfg) {
+JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
     JobStats stats;
     const auto t_load = Clock::now();
-    for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
+    const int rank = world.rank, n_ranks = world.size;
+    if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
+    const StreamingConfig & st = cfg.streaming;
 
-    // --- model, tokenizer, backend --------------------------------------------------------------
+    // --- backend and communicator ------------------------------------------------------------------
     if (cfg.device == "cuda")
         ZT_FAIL("{}: \"ztinfer.device\" is \"cuda\" but this build has no CUDA backend yet: use \"cpu\" or \"auto\"",
                 cfg.config_path);
+    CpuBackendOptions bo;
+    bo.n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    bo.link_gbps = st.test_link_gbps;
+    bo.race_delay_us = st.test_race_delay_us;
+    bo.race_seed = uint64_t(rank) + 1;
+    auto backend = make_cpu_backend(bo);
+    std::unique_ptr<Communicator> comm;
+    if (n_ranks > 1 || world.via_mpi_launcher()) {
+        ZT_CHECK(mpi_available() || n_ranks == 1, "{} ranks were launched ({}) but this build has no MPI: install "
+                 "libopenmpi-dev and rebuild", n_ranks, world.source);
+        if (mpi_available()) comm = make_mpi_communicator(*backend, MpiOptions{st.collective_timeout_s});
+    }
+    if (!comm) comm = make_local_communicator(backend.get());
+    ZT_CHECK(comm->world_size() == n_ranks && comm->rank() == rank, "the launcher says rank {} of {} ({}) but {} "
+             "says rank {} of {}: launch with mpirun/srun, or unset RANK/WORLD_SIZE", rank, n_ranks, world.source,
+             comm->name(), comm->rank(), comm->world_size());
+
+    // --- model, tokenizer, weights -------------------------------------------------------------------
     const ModelConfig mc = ModelConfig::load(cfg.model);
-    const Tokenizer tok = Tokenizer::load(cfg.model);
-    const Checkpoint ckpt(cfg.model);
-    const ModelWeights weights = bind_weights(ckpt, mc);
+    std::optional<Tokenizer> tok;
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) tok.emplace(Tokenizer::load(cfg.model));
+    else spdlog::warn("{} has no tokenizer.json: requests must give prompt_token_ids, and results have no text",
+                      cfg.model);
+    const MemoryUsage mem_before = memory_usage();
+    auto ckpt = std::make_unique<Checkpoint>(cfg.model);
+    const ModelWeights weights = bind_weights(*ckpt, mc);
     ZT_CHECK(weights.lm_head.data != nullptr,
              "{} has no lm_head (a base-model save): it can compute embeddings but not generate text", cfg.model);
-    ZT_CHECK(tok.vocab_size() <= mc.vocab_size,
+    ZT_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
              "{}: tokenizer has {} tokens but config.json vocab_size is {}: the tokenizer belongs to another model",
-             cfg.model, tok.vocab_size(), mc.vocab_size);
-    const int n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
-    auto backend = make_cpu_backend(n_threads);
-    Forward forward(mc, weights, *backend);
-    const std::set<int32_t> eos = eos_ids_of(cfg.model, mc, tok);
+             cfg.model, tok ? tok->vocab_size() : 0, mc.vocab_size);
+    PartitionOptions po;
+    po.world = n_ranks;
+    po.persistence_threshold = st.persistence_threshold;
+    po.resident_layers = int(st.resident_layers);
+    po.partition_embeddings = st.partition_embeddings;
+    po.stream = st.offload_device != "none";
+    const PartitionPlan plan = plan_partition(mc, weights, po);
+    WeightStoreOptions so;
+    so.tier = tier_of(st.offload_device);
+    so.nvme_path = st.nvme_path;
+    so.aio_block_size = size_t(st.aio_block_size);
+    so.aio_queue_depth = int(st.aio_queue_depth);
+    so.buffer_count = int(st.buffer_count);
+    WeightStore store(plan, rank, *backend, so);
+    ckpt.reset();   // this rank's bytes are in the store now: unmap the checkpoint
+    Tracer tracer(rank, !st.trace.empty());
+    Schedule schedule(plan, store, *backend, *comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
+    Forward forward(mc, plan, schedule, *backend);
+    const MemoryUsage mem_after = memory_usage();
+    const WeightMemory wm = store.memory();
+    stats.weight_host_bytes = wm.total() + schedule.ring_bytes();
+    stats.rss_growth_bytes = mem_after.rss_bytes > mem_before.rss_bytes ? mem_after.rss_bytes - mem_before.rss_bytes : 0;
+    spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB in all, own slices {:.1f} MiB, "
+                 "staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS grew by {:.1f} MiB "
+                 "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
+                 mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), std::min<int64_t>(st.prefetch_depth + 1,
+                 int64_t(plan.units.size())), mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
+    const std::set<int32_t> eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
     const int64_t vocab = mc.vocab_size, max_ctx = mc.max_context();
-    spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}, backend cpu ({} threads)", cfg.model,
-                 mc.num_hidden_layers, mc.hidden_size, vocab, max_ctx, n_threads);
+    if (rank == 0)
+        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; {} rank(s) over {}, backend cpu ({} threads), "
+                     "prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size, vocab, max_ctx,
+                     n_ranks, comm->name(), bo.n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
 
-    // --- requests ---------------------------------------------------------------------------------
-    ResultWriter out(cfg.output, cfg.resume);
+    // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
+    // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
+    FinishedRequests done_before;
+    if (cfg.resume && std::ifstream(cfg.output).good()) done_before = ResultWriter::read_finished(cfg.output);
+    comm->barrier();
+    std::unique_ptr<ResultWriter> out;
+    if (rank == 0) out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
     std::ifstream in(cfg.input, std::ios::binary);
     ZT_CHECK(in.good(), "cannot open input {}: check \"ztinfer.input\" in {}", cfg.input, cfg.config_path);
     std::deque<Request> queue;
     std::set<std::string> seen;
+    std::vector<std::string> pending;   // serialised records of this rank not yet sent to rank 0
     auto fail = [&](const RequestError & e) {
-        out.write(error_record(e));
+        pending.push_back(error_record(e).dump(-1, ' ', false, json::error_handler_t::replace));
         ++stats.failed;
     };
     std::string line;
-    int64_t line_no = 0;
+    int64_t line_no = 0, n_valid = 0, total = 0;
     while (std::getline(in, line)) {
         ++line_no;
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (line.find_first_not_of(" \t") == std::string::npos) continue;   // blank lines are not requests
         ++stats.requests;
         auto parsed = parse_request(line, line_no, cfg.sampling);
-        if (out.finished().lines.count(line_no)) {   // resume: this line already has its error record
+        if (done_before.lines.count(line_no)) {   // resume: this line already has its error record
             if (auto * r = std::get_if<Request>(&parsed)) seen.insert(r->custom_id);
             else if (const auto & id = std::get<RequestError>(parsed).custom_id) seen.insert(*id);
             ++stats.skipped;
@@ -140,34 +213,43 @@ JobStats run_generate_job(const JobConfig & cfg) {
             if (e->custom_id && !seen.insert(*e->custom_id).second) e->code = "duplicate_custom_id",
                 e->message = fmt::format("line {}: custom_id \"{}\" was used by an earlier line (and this line is "
                                          "invalid too: {})", line_no, *e->custom_id, e->message);
-            fail(*e);
+            if (rank == 0) fail(*e);   // every rank sees it; rank 0 reports it
             continue;
         }
         Request r = std::move(std::get<Request>(parsed));
         if (!seen.insert(r.custom_id).second) {
-            fail({line_no, r.custom_id, "duplicate_custom_id",
-                  fmt::format("line {}: custom_id \"{}\" was used by an earlier line: custom_ids must be unique",
-                              line_no, r.custom_id)});
+            if (rank == 0)
+                fail({line_no, r.custom_id, "duplicate_custom_id",
+                      fmt::format("line {}: custom_id \"{}\" was used by an earlier line: custom_ids must be unique",
+                                  line_no, r.custom_id)});
             continue;
         }
-        if (out.finished().custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
+        if (done_before.custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
+        ++total;
+        if ((n_valid++ % n_ranks) != rank) continue;   // another rank's request
         if (r.prompt) {
+            if (!tok) {
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: \"prompt\" is text but {} has no "
+                      "tokenizer.json: give \"prompt_token_ids\" instead", line_no, cfg.model)});
+                continue;
+            }
             try {
-                r.prompt_ids = tok.encode(*r.prompt, /*add_special_tokens=*/true);
+                r.prompt_ids = tok->encode(*r.prompt, /*add_special_tokens=*/true);
             } catch (const Error & e) {
                 fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the prompt: {}", line_no, e.message())});
                 continue;
             }
         }
+        bool ids_ok = !r.prompt_ids.empty();
         for (int32_t id : r.prompt_ids) {
             if (id >= vocab) {
                 fail({line_no, r.custom_id, "invalid_request",
                       fmt::format("line {}: prompt_token_ids holds {} but the vocabulary has {} tokens", line_no, id, vocab)});
-                r.prompt_ids.clear();
+                ids_ok = false;
                 break;
             }
         }
-        if (r.prompt_ids.empty()) continue;
+        if (!ids_ok) continue;
         const int64_t n_prompt = int64_t(r.prompt_ids.size());
         if (n_prompt + r.max_tokens > max_ctx) {
             fail({line_no, r.custom_id, "context_length_exceeded",
@@ -178,26 +260,28 @@ JobStats run_generate_job(const JobConfig & cfg) {
         }
         queue.push_back(std::move(r));
     }
-    if (stats.skipped) spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
+    if (stats.skipped && rank == 0)
+        spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
 
-    // KV cache: batch_size slots, each as long as the longest request needs
+    // KV cache: batch_size slots, each as long as the longest request of this rank needs
     int64_t max_len = 1;
     for (const auto & r : queue) max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + r.max_tokens);
     const int32_t n_slots = int32_t(std::min<int64_t>(cfg.batch_size, std::max<size_t>(queue.size(), 1)));
     forward.reserve(n_slots, int32_t(max_len));
     stats.load_seconds = seconds_since(t_load);
-    spdlog::info("{} requests to run ({} invalid, {} already done), batch size {}, loaded in {:.2f}s", queue.size(),
-                 stats.failed, stats.skipped, n_slots, stats.load_seconds);
+    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done), batch size {}, "
+                 "loaded in {:.2f}s", queue.size(), rank, total, stats.failed, stats.skipped, n_slots, stats.load_seconds);
 
-    // --- generation loop: continuous batching --------------------------------------------------------
+    // --- generation loop: continuous batching, all ranks step together ------------------------------
     const auto t_gen = Clock::now();
-    const int64_t total = int64_t(queue.size());
-    Progress progress("requests", total);
+    std::optional<Progress> progress;
+    if (rank == 0) progress.emplace("requests", total);
+    int64_t finished_all = 0, generated_all = 0;   // rank 0's view of every rank's progress
     std::vector<std::optional<Active>> slots(static_cast<size_t>(n_slots), std::nullopt);
     std::vector<float> logits;
     std::vector<SequenceStep> batch;
     std::vector<int32_t> batch_slot;
-    int64_t finished = 0;
+    int64_t active = 0, generated_unsent = 0, finished_unsent = 0;
 
     auto finish = [&](Active & a, const char * reason) {
         json r;
@@ -207,22 +291,52 @@ JobStats run_generate_job(const JobConfig & cfg) {
         r["finish_reason"] = reason;
         r["usage"] = {{"prompt_tokens", a.req.prompt_ids.size()}, {"completion_tokens", a.generated.size()}};
         if (a.req.logprobs) r["logprobs"] = a.logprobs;
-        out.write(r);
+        pending.push_back(r.dump(-1, ' ', false, json::error_handler_t::replace));
         ++stats.completed;
     };
+    // Sends this rank's new records to rank 0, which appends them to the output (one writer, any filesystem).
+    // Payload: "<requests finished> <tokens generated>\n" then one record per line.
+    auto exchange_records = [&] {
+        std::string payload = fmt::format("{} {}\n", finished_unsent, generated_unsent);
+        for (const auto & r : pending) payload += r + "\n";
+        pending.clear();
+        finished_unsent = generated_unsent = 0;
+        const std::vector<std::string> all = comm->gather_strings(payload);
+        if (rank != 0) return;
+        for (const auto & p : all) {
+            const size_t nl = p.find('\n');
+            int64_t f = 0, g = 0;
+            if (std::sscanf(p.c_str(), "%" SCNd64 " %" SCNd64, &f, &g) == 2) finished_all += f, generated_all += g;
+            size_t at = nl == std::string::npos ? p.size() : nl + 1;
+            while (at < p.size()) {
+                const size_t end = p.find('\n', at);
+                out->write_line(p.substr(at, end - at));
+                at = end + 1;
+            }
+        }
+        progress->update(finished_all, generated_all);
+    };
+    auto finish_request = [&](std::optional<Active> & a) { a.reset(); --active; ++finished_unsent; };
 
-    while (finished < total) {
-        if (job_stop_flag().load()) {
+    exchange_records();   // validation errors found while reading
+    while (true) {
+        // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
+        int flags[2] = {active > 0 || !queue.empty() ? 1 : 0, job_stop_flag().load() ? 1 : 0};
+        comm->all_reduce_max(flags, 2, nullptr);
+        if (flags[1]) {
             stats.interrupted = true;
-            spdlog::warn("stop requested: {} requests unfinished; outputs are synced, rerun the same command to "
-                         "finish them", total - finished);
+            if (rank == 0)
+                spdlog::warn("stop requested: {} requests unfinished; outputs are synced, rerun the same command to "
+                             "finish them", total - finished_all);
             break;
         }
+        if (!flags[0]) break;   // every rank is done: no step is wasted
         // admit queued requests into free slots (their whole prompt is this step's input)
         for (int32_t s = 0; s < n_slots && !queue.empty(); ++s) {
             if (slots[size_t(s)]) continue;
             slots[size_t(s)].emplace(std::move(queue.front()), s);
             queue.pop_front();
+            ++active;
             stats.prompt_tokens += int64_t(slots[size_t(s)]->req.prompt_ids.size());
         }
         batch.clear();
@@ -230,20 +344,21 @@ JobStats run_generate_job(const JobConfig & cfg) {
         for (int32_t s = 0; s < n_slots; ++s) {
             auto & a = slots[size_t(s)];
             if (!a) continue;
-            SequenceStep st;
-            st.cache_slot = s;
-            st.past_len = a->past;
+            SequenceStep sq;
+            sq.cache_slot = s;
+            sq.past_len = a->past;
             if (a->past == 0) {
-                st.tokens = a->req.prompt_ids.data();
-                st.n_tokens = int32_t(a->req.prompt_ids.size());
+                sq.tokens = a->req.prompt_ids.data();
+                sq.n_tokens = int32_t(a->req.prompt_ids.size());
             } else {
-                st.tokens = &a->generated.back();
-                st.n_tokens = 1;
+                sq.tokens = &a->generated.back();
+                sq.n_tokens = 1;
             }
-            batch.push_back(st);
+            batch.push_back(sq);
             batch_slot.push_back(s);
         }
-        forward.step(batch, logits);
+        forward.step(batch, logits);   // an empty batch still steps through every layer with the other ranks
+        ++stats.steps;
         for (size_t b = 0; b < batch.size(); ++b) {
             auto & a = slots[size_t(batch_slot[b])];
             a->past += batch[b].n_tokens;
@@ -253,34 +368,43 @@ JobStats run_generate_job(const JobConfig & cfg) {
                 fail({a->req.line, a->req.custom_id, "nan_logits",
                       fmt::format("line {}: the model produced NaN/Inf logits at position {}: the weights or inputs "
                                   "overflow; check the checkpoint's dtype", a->req.line, a->past)});
-                a.reset();
-                ++finished;
+                finish_request(a);
                 continue;
             }
             const int32_t id = a->sampler.sample(row, vocab);
             a->generated.push_back(id);
             ++stats.generated_tokens;
+            ++generated_unsent;
             if (a->req.logprobs) a->logprobs.push_back(Sampler::logprob(row, vocab, id));
             if (eos.count(id)) reason = "stop";
             // stop strings need the text every step; otherwise it is decoded once, at the end
-            if (!a->req.stop.empty()) a->text = tok.decode(a->generated, /*skip_special=*/true);
+            if (tok && !a->req.stop.empty()) a->text = tok->decode(a->generated, /*skip_special=*/true);
             for (const auto & s : a->req.stop) {
                 const size_t at = a->text.find(s);
                 if (at != std::string::npos) { a->text.resize(at); reason = "stop"; break; }
             }
             if (!reason && int64_t(a->generated.size()) >= a->req.max_tokens) reason = "length";
             if (reason) {
-                if (a->req.stop.empty()) a->text = tok.decode(a->generated, /*skip_special=*/true);
+                if (tok && a->req.stop.empty()) a->text = tok->decode(a->generated, /*skip_special=*/true);
                 finish(*a, reason);
-                a.reset();
-                ++finished;
+                finish_request(a);
             }
         }
-        progress.update(finished, stats.generated_tokens);
+        exchange_records();
     }
-    progress.finish();
-    out.sync();
+    if (progress) progress->finish();
+    if (out) out->sync();
     stats.generate_seconds = seconds_since(t_gen);
+    if (!st.trace.empty()) {
+        const std::vector<std::string> all = comm->gather_strings(tracer.events_json());
+        if (rank == 0) {
+            Tracer::write_file(st.trace, all);
+            spdlog::info("trace of {} steps written to {} (open it in https://ui.perfetto.dev)", stats.steps, st.trace);
+        }
+    }
+    stats.fetch_seconds = tracer.total_us("fetch") * 1e-6;
+    stats.compute_seconds = tracer.total_us("compute") * 1e-6;
+    comm->barrier();
     return stats;
 }
 

@@ -1,6 +1,9 @@
-// Job: runs a generate job end to end on one rank: reads the input JSONL, validates and tokenizes each line,
-// generates with continuous batching over `batch_size` KV-cache slots, and appends one record per request
-// to the output as soon as it finishes (or an error record; the rest of the job runs).
+// Job: runs a generate job end to end: reads the input JSONL, validates and tokenizes each line, generates
+// with continuous batching over `batch_size` KV-cache slots, and appends one record per request to the output
+// as soon as it finishes (or an error record; the rest of the job runs). With N ranks (mpirun), valid request k
+// runs on rank k % N, every rank streams the weights and steps through the layers with the others (a rank with
+// nothing left steps with an empty batch until the per-step all-reduce says every rank is done), and rank 0
+// writes every rank's records to the one output file.
 //
 // Output record: {"custom_id", "text", "token_ids", "finish_reason": "stop"|"length",
 //                 "usage": {"prompt_tokens", "completion_tokens"}, "logprobs": [..] (when asked)}
@@ -10,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "comm/world.h"
 #include "runtime/job_config.h"
 
 namespace zt {
@@ -24,11 +28,17 @@ struct JobStats {
     double load_seconds = 0;
     double generate_seconds = 0;   // wall time of the generation loop
     bool interrupted = false;      // stopped by SIGTERM/SIGINT; unfinished requests rerun on resume
+    int64_t steps = 0;             // forward steps this rank took (all ranks take the same number)
+    size_t weight_host_bytes = 0;  // host memory this rank holds for weights (slices, staging, resident, ring)
+    size_t rss_growth_bytes = 0;   // resident set growth while loading the weights
+    double fetch_seconds = 0, compute_seconds = 0;   // from the trace (0 unless tracing)
 };
 
 // Set by a signal handler to ask the job to stop after the current step (outputs are flushed and synced).
 std::atomic<bool> & job_stop_flag();
 
-JobStats run_generate_job(const JobConfig & cfg);
+// Runs the job as rank world.rank of world.size (MPI when size > 1). Every rank returns its own stats; rank 0
+// writes every record.
+JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world = WorldInfo{});
 
 }  // namespace zt

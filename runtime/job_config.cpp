@@ -13,7 +13,8 @@ namespace zt {
 
 namespace {
 
-// DeepSpeed top-level keys we accept silently (inference and training configs are often shared).
+// DeepSpeed keys: those honoured are read below; every other known DeepSpeed key is accepted (inference and
+// training configs are often shared) but named in a warning, since it changes nothing here.
 const std::set<std::string> kDeepSpeedKeys = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "steps_per_print",
     "wall_clock_breakdown", "zero_optimization", "fp16", "bf16", "amp", "aio", "optimizer", "scheduler",
@@ -22,12 +23,17 @@ const std::set<std::string> kDeepSpeedKeys = {
     "replace_with_kernel_inject", "communication_data_type", "seq_parallel_communication_data_type",
     "elasticity", "checkpoint", "data_types", "compression_training", "monitor_config", "autotuning",
     "memory_breakdown", "dump_state", "hybrid_engine", "nebula", "zero_force_ds_cpu_optimizer"};
+const std::set<std::string> kHonouredTop = {"zero_optimization", "aio"};
+const std::set<std::string> kHonouredZero = {"stage", "offload_param", "stage3_param_persistence_threshold"};
+const std::set<std::string> kHonouredOffload = {"device", "nvme_path", "buffer_count", "pin_memory"};
+const std::set<std::string> kHonouredAio = {"block_size", "queue_depth"};
 
 const std::set<std::string> kZtKeys = {
     "model", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
-    "temperature", "top_k", "top_p", "seed",
-    // read by later parts of the engine (weight streaming, batch jobs); accepted here without warning
-    "resident_layers", "prefetch_depth", "overlap", "trace", "kv_offload", "micro_batches"};
+    "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
+    "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us",
+    // read by later parts of the engine (batch jobs); accepted here without warning
+    "kv_offload", "micro_batches"};
 
 std::string resolve(const fs::path & base, const std::string & p) {
     if (p.empty()) return p;
@@ -36,13 +42,78 @@ std::string resolve(const fs::path & base, const std::string & p) {
 }
 
 template <typename T>
-T get_as(const nlohmann::json & z, const char * key, T fallback, const std::string & path) {
+T get_as(const nlohmann::json & z, const char * key, T fallback, const std::string & path,
+         const char * section = "ztinfer") {
     if (!z.contains(key) || z[key].is_null()) return fallback;
     try {
         return z[key].get<T>();
     } catch (const nlohmann::json::exception &) {
-        ZT_FAIL("{}: \"ztinfer.{}\" has the wrong type ({}): fix it in the config", path, key, z[key].dump());
+        ZT_FAIL("{}: \"{}.{}\" has the wrong type ({}): fix it in the config", path, section, key, z[key].dump());
     }
+}
+
+// Names the keys of object `o` (at `where`) that are not in `honoured`, as one "accepted but not used" warning.
+void warn_unused(const nlohmann::json & o, const std::set<std::string> & honoured, const std::string & where,
+                 std::vector<std::string> & warnings) {
+    if (!o.is_object()) return;
+    std::string names;
+    for (const auto & [k, v] : o.items())
+        if (!honoured.count(k)) names += (names.empty() ? "" : ", ") + where + k;
+    if (!names.empty())
+        warnings.push_back(fmt::format("DeepSpeed keys accepted but not used by ztinfer (they change nothing): {}", names));
+}
+
+// zero_optimization / aio -> StreamingConfig, with a warning for every DeepSpeed key that is not honoured.
+void read_deepspeed(const nlohmann::json & j, const fs::path & base, const std::string & path, JobConfig & c) {
+    StreamingConfig & st = c.streaming;
+    std::string unused_top;
+    for (const auto & [k, v] : j.items())
+        if (k != "ztinfer" && kDeepSpeedKeys.count(k) && !kHonouredTop.count(k)) unused_top += (unused_top.empty() ? "" : ", ") + k;
+    if (!unused_top.empty())
+        c.warnings.push_back(fmt::format("DeepSpeed keys accepted but not used by ztinfer (they change nothing): {}", unused_top));
+    if (j.contains("zero_optimization")) {
+        const auto & z = j["zero_optimization"];
+        ZT_CHECK(z.is_object(), "{}: \"zero_optimization\" must be an object", path);
+        warn_unused(z, kHonouredZero, "zero_optimization.", c.warnings);
+        const int64_t stage = get_as<int64_t>(z, "stage", 3, path, "zero_optimization");
+        st.persistence_threshold = get_as<int64_t>(z, "stage3_param_persistence_threshold", st.persistence_threshold,
+                                                   path, "zero_optimization");
+        if (z.contains("offload_param") && !z["offload_param"].is_null()) {
+            const auto & o = z["offload_param"];
+            ZT_CHECK(o.is_object(), "{}: \"zero_optimization.offload_param\" must be an object", path);
+            warn_unused(o, kHonouredOffload, "zero_optimization.offload_param.", c.warnings);
+            st.offload_device = get_as<std::string>(o, "device", "none", path, "zero_optimization.offload_param");
+            st.nvme_path = resolve(base, get_as<std::string>(o, "nvme_path", "", path, "zero_optimization.offload_param"));
+            st.buffer_count = get_as<int64_t>(o, "buffer_count", st.buffer_count, path, "zero_optimization.offload_param");
+            if (!get_as<bool>(o, "pin_memory", true, path, "zero_optimization.offload_param"))
+                c.warnings.push_back("zero_optimization.offload_param.pin_memory = false is not honoured: slices are "
+                                     "always kept in pinned memory (that is what lets copies overlap compute)");
+        }
+        if (stage != 3 && st.offload_device != "none")
+            c.warnings.push_back(fmt::format("zero_optimization.stage is {}: parameters are partitioned as in stage 3 "
+                                             "anyway, because offload_param.device is \"{}\"", stage, st.offload_device));
+    }
+    if (j.contains("aio")) {
+        const auto & a = j["aio"];
+        ZT_CHECK(a.is_object(), "{}: \"aio\" must be an object", path);
+        warn_unused(a, kHonouredAio, "aio.", c.warnings);
+        st.aio_block_size = get_as<int64_t>(a, "block_size", st.aio_block_size, path, "aio");
+        st.aio_queue_depth = get_as<int64_t>(a, "queue_depth", st.aio_queue_depth, path, "aio");
+    }
+    ZT_CHECK(st.offload_device == "none" || st.offload_device == "cpu" || st.offload_device == "nvme",
+             "{}: \"zero_optimization.offload_param.device\" is \"{}\": use \"cpu\" (pinned host memory), \"nvme\" "
+             "(with nvme_path) or \"none\" (every rank keeps the whole model)", path, st.offload_device);
+    ZT_CHECK(st.offload_device != "nvme" || !st.nvme_path.empty(), "{}: offload_param.device is \"nvme\" but "
+             "\"zero_optimization.offload_param.nvme_path\" is missing: set it to a folder on a fast local disk", path);
+    ZT_CHECK(st.buffer_count >= 1 && st.buffer_count <= 64, "{}: \"zero_optimization.offload_param.buffer_count\" = {} "
+             "must be in [1, 64]", path, st.buffer_count);
+    ZT_CHECK(st.persistence_threshold >= 0, "{}: \"zero_optimization.stage3_param_persistence_threshold\" = {} must "
+             "be >= 0", path, st.persistence_threshold);
+    ZT_CHECK(st.aio_block_size >= 4096 && st.aio_block_size % 4096 == 0 && st.aio_block_size <= (int64_t(1) << 30),
+             "{}: \"aio.block_size\" = {} must be a multiple of 4096 in [4096, 1 GiB] (O_DIRECT reads)", path,
+             st.aio_block_size);
+    ZT_CHECK(st.aio_queue_depth >= 1 && st.aio_queue_depth <= 1024, "{}: \"aio.queue_depth\" = {} must be in [1, 1024]",
+             path, st.aio_queue_depth);
 }
 
 }  // namespace
@@ -60,6 +131,7 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
 
     for (const auto & [k, v] : j.items())
         if (k != "ztinfer" && !kDeepSpeedKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"{}\" (ignored)", k));
+    read_deepspeed(j, base, path, c);
     for (const auto & [k, v] : z.items())
         if (!kZtKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.{}\" (ignored)", k));
 
@@ -77,6 +149,22 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     s.top_k = get_as<int64_t>(z, "top_k", s.top_k, path);
     s.top_p = get_as<double>(z, "top_p", s.top_p, path);
     s.seed = get_as<uint64_t>(z, "seed", s.seed, path);
+    auto & st = c.streaming;
+    st.resident_layers = get_as<int64_t>(z, "resident_layers", st.resident_layers, path);
+    st.prefetch_depth = get_as<int64_t>(z, "prefetch_depth", st.prefetch_depth, path);
+    st.overlap = get_as<bool>(z, "overlap", st.overlap, path);
+    st.partition_embeddings = get_as<bool>(z, "partition_embeddings", st.partition_embeddings, path);
+    st.trace = resolve(base, get_as<std::string>(z, "trace", "", path));
+    st.collective_timeout_s = get_as<double>(z, "collective_timeout_s", st.collective_timeout_s, path);
+    st.test_link_gbps = get_as<double>(z, "test_link_gbps", st.test_link_gbps, path);
+    st.test_race_delay_us = get_as<int64_t>(z, "test_race_delay_us", st.test_race_delay_us, path);
+    ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
+    ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
+             "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
+    ZT_CHECK(st.collective_timeout_s > 0, "{}: \"ztinfer.collective_timeout_s\" = {} must be > 0", path,
+             st.collective_timeout_s);
+    ZT_CHECK(st.test_link_gbps >= 0 && st.test_race_delay_us >= 0, "{}: ztinfer.test_link_gbps and "
+             "ztinfer.test_race_delay_us must be >= 0", path);
 
     ZT_CHECK(!c.model.empty(), "{}: \"ztinfer.model\" is missing: set it to a Hugging Face model directory "
              "(config.json, *.safetensors, tokenizer.json)", path);

@@ -21,6 +21,25 @@ struct SamplingDefaults {
     uint64_t seed = 0;          // job seed; a request without "seed" derives its own from this and custom_id
 };
 
+// Weight streaming (issue 3): from DeepSpeed's zero_optimization / aio sections and ztinfer's own keys.
+struct StreamingConfig {
+    std::string offload_device = "none";   // zero_optimization.offload_param.device: "none" | "cpu" | "nvme"
+    std::string nvme_path;                 // zero_optimization.offload_param.nvme_path (absolute)
+    int64_t buffer_count = 5;              // zero_optimization.offload_param.buffer_count (NVMe staging ring)
+    int64_t persistence_threshold = 100000;   // zero_optimization.stage3_param_persistence_threshold (elements)
+    int64_t aio_block_size = 1048576;      // aio.block_size (bytes per NVMe read)
+    int64_t aio_queue_depth = 8;           // aio.queue_depth (NVMe reads in flight)
+    int64_t resident_layers = 0;           // ztinfer.resident_layers: the first layers stay whole on every rank
+    int64_t prefetch_depth = 2;            // ztinfer.prefetch_depth
+    bool overlap = true;                   // ztinfer.overlap
+    bool partition_embeddings = false;     // ztinfer.partition_embeddings: stream embed_tokens and lm_head too
+    std::string trace;                     // ztinfer.trace / --trace: Chrome-trace JSON file (absolute)
+    double collective_timeout_s = 300;     // ztinfer.collective_timeout_s: watchdog around every collective
+    // test and benchmark options (ztinfer.test_link_gbps, ztinfer.test_race_delay_us)
+    double test_link_gbps = 0;             // simulated link: every slice copy also sleeps bytes / X GB/s
+    int64_t test_race_delay_us = 0;        // race hunting: random delays before copy/comm stream tasks
+};
+
 struct JobConfig {
     std::string config_path;    // the ds.json this came from (absolute)
     std::string model;          // HF model directory (absolute)
@@ -32,8 +51,9 @@ struct JobConfig {
     int64_t threads = 0;        // CPU backend threads (0 = all cores)
     bool resume = true;         // skip custom_ids already in output (a rerun after a crash or preemption)
     SamplingDefaults sampling;
+    StreamingConfig streaming;
     nlohmann::json deepspeed;   // the whole ds.json, for the parts later issues read
-    std::vector<std::string> warnings;   // unknown keys, named
+    std::vector<std::string> warnings;   // unknown keys, and DeepSpeed keys accepted but not used, named
 
     // Reads and validates ds.json; throws zt::Error naming the file and key for anything wrong.
     static JobConfig load(const std::string & path);

@@ -38,26 +38,32 @@ ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) 
         ZT_CHECK(!ec, "cannot create the output folder {}: {}", parent.string(), ec.message());
     }
     bool needs_newline = false;
-    if (resume && fs::exists(path)) {
-        std::ifstream in(path, std::ios::binary);
-        std::string line;
-        while (std::getline(in, line)) {
-            if (in.eof()) needs_newline = true;   // last line was cut short (crash mid-write): start a fresh line
-            try {
-                const auto j = nlohmann::json::parse(line);
-                if (j.contains("error") && j.contains("line") && j["line"].is_number_integer())
-                    finished_.lines.insert(j["line"].get<int64_t>());
-                else if (j.contains("custom_id") && j["custom_id"].is_string())
-                    finished_.custom_ids.insert(j["custom_id"].get<std::string>());
-            } catch (const nlohmann::json::exception &) {
-                // a torn last line: that request is simply run again
-            }
-        }
-    }
+    if (resume && fs::exists(path)) finished_ = read_finished(path, &needs_newline);
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0644);
     ZT_CHECK(fd_ >= 0, "cannot open output {}: {}", path, std::strerror(errno));
     if (needs_newline) write_all(fd_, "\n", path_);
     last_sync_ = std::chrono::steady_clock::now();
+}
+
+FinishedRequests ResultWriter::read_finished(const std::string & path, bool * torn_last_line) {
+    FinishedRequests finished;
+    std::ifstream in(path, std::ios::binary);
+    std::string line;
+    bool torn = false;
+    while (std::getline(in, line)) {
+        if (in.eof()) torn = true;   // last line was cut short (crash mid-write): start a fresh line
+        try {
+            const auto j = nlohmann::json::parse(line);
+            if (j.contains("error") && j.contains("line") && j["line"].is_number_integer())
+                finished.lines.insert(j["line"].get<int64_t>());
+            else if (j.contains("custom_id") && j["custom_id"].is_string())
+                finished.custom_ids.insert(j["custom_id"].get<std::string>());
+        } catch (const nlohmann::json::exception &) {
+            // a torn last line: that request is simply run again
+        }
+    }
+    if (torn_last_line) *torn_last_line = torn;
+    return finished;
 }
 
 ResultWriter::~ResultWriter() {
@@ -68,7 +74,11 @@ ResultWriter::~ResultWriter() {
 }
 
 void ResultWriter::write(const nlohmann::json & record) {
-    write_all(fd_, record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", path_);
+    write_line(record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+void ResultWriter::write_line(const std::string & line) {
+    write_all(fd_, line + "\n", path_);
     if (std::chrono::steady_clock::now() - last_sync_ > kSyncEvery) sync();
 }
 

@@ -27,6 +27,10 @@ public:
     const FinishedRequests & finished() const { return finished_; }
 
     void write(const nlohmann::json & record);   // one line, written with a single write(2)
+    void write_line(const std::string & line);   // an already serialised record (no newline)
+    // What an output file holds (the results by custom_id, error records by line); a torn last line is skipped.
+    // Every rank reads this at start-up; only rank 0 then opens the writer.
+    static FinishedRequests read_finished(const std::string & path, bool * torn_last_line = nullptr);
     void sync();                                 // fsync now
     const std::string & path() const { return path_; }
 

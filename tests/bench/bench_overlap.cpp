@@ -1,0 +1,156 @@
+// bench_overlap: does fetching the next layers overlap computing this one? On CPU ranks with a simulated link
+// (every slice copy sleeps bytes / X GB/s, X chosen so that fetching a step's weights takes as long as computing
+// it), it measures, in one run, per decode step (median of --steps):
+//   compute  the resident model (offload "none": nothing fetched)
+//   fetch    the streamed model with nothing to compute (an empty batch: fetch + all-gather only)
+//   on       streamed, overlap on (prefetch depth 2)       goal: on  <= 1.15 x max(fetch, compute), < 0.85 x sum
+//   off      streamed, overlap off (same calls, one by one) goal: off ~= fetch + compute (>= 0.9 x sum)
+// and prints the ratios; exit status 1 when a goal is missed. Limits: a step cannot take less than
+// max(fetch, compute) (the link and the core are both busy all the time), and never more than their sum.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "comm/communicator.h"
+#include "runtime/backend.h"
+#include "runtime/checkpoint.h"
+#include "runtime/dtype.h"
+#include "runtime/forward.h"
+#include "runtime/layer_partition.h"
+#include "runtime/model_config.h"
+#include "runtime/schedule.h"
+#include "runtime/weight_store.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct RandomModel {
+    zt::ModelConfig cfg;
+    std::vector<std::vector<uint16_t>> storage;   // bf16 tensors
+    zt::ModelWeights w;
+
+    zt::Tensor make(std::vector<int64_t> shape, std::mt19937 & rng, float scale) {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        std::normal_distribution<float> dist(0.0f, scale);
+        storage.emplace_back(size_t(n));
+        for (auto & x : storage.back()) x = zt::f32_to_bf16(dist(rng));
+        return zt::Tensor(storage.back().data(), zt::DType::BF16, std::move(shape));
+    }
+
+    RandomModel(int layers, int hidden, int intermediate, int vocab) {
+        const nlohmann::json j = {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}},
+                                  {"hidden_size", hidden}, {"intermediate_size", intermediate},
+                                  {"num_hidden_layers", layers}, {"num_attention_heads", hidden / 64},
+                                  {"num_key_value_heads", hidden / 64}, {"vocab_size", vocab},
+                                  {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}};
+        cfg = zt::ModelConfig::from_json(j, "bench model");
+        std::mt19937 rng(7);
+        const int64_t C = hidden, I = intermediate, V = vocab;
+        w.embed = make({V, C}, rng, 1.0f);
+        w.final_norm = make({C}, rng, 0.1f);
+        w.lm_head = make({V, C}, rng, 0.05f);
+        for (int l = 0; l < layers; ++l) {
+            zt::LayerWeights L;
+            L.input_norm = make({C}, rng, 0.1f);
+            L.post_norm = make({C}, rng, 0.1f);
+            L.q = make({C, C}, rng, 0.05f); L.k = make({C, C}, rng, 0.05f);
+            L.v = make({C, C}, rng, 0.05f); L.o = make({C, C}, rng, 0.05f);
+            L.gate = make({I, C}, rng, 0.05f); L.up = make({I, C}, rng, 0.05f); L.down = make({C, I}, rng, 0.05f);
+            w.layers.push_back(L);
+        }
+    }
+};
+
+struct Mode {
+    const char * name;
+    zt::OffloadTier tier;
+    bool overlap;
+    bool compute;    // false: empty batches (fetch + all-gather only)
+};
+
+// Median seconds per decode step of `batch` sequences in this mode.
+double measure(const RandomModel & m, const Mode & mode, double link_gbps, int batch, int steps, size_t * streamed) {
+    zt::CpuBackendOptions bo;
+    bo.n_threads = 1;
+    bo.link_gbps = mode.tier == zt::OffloadTier::none ? 0 : link_gbps;
+    auto be = zt::make_cpu_backend(bo);
+    auto comm = zt::make_local_communicator(be.get());
+    zt::PartitionOptions po;
+    po.stream = mode.tier != zt::OffloadTier::none;
+    po.persistence_threshold = 10000;
+    const zt::PartitionPlan plan = zt::plan_partition(m.cfg, m.w, po);
+    if (streamed) *streamed = plan.streamed_bytes();
+    zt::WeightStoreOptions so;
+    so.tier = mode.tier;
+    zt::WeightStore store(plan, 0, *be, so);
+    zt::Schedule schedule(plan, store, *be, *comm, zt::ScheduleOptions{2, mode.overlap});
+    zt::Forward fwd(m.cfg, plan, schedule, *be);
+    fwd.reserve(batch, 64);
+    std::vector<int32_t> prompt(8);
+    for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(3 + i);
+    std::vector<zt::SequenceStep> b;
+    for (int s = 0; s < batch; ++s) b.push_back({s, 0, prompt.data(), int32_t(prompt.size())});
+    std::vector<float> logits;
+    fwd.step(b, logits);   // prefill (also warms up)
+    std::vector<double> times;
+    std::vector<int32_t> tok(size_t(batch), 5);
+    for (int i = 0; i < steps; ++i) {
+        b.clear();
+        if (mode.compute)
+            for (int s = 0; s < batch; ++s) b.push_back({s, int32_t(prompt.size()) + i, &tok[size_t(s)], 1});
+        const auto t0 = Clock::now();
+        fwd.step(b, logits);
+        times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    CLI::App app{"bench_overlap: step time with fetch overlapped vs not, on a simulated link (CPU backend)"};
+    int layers = 8, hidden = 512, intermediate = 1536, vocab = 512, batch = 16, steps = 9;
+    app.add_option("--layers", layers)->capture_default_str();
+    app.add_option("--hidden", hidden, "multiple of 64")->capture_default_str();
+    app.add_option("--intermediate", intermediate)->capture_default_str();
+    app.add_option("--batch", batch, "sequences per decode step")->capture_default_str();
+    app.add_option("--steps", steps, "decode steps measured per mode (median)")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    spdlog::set_level(spdlog::level::warn);
+
+    const RandomModel m(layers, hidden, intermediate, vocab);
+    size_t streamed = 0;
+    const double compute = measure(m, {"compute", zt::OffloadTier::none, true, true}, 0, batch, steps, nullptr);
+    measure(m, {"plan", zt::OffloadTier::cpu, true, false}, 1000, batch, 1, &streamed);
+    const double link_gbps = double(streamed) / compute / 1e9;   // fetching a step's weights takes `compute`
+    const double fetch = measure(m, {"fetch", zt::OffloadTier::cpu, true, false}, link_gbps, batch, steps, nullptr);
+    const double on = measure(m, {"on", zt::OffloadTier::cpu, true, true}, link_gbps, batch, steps, nullptr);
+    const double off = measure(m, {"off", zt::OffloadTier::cpu, false, true}, link_gbps, batch, steps, nullptr);
+
+    const double mx = std::max(fetch, compute), sum = fetch + compute;
+    std::printf("bench_overlap: %d layers, hidden %d, intermediate %d, batch %d, %.1f MiB streamed per step, "
+                "simulated link %.3f GB/s, 1 compute thread\n", layers, hidden, intermediate, batch,
+                double(streamed) / (1 << 20), link_gbps);
+    std::printf("%-26s %10s\n", "per decode step (median)", "ms");
+    std::printf("%-26s %10.2f\n", "compute (resident)", compute * 1e3);
+    std::printf("%-26s %10.2f\n", "fetch (nothing to compute)", fetch * 1e3);
+    std::printf("%-26s %10.2f\n", "overlap on", on * 1e3);
+    std::printf("%-26s %10.2f\n", "overlap off", off * 1e3);
+    const double r_on_max = on / mx, r_on_sum = on / sum, r_off_sum = off / sum;
+    std::printf("ratio on / max(fetch, compute)  = %.3f   (goal <= 1.15)\n", r_on_max);
+    std::printf("ratio on / (fetch + compute)    = %.3f   (goal <  0.85)\n", r_on_sum);
+    std::printf("ratio off / (fetch + compute)   = %.3f   (goal >= 0.90: no overlap when off)\n", r_off_sum);
+    const bool ok = r_on_max <= 1.15 && r_on_sum < 0.85 && r_off_sum >= 0.9;
+    std::printf("bench_overlap: %s\n", ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
