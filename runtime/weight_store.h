@@ -42,7 +42,7 @@ class WeightStore {
 public:
     // Copies this rank's bytes out of the plan's sources (the checkpoint); afterwards the checkpoint may be closed.
     WeightStore(const PartitionPlan & plan, int rank, Backend & backend, const WeightStoreOptions & options);
-    ~WeightStore();                 // removes the NVMe file
+    ~WeightStore();                 // waits for queued NVMe fetches, then removes the NVMe file
     WeightStore(const WeightStore &) = delete;
     WeightStore & operator=(const WeightStore &) = delete;
 
@@ -51,6 +51,8 @@ public:
     // The unit's persistent block (backend memory); nullptr when it has none.
     const void * persistent(int unit) const;
     // Queues on stream s: this rank's slice of streamed `unit` -> dst (slice_bytes of backend memory).
+    // "nvme": every fetch must go to the same stream (the staging ring is reused in that stream's order); a read
+    // that fails is rethrown by the next synchronize of s.
     void fetch_slice(int unit, void * dst, Stream * s);
 
     WeightMemory memory() const;

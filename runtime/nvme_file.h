@@ -1,0 +1,75 @@
+// NvmeFile: one rank's weight file on the NVMe tier. Written once at start-up (buffered pwrite, each piece at a
+// 4096-aligned offset, then fsync), then read many times with O_DIRECT through io_uring: a read is split into
+// block_size chunks with up to queue_depth in flight. A short read or an error (EIO...) is resubmitted up to
+// max_retries times with a doubling backoff (10 ms, 20 ms, ...), then a zt::Error naming the file and offset.
+// Fallbacks (one warning each per process): no io_uring (built without liburing, or io_uring_queue_init refused,
+// e.g. by seccomp in a container) -> a pread loop with the same retry rules; O_DIRECT refused by the filesystem
+// (EINVAL) -> buffered reads.
+//
+//   file:  | piece 0 | pad to 4096 | piece 1 | pad | ... |      (the file size is a multiple of 4096)
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace zt {
+
+struct NvmeFileOptions {
+    std::string nvme_path;          // the configured folder, named in errors (offload_param.nvme_path)
+    size_t block_size = 1 << 20;    // bytes per read request (rounded up to 4096)
+    int queue_depth = 8;            // read requests in flight
+    int max_retries = 3;            // resubmissions of a failed or short chunk before the error
+    bool use_uring = true;          // false: the pread loop (tests; the fallback when io_uring is unavailable)
+    bool use_direct = true;         // false: buffered reads (tests; the fallback when O_DIRECT is refused)
+};
+
+class NvmeFile {
+public:
+    static constexpr size_t kAlign = 4096;   // offsets, read sizes and read buffers (O_DIRECT)
+
+    // Creates (or truncates) `path` for writing. Throws zt::Error naming the file and nvme_path on failure.
+    NvmeFile(std::string path, NvmeFileOptions options);
+    ~NvmeFile();                              // closes and removes the file
+    NvmeFile(const NvmeFile &) = delete;
+    NvmeFile & operator=(const NvmeFile &) = delete;
+
+    // Start-up: reserves `bytes` of disk space (ENOSPC -> an error naming nvme_path and the bytes needed).
+    void reserve(uint64_t bytes);
+    // Start-up: writes `bytes` at `offset` (a multiple of 4096). ENOSPC -> an error naming nvme_path and bytes.
+    void write(uint64_t offset, const void * src, size_t bytes);
+    // Ends the write phase: pads the file to a multiple of 4096, fsyncs, reopens it for reads (O_DIRECT) and
+    // sets up io_uring. Must be called once before read().
+    void finish_writes();
+
+    // Reads [offset, offset + bytes) into dst. offset is a multiple of 4096; dst is 4096-aligned and has room for
+    // bytes rounded up to 4096 (the read covers the padding too). Thread-safe (reads are serialized). Throws
+    // zt::Error after max_retries failed resubmissions of a chunk.
+    void read(uint64_t offset, void * dst, size_t bytes);
+
+    const std::string & path() const { return path_; }
+    uint64_t size() const { return file_bytes_; }
+    bool uses_uring() const;                  // io_uring is the read engine (after finish_writes)
+    bool uses_direct() const { return direct_; }
+
+    // Test-only fault injection: when set, called once per chunk attempt after the I/O completes with the
+    // chunk's file offset and size; a negative return (e.g. -EIO) replaces the attempt's result. nullptr clears.
+    using FaultHook = std::function<int(uint64_t offset, size_t bytes)>;
+    static void set_fault_hook(FaultHook hook);
+
+    struct Ring;   // io_uring state (liburing), defined in nvme_file.cpp
+
+private:
+    std::string path_;
+    NvmeFileOptions opt_;
+    int fd_ = -1;
+    bool reading_ = false;
+    bool direct_ = false;
+    uint64_t file_bytes_ = 0;                 // padded size once finish_writes ran; written extent before
+    std::unique_ptr<Ring> ring_;
+    std::mutex mu_;
+};
+
+}  // namespace zt
