@@ -28,4 +28,7 @@ fi
 # the demo end to end (README's first command, minus the install/build it shares with this script)
 bash examples/demo.sh --no-build >/dev/null
 
+# benchmark programs: each prints its measured ratios and fails when its goal is missed
+./build/bench_overlap
+
 cd build && ctest --output-on-failure -j2

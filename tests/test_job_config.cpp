@@ -46,3 +46,59 @@ TEST(JobConfig, RejectsBadValuesNamingTheKey) {
     expect_fail({{"model", nullptr}}, "ztinfer.model");
     EXPECT_THROW(JobConfig::from_json(json{{"zero_optimization", {}}}, "/x/ds.json"), Error);
 }
+
+TEST(JobConfig, ReadsStreamingKeysAndNamesEveryUnusedDeepSpeedKey) {
+    json j = {{"train_batch_size", 8},
+              {"bf16", {{"enabled", true}}},
+              {"zero_optimization", {{"stage", 3}, {"stage3_param_persistence_threshold", 500},
+                                     {"stage3_prefetch_bucket_size", 1000}, {"overlap_comm", true},
+                                     {"offload_param", {{"device", "nvme"}, {"nvme_path", "swap"},
+                                                        {"buffer_count", 3}, {"buffer_size", 100000000}}}}},
+              {"aio", {{"block_size", 262144}, {"queue_depth", 4}, {"thread_count", 2}}},
+              {"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"prefetch_depth", 3},
+                           {"overlap", false}, {"resident_layers", 1}, {"partition_embeddings", true},
+                           {"trace", "t.json"}, {"collective_timeout_s", 20}}}};
+    const JobConfig c = JobConfig::from_json(j, "/cfg/ds.json");
+    const StreamingConfig & s = c.streaming;
+    EXPECT_EQ(s.offload_device, "nvme");
+    EXPECT_EQ(s.nvme_path, "/cfg/swap");
+    EXPECT_EQ(s.buffer_count, 3);
+    EXPECT_EQ(s.persistence_threshold, 500);
+    EXPECT_EQ(s.aio_block_size, 262144);
+    EXPECT_EQ(s.aio_queue_depth, 4);
+    EXPECT_EQ(s.prefetch_depth, 3);
+    EXPECT_FALSE(s.overlap);
+    EXPECT_EQ(s.resident_layers, 1);
+    EXPECT_TRUE(s.partition_embeddings);
+    EXPECT_EQ(s.trace, "/cfg/t.json");
+    EXPECT_DOUBLE_EQ(s.collective_timeout_s, 20);
+    std::string all;
+    for (const auto & w : c.warnings) all += w + "\n";
+    for (const char * key : {"train_batch_size", "bf16", "zero_optimization.stage3_prefetch_bucket_size",
+                             "zero_optimization.overlap_comm", "zero_optimization.offload_param.buffer_size",
+                             "aio.thread_count"})
+        EXPECT_NE(all.find(key), std::string::npos) << key << " not named in:\n" << all;
+    for (const char * honoured : {"offload_param.device", "aio.block_size", "stage3_param_persistence_threshold"})
+        EXPECT_EQ(all.find(honoured), std::string::npos) << honoured << " is honoured, not unused:\n" << all;
+    // no streaming section at all: the whole model on every rank, no warnings
+    const JobConfig plain = JobConfig::from_json(json{{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}}, "/c/ds.json");
+    EXPECT_EQ(plain.streaming.offload_device, "none");
+    EXPECT_TRUE(plain.warnings.empty());
+}
+
+TEST(JobConfig, RejectsBadStreamingValues) {
+    auto expect_fail = [](json j, const std::string & needle) {
+        j["ztinfer"] = {{"model", "m"}, {"input", "i"}, {"output", "o"}};
+        try {
+            JobConfig::from_json(j, "/x/ds.json");
+            ADD_FAILURE() << "accepted " << j.dump();
+        } catch (const Error & e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    expect_fail({{"zero_optimization", {{"offload_param", {{"device", "disk"}}}}}}, "offload_param.device");
+    expect_fail({{"zero_optimization", {{"offload_param", {{"device", "nvme"}}}}}}, "nvme_path");
+    expect_fail({{"aio", {{"block_size", 1000}}}}, "aio.block_size");
+    expect_fail({{"aio", {{"queue_depth", 0}}}}, "aio.queue_depth");
+    expect_fail({{"zero_optimization", {{"stage3_param_persistence_threshold", -1}}}}, "persistence_threshold");
+}

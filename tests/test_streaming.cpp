@@ -21,6 +21,7 @@
 #include <regex>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "runtime/synthetic_model.h"

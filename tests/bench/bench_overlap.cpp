@@ -26,6 +26,7 @@
 #include "runtime/layer_partition.h"
 #include "runtime/model_config.h"
 #include "runtime/schedule.h"
+#include "runtime/trace.h"
 #include "runtime/weight_store.h"
 
 namespace {
@@ -78,6 +79,8 @@ struct Mode {
 };
 
 // Median seconds per decode step of `batch` sequences in this mode.
+std::string g_trace;   // --trace: Chrome trace of the "overlap on" mode
+
 double measure(const RandomModel & m, const Mode & mode, double link_gbps, int batch, int steps, size_t * streamed) {
     zt::CpuBackendOptions bo;
     bo.n_threads = 1;
@@ -92,7 +95,9 @@ double measure(const RandomModel & m, const Mode & mode, double link_gbps, int b
     zt::WeightStoreOptions so;
     so.tier = mode.tier;
     zt::WeightStore store(plan, 0, *be, so);
-    zt::Schedule schedule(plan, store, *be, *comm, zt::ScheduleOptions{2, mode.overlap});
+    const bool trace = !g_trace.empty() && std::string(mode.name) == "on";
+    zt::Tracer tracer(0, trace);
+    zt::Schedule schedule(plan, store, *be, *comm, zt::ScheduleOptions{2, mode.overlap}, &tracer);
     zt::Forward fwd(m.cfg, plan, schedule, *be);
     fwd.reserve(batch, 64);
     std::vector<int32_t> prompt(8);
@@ -111,6 +116,7 @@ double measure(const RandomModel & m, const Mode & mode, double link_gbps, int b
         fwd.step(b, logits);
         times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     }
+    if (trace) zt::Tracer::write_file(g_trace, {tracer.events_json()});
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
 }
@@ -125,6 +131,7 @@ int main(int argc, char ** argv) {
     app.add_option("--intermediate", intermediate)->capture_default_str();
     app.add_option("--batch", batch, "sequences per decode step")->capture_default_str();
     app.add_option("--steps", steps, "decode steps measured per mode (median)")->capture_default_str();
+    app.add_option("--trace", g_trace, "write a Chrome trace of the overlap-on run");
     CLI11_PARSE(app, argc, argv);
     spdlog::set_level(spdlog::level::warn);
 
