@@ -30,6 +30,9 @@ public:
     // Blocking. Used each step for finished records, and once for trace events.
     virtual std::vector<std::string> gather_strings(const std::string & mine) = 0;
     virtual void barrier() = 0;
+    // Ends every rank now (after this rank's error was logged): MPI_Abort, so the launcher stops the job instead
+    // of the other ranks waiting in a collective for this one. The local world just exits.
+    [[noreturn]] virtual void abort(int code) = 0;
 };
 
 // World of one process: all_gather copies (on `backend`'s stream when one is given), all_reduce_max is the
@@ -43,9 +46,12 @@ struct MpiOptions {
 // True when this build has the MPI communicator (ZT_HAVE_MPI).
 bool mpi_available();
 
-// MPI_COMM_WORLD over `backend`'s streams. Initialises MPI (MPI_THREAD_MULTIPLE, or SERIALIZED with every call
-// funnelled through the comm stream's thread) on first use and finalises it when the last one is destroyed.
-// Throws zt::Error when this build has no MPI.
+// MPI_COMM_WORLD over `backend`'s streams. Initialises MPI on first use (asks for MPI_THREAD_MULTIPLE, accepts
+// SERIALIZED: every MPI call holds one process-wide lock) and finalises it when the last one is destroyed (MPI
+// cannot be initialised again after that: keep one alive for the whole run). Each stream, and the host thread
+// (s == nullptr, gather_strings, barrier), has its own duplicate of MPI_COMM_WORLD: collectives must be issued in
+// the same order on every rank per stream (and per host thread), never interleaved differently across streams.
+// Throws zt::Error when this build has no MPI. ZT_MPI_CHUNK_BYTES (tests only) shrinks the largest single transfer.
 std::unique_ptr<Communicator> make_mpi_communicator(Backend & backend, const MpiOptions & options);
 
 }  // namespace zt

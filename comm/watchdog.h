@@ -20,7 +20,8 @@ public:
     Watchdog(const Watchdog &) = delete;
     Watchdog & operator=(const Watchdog &) = delete;
 
-    // RAII: armed while alive. `what` names the collective ("all_gather of layer 3 (1.5 MiB)").
+    // RAII: armed while alive. `what` names the collective ("all_gather of layer 3 (1.5 MiB)"). A guard must not
+    // outlive its Watchdog. Arming and disarming cost a few microseconds (one timer each).
     class Guard {
     public:
         Guard(Guard && o) noexcept;

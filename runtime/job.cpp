@@ -103,8 +103,12 @@ std::atomic<bool> & job_stop_flag() {
     return flag;
 }
 
+namespace {
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
+                      Communicator & comm, Clock::time_point t_load);
+}  // namespace
+
 JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
-    JobStats stats;
     const auto t_load = Clock::now();
     const int rank = world.rank, n_ranks = world.size;
     if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
@@ -130,6 +134,29 @@ JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
     ZT_CHECK(comm->world_size() == n_ranks && comm->rank() == rank, "the launcher says rank {} of {} ({}) but {} "
              "says rank {} of {}: launch with mpirun/srun, or unset RANK/WORLD_SIZE", rank, n_ranks, world.source,
              comm->name(), comm->rank(), comm->world_size());
+    try {
+        return run_on_ranks(cfg, world, bo.n_threads, *backend, *comm, t_load);
+    } catch (const std::exception & e) {
+        if (n_ranks == 1) throw;
+        // The other ranks would wait for this one in the next collective: log why, then end every rank now.
+        if (const auto * ze = dynamic_cast<const Error *>(&e)) spdlog::error("{}: {}", ze->location(), ze->message());
+        else spdlog::error("unexpected error: {}", e.what());
+        spdlog::error("rank {} failed: stopping all {} ranks (MPI_Abort); fix the error above and rerun (finished "
+                      "requests are kept and skipped)", rank, n_ranks);
+        comm->abort(1);   // does not return
+    }
+    return {};
+}
+
+namespace {
+
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend_ref,
+                      Communicator & comm_ref, Clock::time_point t_load) {
+    JobStats stats;
+    const int rank = world.rank, n_ranks = world.size;
+    const StreamingConfig & st = cfg.streaming;
+    Backend * backend = &backend_ref;
+    Communicator * comm = &comm_ref;
 
     // --- model, tokenizer, weights -------------------------------------------------------------------
     const ModelConfig mc = ModelConfig::load(cfg.model);
@@ -177,7 +204,7 @@ JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
     if (rank == 0)
         spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; {} rank(s) over {}, backend cpu ({} threads), "
                      "prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size, vocab, max_ctx,
-                     n_ranks, comm->name(), bo.n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
+                     n_ranks, comm->name(), n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
 
     // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
     // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
@@ -407,5 +434,7 @@ JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
     comm->barrier();
     return stats;
 }
+
+}  // namespace
 
 }  // namespace zt

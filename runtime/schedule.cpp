@@ -41,6 +41,15 @@ Schedule::Schedule(const PartitionPlan & plan, WeightStore & store, Backend & ba
     }
 }
 
+Schedule::~Schedule() {
+    // Normally every stream is idle here; after an error in run() queued fetches / all-gathers may still write
+    // into the ring. Wait for them; their errors were reported already (or are moot while unwinding).
+    try {
+        be_.synchronize(nullptr);
+    } catch (const std::exception &) {
+    }
+}
+
 size_t Schedule::ring_bytes() const {
     size_t b = 0;
     for (const auto & r : ring_) b += r.bytes();

@@ -24,6 +24,9 @@ class Schedule {
 public:
     Schedule(const PartitionPlan & plan, WeightStore & store, Backend & backend, Communicator & comm,
              const ScheduleOptions & options, Tracer * tracer = nullptr);
+    ~Schedule();   // waits for the copy/comm work still queued (after an error) before the ring is freed
+    Schedule(const Schedule &) = delete;
+    Schedule & operator=(const Schedule &) = delete;
 
     // compute(unit, flat, persistent): run on the compute stream once the unit's weights are here; flat is its
     // full flat buffer, persistent its persistent block (nullptr when none).
