@@ -138,7 +138,7 @@ public:
 // Options of the CPU backend; the last two exist for tests and benchmarks only.
 struct CpuBackendOptions {
     int n_threads = 0;                // compute threads; <= 0: one per hardware thread
-    double link_gbps = 0;             // > 0: every copy_async on the copy stream also sleeps bytes / (link_gbps·1e9) s,
+    double link_gbps = 0;             // > 0: every copy_async on the copy stream takes bytes / (link_gbps·1e9) s in all,
                                       // a simulated PCIe/NVLink so a CPU run shows whether fetch overlaps compute
     int64_t race_delay_us = 0;        // > 0: race-hunting mode, every task on the copy and comm streams first sleeps a
                                       // random 0..race_delay_us µs (seeded by race_seed), to shake out ordering bugs

@@ -1,6 +1,21 @@
 // The CPU backend: the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
-// GEMM through OpenBLAS, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory;
-// streams run synchronously on the calling thread, so events are always complete.
+// GEMM through OpenBLAS, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory
+// (pinned_host: 4096-aligned, mlock'ed where RLIMIT_MEMLOCK allows).
+//
+// Streams. compute: synchronous, ops / copy_async / host_task run at once on the calling thread; record(compute)
+// gives an already-complete event; wait(compute, e) blocks the caller until e. copy, comm: each a single-thread
+// Boost.Asio executor (created on first use) that runs its tasks in submission order; record(s) queues a marker
+// that completes an EventState (mutex + condvar + done + error); wait(s, e) queues a task that blocks s's thread
+// until e. An exception thrown by a task is caught (the first one is kept in an ErrorBox, later tasks still run
+// so every event completes) and surfaces once, as zt::Error, at the next synchronize(s) or at a wait on an event
+// recorded after it (a wait of another stream on that event hands the error on to that stream). Freeing a Buffer
+// first waits for everything queued on copy and comm (like cudaFree), so unwinding after an error never frees
+// memory a queued task still uses; the destructor drains both executors (every queued task runs). Options
+// (CpuBackendOptions): link_gbps throttles copy_async on the copy stream (each copy lasts bytes / bandwidth in
+// all: it sleeps out the rest after its memcpy), race_delay_us sleeps a seeded random 0..race_delay_us µs
+// before every copy/comm task.
+//
+// Ops ignore their stream argument and always run on the calling thread (the compute stream's order).
 //
 // Batch invariance (a hard requirement, see backend.h). Measured with OpenBLAS 0.3.21 (DYNAMIC_ARCH, Cooperlake
 // kernels): cblas_sgemm gives a row different bits depending on M (the number of rows in the call, e.g. M = 5
@@ -13,12 +28,25 @@
 // Panels of BF16/F16 weights are widened to fp32 into a per-thread scratch buffer (cached across row blocks).
 // Other ops reduce each output element in a fixed order (rmsnorm: over C in order; attention: keys in order).
 #include <cblas.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <mutex>
+#include <random>
 #include <thread>
+#include <utility>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <spdlog/spdlog.h>
 
 #include "runtime/backend.h"
 #include "runtime/error.h"
@@ -108,46 +136,292 @@ struct Scratch {
     }
 };
 
+// ---- streams and events -------------------------------------------------------------------------------------
+const char * role_name(StreamRole r) {
+    switch (r) {
+        case StreamRole::compute: return "compute";
+        case StreamRole::copy: return "copy";
+        case StreamRole::comm: return "comm";
+    }
+    return "?";
+}
+
+// A task's exception, surfaced at most once: whoever take()s it first (synchronize, or a wait on an event that
+// carries it) rethrows it; a box shared by several streams (handed on by wait) is still surfaced once.
+struct ErrorBox {
+    ErrorBox(std::exception_ptr e, StreamRole r) : ex(std::move(e)), role(r) {}
+    std::mutex mu;
+    std::exception_ptr ex;   // null once taken
+    StreamRole role;         // the stream whose task threw
+    bool pending() { std::lock_guard<std::mutex> lock(mu); return ex != nullptr; }
+    std::exception_ptr take() { std::lock_guard<std::mutex> lock(mu); return std::exchange(ex, nullptr); }
+};
+
+// Rethrows a task's exception as zt::Error (as is when it already is one).
+[[noreturn]] void rethrow_task_error(std::exception_ptr ex, StreamRole role) {
+    try {
+        std::rethrow_exception(ex);
+    } catch (const Error &) {
+        throw;
+    } catch (const std::exception & e) {
+        ZT_FAIL("a task on the {} stream failed: {}", role_name(role), e.what());
+    } catch (...) {
+        ZT_FAIL("a task on the {} stream threw a non-standard exception; throw std::exception subclasses from "
+                "host tasks", role_name(role));
+    }
+}
+
+// What an Event's impl points at: completed once by the stream that recorded it.
+struct EventState {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::shared_ptr<ErrorBox> error;   // the recording stream's unsurfaced error at that point, if any
+
+    void complete(std::shared_ptr<ErrorBox> e) {
+        { std::lock_guard<std::mutex> lock(mu); error = std::move(e); done = true; }
+        cv.notify_all();
+    }
+    // Blocks until done; returns the error it carries while still unsurfaced (else null).
+    std::shared_ptr<ErrorBox> wait_done() {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return done; });
+        return error && error->pending() ? error : nullptr;
+    }
+};
+
+class CpuStream;
+thread_local const CpuStream * t_running_stream = nullptr;   // set on a copy/comm thread while it runs a task
+
+// One stream. compute has no executor (its work runs on the caller); copy and comm run tasks in order on one
+// thread of their own. error_ is written by whoever runs the stream's tasks and read by synchronize.
 class CpuStream : public Stream {
 public:
-    explicit CpuStream(StreamRole r) : Stream(r) {}
+    CpuStream(StreamRole r, const CpuBackendOptions & o)
+        : Stream(r),
+          link_gbps_(r == StreamRole::copy ? o.link_gbps : 0),
+          race_delay_us_(r == StreamRole::compute ? 0 : o.race_delay_us),
+          rng_(o.race_seed + 0x9E3779B97F4A7C15ull * uint64_t(int(r) + 1)) {}
+    ~CpuStream() override { drain(); }
+
+    bool asynchronous() const { return role() != StreamRole::compute; }
+    double link_gbps() const { return link_gbps_; }
+
+    // Runs fn now (compute) or queues it (copy, comm); an exception it throws is kept in error_.
+    void submit(std::function<void()> fn) {
+        if (!asynchronous()) { run_task(fn); return; }
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!exec_) exec_ = std::make_unique<boost::asio::thread_pool>(1);
+        ++submitted_;
+        boost::asio::post(*exec_, [this, fn = std::move(fn)]() mutable {
+            t_running_stream = this;
+            if (race_delay_us_ > 0) {   // only this stream's thread touches rng_
+                std::uniform_int_distribution<int64_t> d(0, race_delay_us_);
+                std::this_thread::sleep_for(std::chrono::microseconds(d(rng_)));
+            }
+            {
+                const std::function<void()> task = std::move(fn);   // its captures (a Buffer?) die while marked
+                run_task(task);
+            }
+            t_running_stream = nullptr;
+            { std::lock_guard<std::mutex> lock(mu_); ++completed_; }
+            idle_cv_.notify_all();
+        });
+    }
+
+    // An event completed when the stream reaches this point (at once on compute).
+    std::shared_ptr<EventState> record() {
+        auto ev = std::make_shared<EventState>();
+        submit([this, ev] { ev->complete(unsurfaced_error()); });
+        return ev;
+    }
+
+    // Later work on this stream waits for ev; an unsurfaced error it carries becomes this stream's error too
+    // (on compute: rethrown at once, since the caller is the one waiting).
+    void wait(std::shared_ptr<EventState> ev) {
+        if (!ev) return;   // a default Event{} is complete
+        if (!asynchronous()) {
+            if (auto err = ev->wait_done())
+                if (auto ex = err->take()) rethrow_task_error(ex, err->role);
+            return;
+        }
+        submit([this, ev] {
+            if (auto err = ev->wait_done()) adopt_error(std::move(err));
+        });
+    }
+
+    // Host waits for everything queued so far.
+    void finish() {
+        ZT_CHECK(t_running_stream != this, "synchronize of the {} stream from one of its own host tasks would "
+                 "deadlock: host tasks must not call into the backend", role_name(role()));
+        std::unique_lock<std::mutex> lock(mu_);
+        const uint64_t target = submitted_;
+        idle_cv_.wait(lock, [&] { return completed_ >= target; });
+    }
+    // finish() for a Buffer being freed (cudaFree-like), so no queued task writes into freed memory; skipped on
+    // a stream thread (a task dropping a Buffer), where waiting could deadlock.
+    void finish_before_free() {
+        if (t_running_stream == nullptr) finish();
+    }
+    // Rethrows (once) the stream's first unsurfaced error.
+    void surface() {
+        std::shared_ptr<ErrorBox> err;
+        { std::lock_guard<std::mutex> lock(mu_); err = std::move(error_); }
+        if (err)
+            if (auto ex = err->take()) rethrow_task_error(ex, err->role);
+    }
+
+    // Runs everything still queued and stops the thread (destructor); an error nobody surfaced is logged.
+    void drain() {
+        std::unique_ptr<boost::asio::thread_pool> exec;
+        { std::lock_guard<std::mutex> lock(mu_); exec = std::move(exec_); }
+        if (exec) exec->join();
+        if (auto err = unsurfaced_error()) {
+            if (auto ex = err->take()) {
+                try { rethrow_task_error(ex, err->role); }
+                catch (const std::exception & e) {
+                    spdlog::warn("{} stream: an error nobody synchronized on is dropped: {}", role_name(role()), e.what());
+                }
+            }
+        }
+    }
+
+private:
+    void run_task(const std::function<void()> & fn) {
+        try { fn(); } catch (...) { adopt_error(std::make_shared<ErrorBox>(std::current_exception(), role())); }
+    }
+    // Keeps err unless an earlier error is still unsurfaced (the first one wins).
+    void adopt_error(std::shared_ptr<ErrorBox> err) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_ || !error_->pending()) error_ = std::move(err);
+    }
+    std::shared_ptr<ErrorBox> unsurfaced_error() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return error_ && error_->pending() ? error_ : nullptr;
+    }
+
+    const double link_gbps_;
+    const int64_t race_delay_us_;
+    std::mt19937_64 rng_;
+    std::mutex mu_;
+    std::condition_variable idle_cv_;                      // signalled after every task
+    uint64_t submitted_ = 0, completed_ = 0;               // tasks queued / finished (copy, comm)
+    std::shared_ptr<ErrorBox> error_;                      // first unsurfaced error (or the last, surfaced one)
+    std::unique_ptr<boost::asio::thread_pool> exec_;       // copy, comm: one thread, made on first use
 };
+
+// ---- pinned host memory -------------------------------------------------------------------------------------
+constexpr size_t kPageBytes = 4096;
+std::once_flag g_mlock_warned;
+
+// Frees host memory once the backend's copy and comm streams have finished their queued work (see
+// finish_before_free); a backend already gone has nothing queued.
+struct FreeAfterStreams {
+    std::weak_ptr<CpuStream> copy, comm;
+    size_t locked_bytes = 0;   // pinned_host: munlock these first
+    void operator()(void * p) const {
+        if (auto c = copy.lock()) c->finish_before_free();
+        if (auto c = comm.lock()) c->finish_before_free();
+        if (locked_bytes) munlock(p, locked_bytes);
+        std::free(p);
+    }
+};
+
+Buffer alloc_pinned(size_t bytes, FreeAfterStreams free_fn) {
+    const size_t rounded = (std::max<size_t>(bytes, 1) + kPageBytes - 1) & ~(kPageBytes - 1);
+    ZT_CHECK(rounded >= bytes, "allocation of {} bytes overflows", bytes);
+    void * p = std::aligned_alloc(kPageBytes, rounded);
+    ZT_CHECK(p != nullptr, "out of host memory: could not allocate {} bytes of pinned_host memory; reduce "
+             "buffer_count or the batch size", bytes);
+    std::memset(p, 0, rounded);
+    const bool locked = mlock(p, rounded) == 0;
+    if (!locked) {
+        const int err = errno;
+        std::call_once(g_mlock_warned, [&] {
+            spdlog::debug("mlock of {} bytes of pinned_host memory failed ({}); continuing with unpinned memory "
+                          "(raise `ulimit -l` to pin)", rounded, std::strerror(err));
+        });
+    }
+    if (locked) free_fn.locked_bytes = rounded;
+    return Buffer(p, bytes, MemKind::pinned_host, free_fn);
+}
 
 class CpuBackend final : public Backend {
 public:
-    explicit CpuBackend(int n_threads)
-        : pool_(n_threads > 0 ? n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
-          compute_(StreamRole::compute), copy_(StreamRole::copy), comm_(StreamRole::comm) {
+    explicit CpuBackend(const CpuBackendOptions & o)
+        : pool_(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
+          compute_(StreamRole::compute, o), copy_(std::make_shared<CpuStream>(StreamRole::copy, o)),
+          comm_(std::make_shared<CpuStream>(StreamRole::comm, o)) {
+        ZT_CHECK(o.link_gbps >= 0 && o.race_delay_us >= 0, "cpu backend: link_gbps ({}) and race_delay_us ({}) "
+                 "must be >= 0 (0 turns them off)", o.link_gbps, o.race_delay_us);
         openblas_set_num_threads(1);   // see the top of this file: one sgemv never splits across threads
+    }
+    ~CpuBackend() override {   // queued copy/comm work may wait on each other's events: drain both before freeing
+        copy_->drain();
+        comm_->drain();
     }
 
     std::string name() const override { return "cpu"; }
 
     // ---- memory, streams, events ------------------------------------------------------------------------
     Buffer alloc(size_t bytes, MemKind kind) override {
+        const FreeAfterStreams free_fn{copy_, comm_};
+        if (kind == MemKind::pinned_host) return alloc_pinned(bytes, free_fn);
         const size_t rounded = (std::max<size_t>(bytes, 1) + 63) & ~size_t(63);
         ZT_CHECK(rounded >= bytes, "allocation of {} bytes overflows", bytes);
         void * p = std::aligned_alloc(64, rounded);
         ZT_CHECK(p != nullptr, "out of host memory: could not allocate {} bytes ({} buffer); reduce batch_size or "
                  "the context length", bytes, mem_kind_name(kind));
         std::memset(p, 0, rounded);
-        return Buffer(p, bytes, kind, [](void * q) { std::free(q); });
+        return Buffer(p, bytes, kind, free_fn);
     }
-    Stream * stream(StreamRole role) override {
-        switch (role) {
-            case StreamRole::compute: return &compute_;
-            case StreamRole::copy: return &copy_;
-            case StreamRole::comm: return &comm_;
+    Stream * stream(StreamRole role) override { return &cpu_stream(role); }
+
+    // dst and src must stay valid (and src unchanged) until the copy is done on s (record + wait / synchronize).
+    void copy_async(void * dst, const void * src, size_t bytes, Stream * s) override {
+        CpuStream & st = of(s, "copy_async");
+        if (bytes == 0) return;
+        ZT_CHECK(dst != nullptr && src != nullptr, "copy_async: null {} pointer for a copy of {} bytes",
+                 dst ? "src" : "dst", bytes);
+        const double gbps = st.link_gbps();
+        if (gbps <= 0) {
+            st.submit([dst, src, bytes] { std::memmove(dst, src, bytes); });
+            return;
         }
-        return &compute_;
+        // simulated link: the copy takes bytes / bandwidth in all and moves its bytes at that pace (64 KiB at a
+        // time), like a DMA engine, rather than in one burst that would contend with compute for memory
+        ZT_CHECK(dst == src || static_cast<char *>(dst) + bytes <= src || static_cast<const char *>(src) + bytes <= dst,
+                 "copy_async: overlapping ranges on a throttled copy stream");
+        st.submit([dst, src, bytes, gbps] {
+            const auto start = std::chrono::steady_clock::now();
+            constexpr size_t kChunk = size_t(64) << 10;
+            for (size_t done = 0; done < bytes; done += kChunk) {
+                const size_t n = std::min(kChunk, bytes - done);
+                std::memcpy(static_cast<char *>(dst) + done, static_cast<const char *>(src) + done, n);
+                std::this_thread::sleep_until(start + std::chrono::nanoseconds(int64_t(double(done + n) / gbps)));
+            }
+        });
     }
-    void copy_async(void * dst, const void * src, size_t bytes, Stream *) override {
-        if (bytes) std::memmove(dst, src, bytes);
+    Event record(Stream * s) override { return Event{of(s, "record").record()}; }
+    void wait(Stream * s, Event e) override {
+        of(s, "wait").wait(std::static_pointer_cast<EventState>(e.impl));
     }
-    Event record(Stream *) override { return Event{}; }     // synchronous: everything is already done
-    void wait(Stream *, Event) override {}
-    void synchronize(Stream *) override {}
-    void host_task(Stream *, std::function<void()> fn) override { fn(); }   // placeholder: streams are synchronous
+    void synchronize(Stream * s) override {
+        if (s) {
+            CpuStream & st = of(s, "synchronize");
+            st.finish();
+            st.surface();
+            return;
+        }
+        // all streams: wait for every one, then surface the first error in compute, copy, comm order (the
+        // others stay for the next synchronize)
+        for (CpuStream * st : {&compute_, copy_.get(), comm_.get()}) st->finish();
+        for (CpuStream * st : {&compute_, copy_.get(), comm_.get()}) st->surface();
+    }
+    void host_task(Stream * s, std::function<void()> fn) override {
+        ZT_CHECK(fn != nullptr, "host_task: empty function");
+        of(s, "host_task").submit(std::move(fn));
+    }
 
     // ---- ops ----------------------------------------------------------------------------------------------
     void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream *) override {
@@ -382,6 +656,22 @@ public:
     }
 
 private:
+    CpuStream & cpu_stream(StreamRole role) {
+        switch (role) {
+            case StreamRole::compute: return compute_;
+            case StreamRole::copy: return *copy_;
+            case StreamRole::comm: return *comm_;
+        }
+        return compute_;
+    }
+    // The backend's own stream behind s (nullptr: compute).
+    CpuStream & of(Stream * s, const char * what) {
+        if (!s || s == &compute_) return compute_;
+        if (s == copy_.get()) return *copy_;
+        if (s == comm_.get()) return *comm_;
+        ZT_FAIL("{}: the stream does not belong to this cpu backend; pass one from this backend's stream()", what);
+    }
+
     static void check_seq(const AttentionSeq & q, int64_t S, int64_t M, int64_t T, const char * op) {
         ZT_CHECK(q.slot >= 0 && q.slot < S, "{}: cache slot {} outside [0, {})", op, q.slot, S);
         ZT_CHECK(q.past_len >= 0 && q.n_tokens >= 0 && int64_t(q.past_len) + q.n_tokens <= M,
@@ -392,12 +682,17 @@ private:
     }
 
     ThreadPool pool_;
-    CpuStream compute_, copy_, comm_;
+    CpuStream compute_;
+    std::shared_ptr<CpuStream> copy_, comm_;   // shared: a Buffer's free waits on them while the backend lives
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions & o) { return std::make_unique<CpuBackend>(o.n_threads); }
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions & o) { return std::make_unique<CpuBackend>(o); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+    CpuBackendOptions o;
+    o.n_threads = n_threads;
+    return std::make_unique<CpuBackend>(o);
+}
 
 }  // namespace zt

@@ -9,7 +9,10 @@
 //               comm stream:  wait(fetched);     all_gather in place -> ring[slot];  gathered[slot] = record
 //           compute stream: wait(gathered[k % (d+1)]); compute(u, ring[k % (d+1)]); freed[slot] = record
 //
-// so fetch and all-gather of unit k+d run while unit k computes. overlap = false issues each unit just before
+// so fetch and all-gather of unit k+d run while unit k computes. The streamed units of successive steps form one
+// endless sequence (g = step * S + k): near the end of a step the next step's first units are fetched already,
+// since weights do not depend on the step's data, and every rank issues the same all-gathers in the same order.
+// overlap = false issues each unit just before
 // its compute and synchronises after every stage: the same calls, one at a time (the reference). On the CPU
 // backend the copy and comm streams are threads; on CUDA they are streams; the loop is the same.
 #include "runtime/schedule.h"
@@ -34,7 +37,7 @@ Schedule::Schedule(const PartitionPlan & plan, WeightStore & store, Backend & ba
     for (size_t u = 0; u < plan.units.size(); ++u)
         if (plan.units[u].streamed) streamed_.push_back(int(u));
     if (!streamed_.empty()) {
-        const size_t n = std::min(size_t(depth_) + 1, streamed_.size());
+        const size_t n = size_t(depth_) + 1;   // slot of unit g + d (issued before g computes) = slot of g - 1
         for (size_t i = 0; i < n; ++i) ring_.push_back(be_.alloc(plan.max_flat_bytes(), MemKind::device));
         gathered_.resize(n);
         freed_.resize(n);
@@ -56,9 +59,9 @@ size_t Schedule::ring_bytes() const {
     return b;
 }
 
-void Schedule::issue(size_t k) {
-    const size_t slot = k % ring_.size();
-    const int u = streamed_[k];
+void Schedule::issue(size_t g) {
+    const size_t slot = g % ring_.size();
+    const int u = streamed_[g % streamed_.size()];
     const PartitionUnit & unit = plan_.units[size_t(u)];
     char * full = static_cast<char *>(ring_[slot].data());
     char * mine = full + size_t(comm_.rank()) * unit.slice_bytes;
@@ -94,17 +97,14 @@ void Schedule::issue(size_t k) {
 void Schedule::run(const ComputeFn & compute) {
     Stream * cs = be_.stream(StreamRole::compute);
     const bool trace = tracer_ && tracer_->enabled();
-    size_t k = 0;          // streamed units computed so far
-    size_t issued = 0;     // streamed units issued so far
-    for (auto & e : freed_) e = Event();   // the previous step ended with every stream idle
     for (size_t u = 0; u < plan_.units.size(); ++u) {
         const PartitionUnit & unit = plan_.units[u];
         const void * flat = nullptr;
+        const size_t g = computed_;   // this unit's place in the endless sequence of streamed units
         if (unit.streamed) {
-            while (issued < streamed_.size() && issued <= k + size_t(depth_)) issue(issued++);
-            const size_t slot = k % ring_.size();
-            be_.wait(cs, gathered_[slot]);
-            flat = ring_[slot].data();
+            while (issued_ <= g + size_t(depth_)) issue(issued_++);   // may run into the next step's units
+            be_.wait(cs, gathered_[g % ring_.size()]);   // rethrows an error of the fetch or all-gather (e.g. NVMe)
+            flat = ring_[g % ring_.size()].data();
         } else {
             flat = store_.resident_flat(int(u));
         }
@@ -112,9 +112,8 @@ void Schedule::run(const ComputeFn & compute) {
         compute(int(u), flat, store_.persistent(int(u)));
         if (!opt_.overlap) be_.synchronize(cs);
         if (trace) tracer_->add("compute " + unit.name, "compute", "compute", t0, tracer_->now_us());
-        if (unit.streamed) freed_[k++ % ring_.size()] = be_.record(cs);
+        if (unit.streamed) freed_[computed_++ % ring_.size()] = be_.record(cs);
     }
-    be_.synchronize(nullptr);   // every stream idle between steps; rethrows a stream's error (e.g. NVMe)
 }
 
 }  // namespace zt

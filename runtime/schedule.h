@@ -33,15 +33,16 @@ public:
     using ComputeFn = std::function<void(int unit, const void * flat, const void * persistent)>;
 
     // One forward step over every unit. Collective: every rank calls run() for every step, also with nothing to
-    // compute (compute may then do nothing), so the all-gathers match. Returns when all work is done; an error
-    // of any stream (e.g. an NVMe read that failed after its retries) is rethrown here.
+    // compute (compute may then do nothing), so the all-gathers match. Returns when this step's compute is
+    // done (the next step's first units may be on their way already); an error of a fetch or all-gather (e.g.
+    // an NVMe read that failed after its retries) is rethrown here, by the compute stream's wait on it.
     void run(const ComputeFn & compute);
 
     const ScheduleOptions & options() const { return opt_; }
     size_t ring_bytes() const;   // memory of the ring buffers
 
 private:
-    void issue(size_t k);        // fetch + all-gather of the k-th streamed unit into ring slot k % (depth + 1)
+    void issue(size_t g);        // fetch + all-gather of streamed unit g (endless sequence) into slot g % (depth + 1)
 
     const PartitionPlan & plan_;
     WeightStore & store_;
@@ -54,6 +55,8 @@ private:
     std::vector<Buffer> ring_;           // depth + 1 buffers of max_flat_bytes (device memory)
     std::vector<Event> gathered_;        // per ring slot: its all-gather is done
     std::vector<Event> freed_;           // per ring slot: compute is done reading it
+    size_t issued_ = 0;                  // streamed units issued so far, counting across steps
+    size_t computed_ = 0;                // streamed units computed so far, counting across steps
 };
 
 }  // namespace zt

@@ -50,6 +50,11 @@ std::string Tracer::events_json() const {
     return out;
 }
 
+void Tracer::clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    spans_.clear();
+}
+
 double Tracer::total_us(const char * cat) const {
     std::lock_guard<std::mutex> lock(mu_);
     double t = 0;

@@ -23,6 +23,7 @@ public:
     std::string events_json() const;
     // Writes {"traceEvents": [...]} from the per-rank bodies (gathered to rank 0).
     static void write_file(const std::string & path, const std::vector<std::string> & per_rank_events);
+    void clear();   // drops the spans recorded so far (e.g. a warm-up step)
     // Total microseconds per category (for benchmarks and logs).
     double total_us(const char * cat) const;
 
