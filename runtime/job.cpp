@@ -150,13 +150,11 @@ JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
 
 namespace {
 
-JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend_ref,
-                      Communicator & comm_ref, Clock::time_point t_load) {
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
+                      Communicator & comm, Clock::time_point t_load) {
     JobStats stats;
     const int rank = world.rank, n_ranks = world.size;
     const StreamingConfig & st = cfg.streaming;
-    Backend * backend = &backend_ref;
-    Communicator * comm = &comm_ref;
 
     // --- model, tokenizer, weights -------------------------------------------------------------------
     const ModelConfig mc = ModelConfig::load(cfg.model);
@@ -185,11 +183,11 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     so.aio_block_size = size_t(st.aio_block_size);
     so.aio_queue_depth = int(st.aio_queue_depth);
     so.buffer_count = int(st.buffer_count);
-    WeightStore store(plan, rank, *backend, so);
+    WeightStore store(plan, rank, backend, so);
     ckpt.reset();   // this rank's bytes are in the store now: unmap the checkpoint
     Tracer tracer(rank, !st.trace.empty());
-    Schedule schedule(plan, store, *backend, *comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
-    Forward forward(mc, plan, schedule, *backend);
+    Schedule schedule(plan, store, backend, comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
+    Forward forward(mc, plan, schedule, backend);
     const MemoryUsage mem_after = memory_usage();
     const WeightMemory wm = store.memory();
     stats.weight_host_bytes = wm.total() + schedule.ring_bytes();
@@ -204,13 +202,13 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     if (rank == 0)
         spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; {} rank(s) over {}, backend cpu ({} threads), "
                      "prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size, vocab, max_ctx,
-                     n_ranks, comm->name(), n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
+                     n_ranks, comm.name(), n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
 
     // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
     // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
     FinishedRequests done_before;
     if (cfg.resume && std::ifstream(cfg.output).good()) done_before = ResultWriter::read_finished(cfg.output);
-    comm->barrier();
+    comm.barrier();
     std::unique_ptr<ResultWriter> out;
     if (rank == 0) out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
     std::ifstream in(cfg.input, std::ios::binary);
@@ -328,7 +326,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
         for (const auto & r : pending) payload += r + "\n";
         pending.clear();
         finished_unsent = generated_unsent = 0;
-        const std::vector<std::string> all = comm->gather_strings(payload);
+        const std::vector<std::string> all = comm.gather_strings(payload);
         if (rank != 0) return;
         for (const auto & p : all) {
             const size_t nl = p.find('\n');
@@ -349,7 +347,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     while (true) {
         // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
         int flags[2] = {active > 0 || !queue.empty() ? 1 : 0, job_stop_flag().load() ? 1 : 0};
-        comm->all_reduce_max(flags, 2, nullptr);
+        comm.all_reduce_max(flags, 2, nullptr);
         if (flags[1]) {
             stats.interrupted = true;
             if (rank == 0)
@@ -423,7 +421,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     if (out) out->sync();
     stats.generate_seconds = seconds_since(t_gen);
     if (!st.trace.empty()) {
-        const std::vector<std::string> all = comm->gather_strings(tracer.events_json());
+        const std::vector<std::string> all = comm.gather_strings(tracer.events_json());
         if (rank == 0) {
             Tracer::write_file(st.trace, all);
             spdlog::info("trace of {} steps written to {} (open it in https://ui.perfetto.dev)", stats.steps, st.trace);
@@ -431,7 +429,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     }
     stats.fetch_seconds = tracer.total_us("fetch") * 1e-6;
     stats.compute_seconds = tracer.total_us("compute") * 1e-6;
-    comm->barrier();
+    comm.barrier();
     return stats;
 }
 
