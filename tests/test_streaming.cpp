@@ -74,6 +74,52 @@ RunResult run(const std::string & cmd) {
     return r;
 }
 
+// A job running in the background under mpirun, its output going to <dir>/log.txt.
+struct BackgroundJob {
+    pid_t launcher = -1;
+    std::string log_path;
+
+    BackgroundJob(const std::string & cmd, const std::string & dir) : log_path(dir + "/log.txt") {
+        allow_mpirun_as_root();
+        launcher = fork();
+        if (launcher == 0) {
+            const std::string sh = cmd + " >" + log_path + " 2>&1";
+            execl("/bin/sh", "sh", "-c", sh.c_str(), nullptr);
+            _exit(127);
+        }
+    }
+    std::string log() const { return read_file(log_path); }
+    // Polls (every 100 ms, up to 60 s) until every rank logged that it is about to generate.
+    bool wait_until_generating() const {
+        for (int i = 0; i < 600; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (log().find("requests to run on rank") != std::string::npos) return true;
+        }
+        return false;
+    }
+    // Waits up to `limit` s for mpirun to exit (killing it after that); returns whether it exited by itself,
+    // with its wait status and the seconds it took.
+    bool wait_exit(double limit, int & status, double & seconds) {
+        const auto t0 = std::chrono::steady_clock::now();
+        bool exited = false;
+        while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < limit) {
+            if (waitpid(launcher, &status, WNOHANG) == launcher) { exited = true; break; }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!exited) { kill(launcher, SIGKILL); waitpid(launcher, &status, 0); }
+        return exited;
+    }
+};
+
+// Requests that run long enough to interrupt: n prompts of max_tokens tokens.
+std::string write_long_requests(const std::string & dir, int n, int max_tokens) {
+    std::ofstream in(dir + "/in.jsonl");
+    for (int i = 0; i < n; ++i)
+        in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt", "Once upon a time"}, {"max_tokens", max_tokens}}.dump() << "\n";
+    return dir + "/in.jsonl";
+}
+
 struct Streaming {
     std::string offload = "none";   // none | cpu | nvme
     bool overlap = true;
@@ -267,89 +313,46 @@ TEST(Streaming, RanksThatFinishEarlyKeepSteppingAndNobodyHangs) {
 TEST(Streaming, KillingOneRankEndsEveryRankWithAnErrorWithin60s) {
     REQUIRE_MPI();
     const std::string dir = make_temp_dir("kill");
-    std::ofstream in(dir + "/in.jsonl");
-    for (int i = 0; i < 12; ++i)
-        in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt", "Tell me a long story"}, {"max_tokens", 400}}.dump() << "\n";
-    in.close();
     Streaming s;
     s.offload = "cpu";
     s.extra = {{"collective_timeout_s", 10}};
-    const std::string cfg = write_config(dir, "kill", demo_model_dir(), dir + "/in.jsonl", s, 400);
-    allow_mpirun_as_root();
-    const pid_t launcher = fork();
-    if (launcher == 0) {
-        const std::string cmd = ztinfer_command(3, cfg) + " >" + dir + "/log.txt 2>&1";
-        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-        _exit(127);
-    }
-    // wait until every rank is generating, then kill -9 one of them
-    std::string pids;
-    for (int i = 0; i < 600 && pids.empty(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        if (read_file(dir + "/log.txt").find("requests to run on rank") == std::string::npos) continue;
-        pids = command_output("pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "' | tail -1");
-    }
-    ASSERT_FALSE(pids.empty()) << read_file(dir + "/log.txt");
+    const std::string cfg = write_config(dir, "kill", demo_model_dir(), write_long_requests(dir, 12, 400), s, 400);
+    const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
+    BackgroundJob job(ztinfer_command(3, cfg), dir);
+    ASSERT_TRUE(job.wait_until_generating()) << job.log();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    const pid_t victim = pid_t(std::stol(pids));
-    ASSERT_EQ(kill(victim, SIGKILL), 0);
-    const auto t0 = std::chrono::steady_clock::now();
+    const std::string pid = command_output(ranks + " | tail -1");   // one of the ranks (not mpirun)
+    ASSERT_FALSE(pid.empty()) << job.log();
+    ASSERT_EQ(kill(pid_t(std::stol(pid)), SIGKILL), 0);
     int status = 0;
-    bool exited = false;
-    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(70)) {
-        if (waitpid(launcher, &status, WNOHANG) == launcher) { exited = true; break; }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!exited) { kill(launcher, SIGKILL); waitpid(launcher, &status, 0); }
-    const std::string log = read_file(dir + "/log.txt");
-    ASSERT_TRUE(exited) << "mpirun still running 70 s after one rank was killed\n" << log;
-    EXPECT_LT(seconds, 60.0) << log;
-    EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the job must fail\n" << log;
-    EXPECT_EQ(command_output("pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "' || true"), "")
-        << "a rank survived";
-    // whatever was written is whole records
-    read_records(dir + "/kill.jsonl");
+    double seconds = 0;
+    const bool exited = job.wait_exit(70, status, seconds);
+    ASSERT_TRUE(exited) << "mpirun still running 70 s after one rank was killed\n" << job.log();
+    EXPECT_LT(seconds, 60.0) << job.log();
+    EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the job must fail\n" << job.log();
+    EXPECT_EQ(command_output(ranks + " || true"), "") << "a rank survived";
+    read_records(dir + "/kill.jsonl");   // whatever was written is whole records
     fs::remove_all(dir);
 }
 
 TEST(Streaming, TruncatedNvmeFileIsAClearErrorNotAHang) {
     REQUIRE_MPI();
     const std::string dir = make_temp_dir("nvme_trunc");
-    std::ofstream in(dir + "/in.jsonl");
-    for (int i = 0; i < 8; ++i)
-        in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt", "Once upon a time"}, {"max_tokens", 400}}.dump() << "\n";
-    in.close();
     Streaming s;
     s.offload = "nvme";
-    const std::string cfg = write_config(dir, "trunc", demo_model_dir(), dir + "/in.jsonl", s, 400);
-    allow_mpirun_as_root();
-    const pid_t launcher = fork();
-    if (launcher == 0) {
-        const std::string cmd = ztinfer_command(2, cfg) + " >" + dir + "/log.txt 2>&1";
-        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-        _exit(127);
-    }
+    const std::string cfg = write_config(dir, "trunc", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
+    BackgroundJob job(ztinfer_command(2, cfg), dir);
+    ASSERT_TRUE(job.wait_until_generating()) << job.log();
     const std::string file = dir + "/nvme-trunc/ztinfer-rank1.weights";
-    bool truncated = false;
-    for (int i = 0; i < 600 && !truncated; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        if (read_file(dir + "/log.txt").find("requests to run on rank") == std::string::npos) continue;
-        std::error_code ec;
-        fs::resize_file(file, 4096, ec);
-        truncated = !ec;
-    }
-    ASSERT_TRUE(truncated) << read_file(dir + "/log.txt");
-    const auto t0 = std::chrono::steady_clock::now();
+    std::error_code ec;
+    fs::resize_file(file, 4096, ec);
+    ASSERT_FALSE(ec) << ec.message() << "\n" << job.log();
     int status = 0;
-    bool exited = false;
-    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(70)) {
-        if (waitpid(launcher, &status, WNOHANG) == launcher) { exited = true; break; }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (!exited) { kill(launcher, SIGKILL); waitpid(launcher, &status, 0); }
-    const std::string log = read_file(dir + "/log.txt");
+    double seconds = 0;
+    const bool exited = job.wait_exit(70, status, seconds);
+    const std::string log = job.log();
     ASSERT_TRUE(exited) << log;
+    EXPECT_LT(seconds, 60.0) << log;
     EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
     EXPECT_HAS(log, "short read");
     EXPECT_HAS(log, "ztinfer-rank1.weights");
