@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package ztinfer builds and tests with (idempotent: skips apt when all are present).
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config git xz-utils python3
+pkgs=(build-essential cmake ninja-build pkg-config git xz-utils procps python3
       libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libboost-dev
       libopenblas-dev liburing-dev libopenmpi-dev openmpi-bin libgtest-dev
       libpcre2-dev libutf8proc-dev clang libclang-rt-14-dev)
