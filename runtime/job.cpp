@@ -195,8 +195,8 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB in all, own slices {:.1f} MiB, "
                  "staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS grew by {:.1f} MiB "
                  "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
-                 mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), std::min<int64_t>(st.prefetch_depth + 1,
-                 int64_t(plan.units.size())), mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
+                 mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), schedule.ring_buffers(),
+                 mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
     const std::set<int32_t> eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
     const int64_t vocab = mc.vocab_size, max_ctx = mc.max_context();
     if (rank == 0)

@@ -52,13 +52,14 @@ T get_as(const nlohmann::json & z, const char * key, T fallback, const std::stri
     }
 }
 
-// Names the keys of object `o` (at `where`) that are not in `honoured`, as one "accepted but not used" warning.
+// Names the keys of object `o` (at `where`) that are not in `honoured`, as one "accepted but not used" warning;
+// with `known`, only keys in it (the others are unknown keys, warned about separately).
 void warn_unused(const nlohmann::json & o, const std::set<std::string> & honoured, const std::string & where,
-                 std::vector<std::string> & warnings) {
+                 std::vector<std::string> & warnings, const std::set<std::string> * known = nullptr) {
     if (!o.is_object()) return;
     std::string names;
     for (const auto & [k, v] : o.items())
-        if (!honoured.count(k)) names += (names.empty() ? "" : ", ") + where + k;
+        if (!honoured.count(k) && (!known || known->count(k))) names += (names.empty() ? "" : ", ") + where + k;
     if (!names.empty())
         warnings.push_back(fmt::format("DeepSpeed keys accepted but not used by ztinfer (they change nothing): {}", names));
 }
@@ -66,11 +67,7 @@ void warn_unused(const nlohmann::json & o, const std::set<std::string> & honoure
 // zero_optimization / aio -> StreamingConfig, with a warning for every DeepSpeed key that is not honoured.
 void read_deepspeed(const nlohmann::json & j, const fs::path & base, const std::string & path, JobConfig & c) {
     StreamingConfig & st = c.streaming;
-    std::string unused_top;
-    for (const auto & [k, v] : j.items())
-        if (k != "ztinfer" && kDeepSpeedKeys.count(k) && !kHonouredTop.count(k)) unused_top += (unused_top.empty() ? "" : ", ") + k;
-    if (!unused_top.empty())
-        c.warnings.push_back(fmt::format("DeepSpeed keys accepted but not used by ztinfer (they change nothing): {}", unused_top));
+    warn_unused(j, kHonouredTop, "", c.warnings, &kDeepSpeedKeys);
     if (j.contains("zero_optimization")) {
         const auto & z = j["zero_optimization"];
         ZT_CHECK(z.is_object(), "{}: \"zero_optimization\" must be an object", path);

@@ -71,7 +71,7 @@ void Schedule::issue(size_t g) {
 
     // fetch: this rank's slice -> its place in the ring buffer (copy stream), once compute is done with the slot
     if (freed_[slot].impl) be_.wait(copy, freed_[slot]);
-    auto t_fetch = std::make_shared<double>(0);
+    auto t_fetch = trace ? std::make_shared<double>(0) : nullptr;   // stamps only when tracing (hot path)
     if (trace) be_.host_task(copy, [this, t_fetch] { *t_fetch = tracer_->now_us(); });
     store_.fetch_slice(u, mine, copy);
     if (trace) be_.host_task(copy, [this, t_fetch, &unit] {
@@ -83,7 +83,7 @@ void Schedule::issue(size_t g) {
 
     // all-gather: every rank's slice -> the full unit (comm stream), after the fetch
     be_.wait(comm, fetched);
-    auto t_gather = std::make_shared<double>(0);
+    auto t_gather = trace ? std::make_shared<double>(0) : nullptr;
     if (trace) be_.host_task(comm, [this, t_gather] { *t_gather = tracer_->now_us(); });
     comm_.all_gather(mine, full, unit.slice_bytes, comm);
     if (trace) be_.host_task(comm, [this, t_gather, &unit] {

@@ -40,6 +40,7 @@ public:
 
     const ScheduleOptions & options() const { return opt_; }
     size_t ring_bytes() const;   // memory of the ring buffers
+    size_t ring_buffers() const { return ring_.size(); }   // depth + 1, or 0 when nothing is streamed
 
 private:
     void issue(size_t g);        // fetch + all-gather of streamed unit g (endless sequence) into slot g % (depth + 1)
