@@ -1,6 +1,6 @@
 // Communicator: the collectives ranks need: all_gather of layer slices, the per-step "all done" all-reduce,
 // gathering finished records (and trace events) to rank 0, barrier. MPI for CPU ranks (communicator_mpi.cpp),
-// NCCL for GPUs (issue 4); LocalCommunicator is the world of one process.
+// NCCL for GPUs (communicator_nccl.cpp); LocalCommunicator is the world of one process.
 // Collectives that take a Stream are queued on it (Backend::host_task on CPU ranks, the comm stream on GPUs)
 // and are complete when an event recorded on it after them is; s == nullptr runs them now, blocking.
 // Every collective runs under the host-side watchdog (watchdog.h): a peer that died turns a hang into an exit.
@@ -29,6 +29,8 @@ public:
     // Rank 0 receives every rank's string in rank order (its own first); other ranks get an empty vector.
     // Blocking. Used each step for finished records, and once for trace events.
     virtual std::vector<std::string> gather_strings(const std::string & mine) = 0;
+    // Every rank receives root's `bytes` at `data` (host memory). Blocking. (NCCL's unique id, at start-up.)
+    virtual void broadcast(void * data, size_t bytes, int root) = 0;
     virtual void barrier() = 0;
     // Ends every rank now (after this rank's error was logged): MPI_Abort, so the launcher stops the job instead
     // of the other ranks waiting in a collective for this one. The local world just exits.
@@ -52,6 +54,21 @@ bool mpi_available();
 // (s == nullptr, gather_strings, barrier), has its own duplicate of MPI_COMM_WORLD: collectives must be issued in
 // the same order on every rank per stream (and per host thread), never interleaved differently across streams.
 // Throws zt::Error when this build has no MPI. ZT_MPI_CHUNK_BYTES (tests only) shrinks the largest single transfer.
+// With a backend whose device memory the host cannot touch (CUDA), collectives on a stream stage device buffers
+// through pinned host memory (device -> host copy, MPI on the host, host -> device copy, all on that stream):
+// correct on any MPI (no CUDA-aware build needed), e.g. several ranks sharing one GPU, but PCIe-bound.
 std::unique_ptr<Communicator> make_mpi_communicator(Backend & backend, const MpiOptions & options);
+
+// True when this build has the NCCL communicator (CUDA and NCCL found at configure time).
+bool nccl_available();
+
+// NCCL over a CUDA backend: all_gather and all_reduce_max on a stream run as NCCL collectives on that stream's
+// cudaStream_t (device buffers, NVLink/PCIe peer to peer); everything on the host (s == nullptr, gather_strings,
+// broadcast, barrier, abort) goes to `host`, the MPI communicator, which also carries NCCL's unique id from rank
+// 0 at start-up. Each rank must use its own GPU (NCCL refuses two ranks on one device: use the MPI communicator
+// there). Collectives are watched like MPI's: one that takes longer than collective_timeout_s aborts the job.
+// Throws zt::Error when this build has no NCCL or the backend is not CUDA.
+std::unique_ptr<Communicator> make_nccl_communicator(Backend & backend, std::unique_ptr<Communicator> host,
+                                                     const MpiOptions & options);
 
 }  // namespace zt

@@ -5,6 +5,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/backend.h"
+#include "runtime/error.h"
 
 namespace zt {
 
@@ -22,6 +23,11 @@ public:
     }
     void all_reduce_max(int *, size_t, Stream *) override {}
     std::vector<std::string> gather_strings(const std::string & mine) override { return {mine}; }
+    // the root already holds the data; any other root names a rank that does not exist
+    void broadcast(void *, size_t bytes, int root) override {
+        ZT_CHECK(root == 0, "broadcast of {} bytes from rank {} in a world of one rank (only rank 0 exists)", bytes,
+                 root);
+    }
     void barrier() override {}
     [[noreturn]] void abort(int code) override { std::fflush(nullptr); std::_Exit(code); }
 private:

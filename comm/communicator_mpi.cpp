@@ -12,6 +12,16 @@
 // Every collective runs under a Watchdog guard (MpiOptions::collective_timeout_s): when one does not complete in
 // time (a peer died or hangs) the rank logs what it was waiting for and calls MPI_Abort, which makes mpirun stop
 // the whole job.
+//
+// Staging. When the host cannot touch the backend's device memory (CUDA), a collective queued on a stream moves
+// its device buffers through a pinned host buffer of that stream (allocated from the backend, "MPI staging",
+// grown on demand): copy_async device -> pinned (all_gather: only this rank's slice, into its place), host_task
+// (the MPI collective, in place on the pinned buffer), copy_async pinned -> device (the whole result), all on
+// that stream in order, so any MPI works (no CUDA-aware build needed). Consecutive collectives of one stream
+// reuse its buffer (stream order keeps them apart); growing first synchronizes the stream so that no queued
+// copy or collective still uses the old one. Collectives with s == nullptr, gather_strings and broadcast take
+// host memory and are never staged. ZT_MPI_FORCE_STAGING=1 (tests only) stages even when the host can access
+// device memory (the CPU backend), so CI runs the staged path on CPU ranks.
 #include "comm/communicator.h"
 
 #include <spdlog/spdlog.h>
@@ -27,6 +37,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdint>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -90,7 +101,9 @@ std::string human_bytes(size_t b) {
     return fmt::format("{} B", b);
 }
 
-// Counts collectives queued on streams but not yet run (or dropped), so the destructor can wait for them.
+// Counts collectives queued on streams but not yet run (or dropped), so the destructor can wait for them. A
+// token is released as soon as its collective has run, not when the task is destroyed: the CUDA backend destroys
+// host tasks later, on one of its own calls, which a destructor waiting here might never make.
 struct Pending {
     std::mutex m;
     std::condition_variable cv;
@@ -101,11 +114,15 @@ struct PendingToken {
         std::lock_guard<std::mutex> l(p_->m);
         ++p_->n;
     }
-    ~PendingToken() {
+    ~PendingToken() { release(); }
+    void release() {
         std::lock_guard<std::mutex> l(p_->m);
+        if (released_) return;
+        released_ = true;
         if (--p_->n == 0) p_->cv.notify_all();
     }
     std::shared_ptr<Pending> p_;
+    bool released_ = false;
 };
 
 class MpiCommunicator final : public Communicator {
@@ -116,6 +133,14 @@ public:
             long long v = std::atoll(c);
             ZT_CHECK(v > 0, "ZT_MPI_CHUNK_BYTES='{}' must be a positive number of bytes (or unset it)", c);
             chunk_ = size_t(v);
+        }
+        stage_ = !be.host_can_access(MemKind::device);
+        if (const char * f = std::getenv("ZT_MPI_FORCE_STAGING")) {   // test knob: the staged path on CPU ranks
+            std::string v = f;
+            ZT_CHECK(v == "0" || v == "1" || v.empty(),
+                     "ZT_MPI_FORCE_STAGING='{}' must be 1 (stage device buffers through pinned host memory even when "
+                     "the host can access them; for tests) or 0 (or unset it)", v);
+            stage_ = stage_ || v == "1";
         }
         std::lock_guard<std::timed_mutex> lock(g_mpi);
         int init = 0, fin = 0, provided = 0;
@@ -154,6 +179,18 @@ public:
             std::unique_lock<std::mutex> l(pending_->m);
             pending_->cv.wait(l, [&] { return pending_->n == 0; });
         }
+        {   // the copies back from the staging buffers may still be queued behind the last collective
+            std::lock_guard<std::mutex> l(staging_mu_);
+            for (auto & st : staging_) {
+                try {
+                    be_.synchronize(st.first);
+                } catch (const std::exception & e) {
+                    spdlog::warn("rank {}: an error on a stream that used MPI staging, seen while shutting down: {}",
+                                 rank_, e.what());
+                }
+                st.second.reset();
+            }
+        }
         std::lock_guard<std::timed_mutex> lock(g_mpi);
         int fin = 0;
         MPI_Finalized(&fin);
@@ -173,26 +210,57 @@ public:
     void all_gather(const void * slice, void * full, size_t bytes, Stream * s) override {
         if (bytes == 0) return;
         ZT_CHECK(slice && full, "all_gather of {} per rank got a null buffer", human_bytes(bytes));
+        if (s && stage_) {
+            ZT_CHECK(bytes <= SIZE_MAX / size_t(size_), "all_gather of {} bytes per rank over {} ranks overflows",
+                     bytes, size_);
+            const size_t total = bytes * size_t(size_);
+            char * pin = staging_for(s, total);
+            char * mine = pin + size_t(rank_) * bytes;
+            be_.copy_async(mine, slice, bytes, s);
+            run_on(s, [this, mine, pin, bytes](MPI_Comm comm) { do_all_gather(mine, pin, bytes, comm); });
+            be_.copy_async(full, pin, total, s);
+            return;
+        }
         run_on(s, [this, slice, full, bytes](MPI_Comm comm) { do_all_gather(slice, full, bytes, comm); });
     }
 
     void all_reduce_max(int * flags, size_t n, Stream * s) override {
         if (n == 0) return;
         ZT_CHECK(flags, "all_reduce_max of {} ints got a null buffer", n);
-        run_on(s, [this, flags, n](MPI_Comm comm) {
-            auto guard = wd_->arm(fmt::format("all_reduce_max of {} int(s) over {} ranks", n, size_));
-            std::vector<MPI_Request> reqs;
-            size_t max_ints = std::max<size_t>(1, std::min<size_t>(chunk_, INT_MAX) / sizeof(int));
+        if (s && stage_) {
+            ZT_CHECK(n <= SIZE_MAX / sizeof(int), "all_reduce_max of {} ints overflows", n);
+            int * pin = reinterpret_cast<int *>(staging_for(s, n * sizeof(int)));
+            be_.copy_async(pin, flags, n * sizeof(int), s);
+            run_on(s, [this, pin, n](MPI_Comm comm) { do_all_reduce_max(pin, n, comm); });
+            be_.copy_async(flags, pin, n * sizeof(int), s);
+            return;
+        }
+        run_on(s, [this, flags, n](MPI_Comm comm) { do_all_reduce_max(flags, n, comm); });
+    }
+
+    void broadcast(void * data, size_t bytes, int root) override {
+        ZT_CHECK(root >= 0 && root < size_, "broadcast of {} from rank {}, but the ranks are 0 .. {}",
+                 human_bytes(bytes), root, size_ - 1);
+        if (bytes == 0) return;
+        ZT_CHECK(data, "broadcast of {} from rank {} got a null buffer", human_bytes(bytes), root);
+        auto guard = wd_->arm(fmt::format("broadcast of {} from rank {} over {} ranks", human_bytes(bytes), root,
+                                          size_));
+        char * p = static_cast<char *>(data);
+        const size_t step = std::min<size_t>(chunk_, INT_MAX);
+        constexpr size_t kWindow = 16;   // pieces in flight at once
+        std::vector<MPI_Request> reqs;
+        for (size_t off = 0; off < bytes;) {
             {
                 std::lock_guard<std::timed_mutex> lock(g_mpi);
-                for (size_t off = 0; off < n; off += max_ints) {
+                for (; off < bytes && reqs.size() < kWindow; off += step) {
                     reqs.emplace_back();
-                    ZT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, flags + off, int(std::min(max_ints, n - off)), MPI_INT,
-                                                MPI_MAX, comm, &reqs.back()));
+                    ZT_MPI_CHECK(MPI_Ibcast(p + off, int(std::min(step, bytes - off)), MPI_BYTE, root, host_comm_,
+                                            &reqs.back()));
                 }
             }
             wait_all(reqs);
-        });
+            reqs.clear();
+        }
     }
 
     std::vector<std::string> gather_strings(const std::string & mine) override {
@@ -317,7 +385,49 @@ private:
         for (auto & sc : stream_comms_)
             if (sc.first == s) comm = sc.second;
         auto token = std::make_shared<PendingToken>(pending_);
-        be_.host_task(s, [op, comm, token] { op(comm); });
+        be_.host_task(s, [op, comm, token] {
+            struct Release {
+                PendingToken & t;
+                ~Release() { t.release(); }
+            } release{*token};
+            op(comm);
+        });
+    }
+
+    // The pinned staging buffer of stream s, at least `bytes` long. Growing synchronizes s first: its queued copies
+    // and collectives may still use the old buffer. Called on the thread that queues work, never from a task.
+    char * staging_for(Stream * s, size_t bytes) {
+        std::lock_guard<std::mutex> l(staging_mu_);
+        Buffer * buf = nullptr;
+        for (auto & st : staging_)
+            if (st.first == s) buf = &st.second;
+        if (!buf) {
+            staging_.emplace_back(s, Buffer());
+            buf = &staging_.back().second;
+        }
+        if (buf->bytes() < bytes) {
+            if (*buf) {
+                be_.synchronize(s);
+                buf->reset();
+            }
+            *buf = be_.alloc(bytes, MemKind::pinned_host, "MPI staging");
+        }
+        return static_cast<char *>(buf->data());
+    }
+
+    void do_all_reduce_max(int * flags, size_t n, MPI_Comm comm) {
+        auto guard = wd_->arm(fmt::format("all_reduce_max of {} int(s) over {} ranks", n, size_));
+        std::vector<MPI_Request> reqs;
+        size_t max_ints = std::max<size_t>(1, std::min<size_t>(chunk_, INT_MAX) / sizeof(int));
+        {
+            std::lock_guard<std::timed_mutex> lock(g_mpi);
+            for (size_t off = 0; off < n; off += max_ints) {
+                reqs.emplace_back();
+                ZT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, flags + off, int(std::min(max_ints, n - off)), MPI_INT,
+                                            MPI_MAX, comm, &reqs.back()));
+            }
+        }
+        wait_all(reqs);
     }
 
     void do_all_gather(const void * slice, void * full, size_t bytes, MPI_Comm comm) {
@@ -398,6 +508,9 @@ private:
     MpiOptions opt_;
     int rank_ = 0, size_ = 1;
     size_t chunk_ = size_t(1) << 30;   // largest piece one MPI call moves (ZT_MPI_CHUNK_BYTES overrides, for tests)
+    bool stage_ = false;               // stage collectives on streams through pinned host memory (see the top)
+    std::mutex staging_mu_;
+    std::vector<std::pair<Stream *, Buffer>> staging_;   // per stream; only the queueing thread touches them
     MPI_Comm host_comm_ = MPI_COMM_NULL;
     std::vector<std::pair<Stream *, MPI_Comm>> stream_comms_;
     std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();

@@ -1,6 +1,7 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
 // `synth` writes a random-weight HF model directory; `tokenize` maps JSONL text <-> ids; `info` prints JSON
-// with the version, compiled backends and visible devices.
+// with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
+// all-gather, layer and streamed-decode rates (runtime/benchmark.h).
 #include <csignal>
 #include <filesystem>
 #include <cstdio>
@@ -15,6 +16,7 @@
 
 #include "comm/communicator.h"
 #include "comm/world.h"
+#include "runtime/benchmark.h"
 #include "runtime/error.h"
 #include "runtime/job.h"
 #include "runtime/job_config.h"
@@ -157,6 +159,38 @@ int main(int argc, char ** argv) {
     tokenize->add_flag("--special", special, "add BOS like the model does (encode) / keep special tokens (decode)");
 
     auto * info = app.add_subcommand("info", "print version, compiled backends and visible devices as JSON");
+
+    zt::BenchmarkOptions bench_opt;
+    auto * bench = app.add_subcommand("bench", "measure H2D copies, NVMe reads, all-gather, layer compute and a "
+                                      "streamed decode step (nccl-tests-style tables; under mpirun rank 0 prints)");
+    bench->add_option("--device", bench_opt.device, "cpu|cuda|auto")->capture_default_str()
+        ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    bench->add_option("--threads", bench_opt.threads, "CPU backend threads (0 = all cores)")->capture_default_str();
+    bench->add_option("--shape", bench_opt.shape, "llama2-7b|llama2-13b|llama2-70b|qwen2-7b")->capture_default_str();
+    bench->add_option("--layers", bench_opt.layers, "decoder layers of the decode step (0 = the shape's)")->capture_default_str();
+    bench->add_option("--hidden", bench_opt.hidden, "override the shape's hidden size");
+    bench->add_option("--intermediate", bench_opt.intermediate, "override the shape's MLP size");
+    bench->add_option("--heads", bench_opt.heads, "override the shape's attention heads");
+    bench->add_option("--kv-heads", bench_opt.kv_heads, "override the shape's key/value heads");
+    bench->add_option("--vocab", bench_opt.vocab, "override the shape's vocabulary size");
+    bench->add_option("--batch", bench_opt.batches, "batch sizes, e.g. 1,8,32,64")->delimiter(',')->capture_default_str();
+    bench->add_option("--context", bench_opt.context, "decode: past length of every sequence")->capture_default_str();
+    bench->add_option("--prompt", bench_opt.prompt, "prefill: prompt tokens per sequence")->capture_default_str();
+    bench->add_option("--min-bytes", bench_opt.min_bytes, "smallest copy / all-gather (e.g. 1MiB)")->capture_default_str();
+    bench->add_option("--max-bytes", bench_opt.max_bytes, "largest copy / all-gather (e.g. 1GiB)")->capture_default_str();
+    bench->add_option("--iters", bench_opt.iters, "timed iterations per size")->capture_default_str();
+    bench->add_option("--warmup", bench_opt.warmup, "warm-up iterations per size")->capture_default_str();
+    bench->add_option("--steps", bench_opt.steps, "timed steps per layer/decode row")->capture_default_str();
+    bench->add_option("--nvme-path", bench_opt.nvme_path, "folder on the NVMe drive (no path: the nvme table is skipped)");
+    bench->add_option("--nvme-bytes", bench_opt.nvme_bytes, "size of the NVMe test file")->capture_default_str();
+    bench->add_option("--aio-block-size", bench_opt.aio_block_size, "NVMe bytes per read request")->capture_default_str();
+    bench->add_option("--aio-queue-depth", bench_opt.aio_queue_depth, "NVMe reads in flight")->capture_default_str();
+    bench->add_option("--only", bench_opt.only, "tables: h2d,nvme,allgather,layer,decode,embed-memory")->delimiter(',')
+        ->capture_default_str();
+    bench->add_option("--json", bench_opt.json_path, "also write every figure as JSON to this file");
+    bench->add_option("--lengths", bench_opt.lengths, "embed-memory: sequence lengths, e.g. 8192,16384")->delimiter(',')
+        ->capture_default_str();
+    bench->add_option("--max-gpu-memory", bench_opt.max_gpu_memory, "cap on device memory (CUDA), e.g. 24GiB");
     app.require_subcommand(0, 1);
 
     CLI11_PARSE(app, argc, argv);
@@ -174,6 +208,7 @@ int main(int argc, char ** argv) {
         if (*synth) { zt::synthesize_model(so); spdlog::info("wrote {}", so.out_dir); return 0; }
         if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
         if (*info) return command_info();
+        if (*bench) return zt::run_benchmark(bench_opt, world);
         if (!config.empty()) return command_run(world, config, input, output, trace);
         std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";
         return 2;

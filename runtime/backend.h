@@ -4,13 +4,16 @@
 // T rows of C contiguous elements. T = tokens in the step (all sequences of the batch, in batch order),
 // C = hidden size, H = query heads, KV = key/value heads, D = head dim, I = intermediate size, V = vocab.
 // Activations are fp32; weights (W in the comments) may be F32, F16 or BF16 and are widened to fp32.
-// Batch invariance: every op computes each output element in an order that depends only on that element's own
-// inputs (never on T, on the other rows, or on the thread count): a sequence's results are bit-identical
-// whatever else shares its batch.
+// Batch invariance (CPU backend): every op computes each output element in an order that depends only on that
+// element's own inputs (never on T, on the other rows, or on the thread count): a sequence's results are
+// bit-identical whatever else shares its batch. The CUDA backend is reproducible run to run for the same batch
+// (same GEMM algorithm per shape, fixed reduction orders), but its GEMM algorithm may change with T, so its rows
+// can differ in the last bits between batch compositions (and so between world sizes).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,13 +79,40 @@ struct AttentionSeq {
     int32_t row0 = 0;
 };
 
+// How pool() reduces a sequence's rows to one vector.
+enum class Pooling { last, mean };
+
+// One row of sample(): the request's sampling parameters and the uniform draw u in [0, 1) its own random stream
+// gave for this step (Sampler::next_uniform; ignored when temperature == 0).
+struct SampleRow {
+    double temperature = 0;   // 0 = greedy (argmax, lowest id on ties)
+    int64_t top_k = 0;        // 0 = off
+    double top_p = 1.0;       // 1 = off
+    double u = 0;
+};
+
+// Memory a backend has handed out and not yet freed, by kind, and device memory by purpose (the `purpose`
+// given to alloc). Peaks are since the backend was made (or reset_peak()).
+struct MemoryStats {
+    size_t device_in_use = 0, device_peak = 0;
+    size_t device_cap = 0;                            // 0 = no cap (CUDA: ztinfer.max_gpu_memory)
+    size_t pinned_in_use = 0, host_in_use = 0;
+    std::map<std::string, size_t> device_by_purpose;  // bytes in use now
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
 
     // --- memory, streams, events -------------------------------------------------------------------
-    virtual Buffer alloc(size_t bytes, MemKind kind) = 0;          // zero-filled; throws zt::Error when out of memory
+    // Zero-filled; throws zt::Error when out of memory (or over the cap), naming `purpose` ("KV cache", "weight
+    // ring", ...), the bytes asked for and what is in use. `purpose` must outlive the call only.
+    virtual Buffer alloc(size_t bytes, MemKind kind, const char * purpose = "buffer") = 0;
+    // Whether the host may read/write memory of this kind directly (CPU: every kind; CUDA: not `device`).
+    virtual bool host_can_access(MemKind kind) const { return true; }
+    virtual MemoryStats memory_stats() const = 0;
+    virtual void reset_memory_peak() = 0;   // device_peak = device_in_use from now on
     virtual Stream * stream(StreamRole role) = 0;                  // one stream per role, owned by the backend
     virtual void copy_async(void * dst, const void * src, size_t bytes, Stream * s) = 0;
     virtual Event record(Stream * s) = 0;                          // marks everything submitted to s so far
@@ -133,6 +163,19 @@ public:
     // out (R,C) = x[rows[r]] (row gather, e.g. the last token of each sequence before the LM head).
     // rows (R) i32; x (T,C) f32.
     virtual void gather_rows(Tensor out, const Tensor & x, const Tensor & rows, Stream * s = nullptr) = 0;
+
+    // out (B,C) f32: one vector per sequence b of x (T,C) f32, over its rows seqs[b].row0 .. + n_tokens - 1:
+    // last = its last row; mean = the sum of its rows in row order (fp32), times 1/n_tokens.
+    virtual void pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode,
+                      Stream * s = nullptr) = 0;
+
+    // ids (R) i32: the token each row of logits (R,V) f32 picks under rows[r], the algorithm of sample_token()
+    // in sampler.h (temperature 0: argmax; else the softmax at that temperature over the top-k, then the
+    // smallest top-p nucleus in order of logit descending, ids ascending on ties, walked with u). The CPU result
+    // equals Sampler's; another backend may sum in another order, so it agrees in distribution and, for a
+    // given seed, is reproducible run to run.
+    virtual void sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows,
+                        Stream * s = nullptr) = 0;
 };
 
 // Options of the CPU backend; the last two exist for tests and benchmarks only.
@@ -152,5 +195,21 @@ struct CpuBackendOptions {
 // exercised without a GPU.
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions & options);
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+
+// Options of the CUDA backend (backend_cuda.cpp).
+struct CudaBackendOptions {
+    int device = 0;                     // CUDA device index (see device_for_local_rank in comm/world.h)
+    size_t max_memory_bytes = 0;        // ztinfer.max_gpu_memory: device allocations past this fail (0 = the card)
+    double max_memory_fraction = 0;     // or this share of the card's memory, in (0, 1] (0 = not set)
+    std::string compute_dtype = "auto"; // matmul inputs: "auto" (the weights' dtype), "fp32", "bf16", "fp16"
+};
+
+// True when this build has the CUDA backend. cuda_unavailable_reason() is empty when a CUDA device is usable,
+// else says in one line why not (no CUDA in this build, no driver, no visible device).
+bool cuda_backend_compiled();
+std::string cuda_unavailable_reason();
+int cuda_visible_device_count();   // 0 without CUDA, driver or device
+// Throws zt::Error with cuda_unavailable_reason() when there is no usable device.
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions & options);
 
 }  // namespace zt

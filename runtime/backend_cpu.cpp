@@ -49,6 +49,8 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/backend.h"
+#include "runtime/memory_account.h"
+#include "runtime/sampler.h"
 #include "runtime/error.h"
 #include "runtime/parallel_for.h"
 
@@ -346,6 +348,16 @@ Buffer alloc_pinned(size_t bytes, FreeAfterStreams free_fn) {
     return Buffer(p, bytes, MemKind::pinned_host, free_fn);
 }
 
+Buffer alloc_plain(size_t bytes, MemKind kind, const std::string & purpose, FreeAfterStreams free_fn) {
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 63) & ~size_t(63);
+    ZT_CHECK(rounded >= bytes, "allocation of {} bytes overflows", bytes);
+    void * p = std::aligned_alloc(64, rounded);
+    ZT_CHECK(p != nullptr, "out of host memory: could not allocate {} bytes ({} memory for the {}); reduce "
+             "batch_size or the context length", bytes, mem_kind_name(kind), purpose);
+    std::memset(p, 0, rounded);
+    return Buffer(p, bytes, kind, free_fn);
+}
+
 class CpuBackend final : public Backend {
 public:
     explicit CpuBackend(const CpuBackendOptions & o)
@@ -364,17 +376,29 @@ public:
     std::string name() const override { return "cpu"; }
 
     // ---- memory, streams, events ------------------------------------------------------------------------
-    Buffer alloc(size_t bytes, MemKind kind) override {
+    Buffer alloc(size_t bytes, MemKind kind, const char * purpose) override {
         const FreeAfterStreams free_fn{copy_, comm_};
-        if (kind == MemKind::pinned_host) return alloc_pinned(bytes, free_fn);
-        const size_t rounded = (std::max<size_t>(bytes, 1) + 63) & ~size_t(63);
-        ZT_CHECK(rounded >= bytes, "allocation of {} bytes overflows", bytes);
-        void * p = std::aligned_alloc(64, rounded);
-        ZT_CHECK(p != nullptr, "out of host memory: could not allocate {} bytes ({} buffer); reduce batch_size or "
-                 "the context length", bytes, mem_kind_name(kind));
-        std::memset(p, 0, rounded);
-        return Buffer(p, bytes, kind, free_fn);
+        const std::string what = purpose ? purpose : "buffer";
+        account_->add(kind, what, bytes);   // no cap on the CPU backend: accounting only
+        Buffer b;
+        try {
+            b = kind == MemKind::pinned_host ? alloc_pinned(bytes, free_fn) : alloc_plain(bytes, kind, what, free_fn);
+        } catch (...) {
+            account_->remove(kind, what, bytes);
+            throw;
+        }
+        // the Buffer's free also returns its bytes to the account (which outlives the backend if the Buffer does)
+        void * p = b.data();
+        const size_t n = b.bytes();
+        std::shared_ptr<MemoryAccount> account = account_;
+        Buffer counted(p, n, kind, [inner = std::make_shared<Buffer>(std::move(b)), account, kind, what, n](void *) {
+            inner->reset();
+            account->remove(kind, what, n);
+        });
+        return counted;
     }
+    MemoryStats memory_stats() const override { return account_->stats(); }
+    void reset_memory_peak() override { account_->reset_peak(); }
     Stream * stream(StreamRole role) override { return &cpu_stream(role); }
 
     // dst and src must stay valid (and src unchanged) until the copy is done on s (record + wait / synchronize).
@@ -655,6 +679,45 @@ public:
         }
     }
 
+    void pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode, Stream *) override {
+        check_f32(out, "pool", "out"); check_f32(x, "pool", "x");
+        ZT_CHECK(x.dims() == 2, "pool: x must be (T,C), got {}", x.shape_str());
+        const int64_t T = x.dim(0), C = x.dim(1), B = int64_t(seqs.size());
+        ZT_CHECK(out.numel() == B * C, "pool: out {} != (B={}, C={})", out.shape_str(), B, C);
+        for (int64_t b = 0; b < B; ++b) {
+            const AttentionSeq & q = seqs[size_t(b)];
+            ZT_CHECK(q.n_tokens > 0 && q.row0 >= 0 && int64_t(q.row0) + q.n_tokens <= T, "pool: sequence {} has rows "
+                     "{}..{} outside the step's {} tokens", b, q.row0, int64_t(q.row0) + q.n_tokens, T);
+            float * o = out.ptr<float>() + b * C;
+            const float * rows = x.ptr<const float>() + int64_t(q.row0) * C;
+            if (mode == Pooling::last) {
+                std::memcpy(o, rows + int64_t(q.n_tokens - 1) * C, size_t(C) * sizeof(float));
+                continue;
+            }
+            const float inv = 1.0f / float(q.n_tokens);
+            for (int64_t c = 0; c < C; ++c) {   // rows in order, fp32, then one multiply
+                float acc = 0;
+                for (int64_t r = 0; r < q.n_tokens; ++r) acc += rows[r * C + c];
+                o[c] = acc * inv;
+            }
+        }
+    }
+
+    void sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows, Stream *) override {
+        check_f32(logits, "sample", "logits");
+        ZT_CHECK(ids.dtype == DType::I32, "sample: ids must be I32");
+        ZT_CHECK(logits.dims() == 2, "sample: logits must be (R,V), got {}", logits.shape_str());
+        const int64_t R = logits.dim(0), V = logits.dim(1);
+        ZT_CHECK(ids.numel() == R && int64_t(rows.size()) == R, "sample: {} logits rows, {} ids, {} parameter rows",
+                 R, ids.numel(), rows.size());
+        SampleScratch scratch;
+        for (int64_t r = 0; r < R; ++r) {
+            const SampleRow & p = rows[size_t(r)];
+            ids.ptr<int32_t>()[r] = sample_token(logits.ptr<const float>() + r * V, V, p.temperature, p.top_k, p.top_p,
+                                                 p.u, scratch);
+        }
+    }
+
 private:
     CpuStream & cpu_stream(StreamRole role) {
         switch (role) {
@@ -681,6 +744,7 @@ private:
                  q.row0, int64_t(q.row0) + q.n_tokens, T);
     }
 
+    std::shared_ptr<MemoryAccount> account_ = std::make_shared<MemoryAccount>();
     ThreadPool pool_;
     CpuStream compute_;
     std::shared_ptr<CpuStream> copy_, comm_;   // shared: a Buffer's free waits on them while the backend lives

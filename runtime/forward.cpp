@@ -96,7 +96,7 @@ void Forward::init(const PartitionPlan & plan, Schedule & schedule) {
              "num_attention_heads {} is not a multiple of num_key_value_heads {}", cfg.num_attention_heads,
              cfg.num_key_value_heads);
     const std::vector<float> inv = rope_inv_freq(cfg);
-    impl_->inv_freq_buf = backend.alloc(inv.size() * sizeof(float), MemKind::device);
+    impl_->inv_freq_buf = backend.alloc(inv.size() * sizeof(float), MemKind::device, "rope frequencies");
     impl_->inv_freq = impl_->inv_freq_buf.view(DType::F32, {int64_t(inv.size())});
     Stream * s = backend.stream(StreamRole::compute);
     backend.copy_async(impl_->inv_freq.data, inv.data(), inv.size() * sizeof(float), s);
@@ -191,16 +191,16 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
     // ---- buffers --------------------------------------------------------------------------------------
     if (T > m.cap) {
         const int64_t n = std::max<int64_t>(T, 2 * m.cap);
-        auto f32 = [&](int64_t cols) { return be.alloc(size_t(n * cols) * sizeof(float), MemKind::device); };
+        auto f32 = [&](int64_t cols) { return be.alloc(size_t(n * cols) * sizeof(float), MemKind::device, "activations"); };
         m.x = f32(C); m.h = f32(C); m.q = f32(H * D); m.k = f32(KV * D); m.v = f32(KV * D); m.att = f32(H * D);
         m.tmp = f32(C); m.gate = f32(I); m.up = f32(I);
-        m.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device);
+        m.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device, "activations");
         m.cap = n;
     }
     if (R > m.out_cap) {
         const int64_t n = std::max<int64_t>(R, 2 * m.out_cap);
-        m.sel = be.alloc(size_t(n * C) * sizeof(float), MemKind::device);
-        m.out = be.alloc(size_t(n * std::max<int64_t>(m.vocab_rows, 1)) * sizeof(float), MemKind::device);
+        m.sel = be.alloc(size_t(n * C) * sizeof(float), MemKind::device, "activations");
+        m.out = be.alloc(size_t(n * std::max<int64_t>(m.vocab_rows, 1)) * sizeof(float), MemKind::device, "logits");
         m.out_cap = n;
     }
     Tensor tok_t = m.ints.view(DType::I32, {T}, 0);

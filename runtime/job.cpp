@@ -13,11 +13,14 @@
 #include <set>
 #include <thread>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "comm/communicator.h"
 #include "runtime/backend.h"
+#include "runtime/backend_cuda.h"
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/forward.h"
@@ -108,34 +111,92 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
                       Communicator & comm, Clock::time_point t_load);
 }  // namespace
 
-JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
-    const auto t_load = Clock::now();
-    const int rank = world.rank, n_ranks = world.size;
-    if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
-    const StreamingConfig & st = cfg.streaming;
+namespace {
+std::string host_name() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
+    return buf;
+}
 
-    // --- backend and communicator ------------------------------------------------------------------
-    if (cfg.device == "cuda")
-        ZT_FAIL("{}: \"ztinfer.device\" is \"cuda\" but this build has no CUDA backend yet: use \"cpu\" or \"auto\"",
-                cfg.config_path);
+// "cuda:1": which device a rank's backend runs on, to find ranks that share one.
+std::string device_label(const Backend & backend) {
+#ifdef ZT_HAVE_CUDA
+    if (is_cuda_backend(backend)) return fmt::format("cuda:{}", cuda_device_of(backend));
+#endif
+    return backend.name();
+}
+}  // namespace
+
+std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo & world, int n_threads) {
+    const StreamingConfig & st = cfg.streaming;
+    const bool cuda_usable = cuda_backend_compiled() && cuda_unavailable_reason().empty();
+    if (cfg.device == "cuda" || (cfg.device == "auto" && cuda_usable)) {
+        ZT_CHECK(cuda_usable, "{}: \"ztinfer.device\" is \"cuda\" but {} (rank {})", cfg.config_path,
+                 cuda_unavailable_reason(), world.rank);
+        ZT_CHECK(st.test_link_gbps == 0 && st.test_race_delay_us == 0, "{}: ztinfer.test_link_gbps and "
+                 "test_race_delay_us are CPU-backend test options: remove them for \"device\": \"cuda\"",
+                 cfg.config_path);
+        CudaBackendOptions co;
+        co.device = device_for_local_rank(world.local_rank, cuda_visible_device_count());
+        co.max_memory_bytes = cfg.gpu.max_memory_bytes;
+        co.max_memory_fraction = cfg.gpu.max_memory_fraction;
+        co.compute_dtype = cfg.gpu.compute_dtype;
+        return make_cuda_backend(co);
+    }
     CpuBackendOptions bo;
-    bo.n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    bo.n_threads = n_threads;
     bo.link_gbps = st.test_link_gbps;
     bo.race_delay_us = st.test_race_delay_us;
-    bo.race_seed = uint64_t(rank) + 1;
-    auto backend = make_cpu_backend(bo);
+    bo.race_seed = uint64_t(world.rank) + 1;
+    return make_cpu_backend(bo);
+}
+
+std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend) {
+    const int rank = world.rank, n_ranks = world.size;
     std::unique_ptr<Communicator> comm;
     if (n_ranks > 1 || world.via_mpi_launcher()) {
         ZT_CHECK(mpi_available() || n_ranks == 1, "{} ranks were launched ({}) but this build has no MPI: install "
                  "libopenmpi-dev and rebuild", n_ranks, world.source);
-        if (mpi_available()) comm = make_mpi_communicator(*backend, MpiOptions{st.collective_timeout_s});
+        if (mpi_available()) comm = make_mpi_communicator(backend, MpiOptions{cfg.streaming.collective_timeout_s});
     }
-    if (!comm) comm = make_local_communicator(backend.get());
+    if (!comm) comm = make_local_communicator(&backend);
     ZT_CHECK(comm->world_size() == n_ranks && comm->rank() == rank, "the launcher says rank {} of {} ({}) but {} "
              "says rank {} of {}: launch with mpirun/srun, or unset RANK/WORLD_SIZE", rank, n_ranks, world.source,
              comm->name(), comm->rank(), comm->world_size());
+    if (n_ranks == 1 || backend.host_can_access(MemKind::device) || cfg.gpu.communicator == "mpi") return comm;
+
+    // GPU ranks: NCCL when every rank has a GPU of its own, else MPI with device buffers staged through the host
+    // (several ranks sharing one GPU, as on a one-GPU test machine). Every rank learns the same answer.
+    const std::string where = fmt::format("{}:{}", host_name(), device_label(backend));
+    const std::vector<std::string> all = comm->gather_strings(where);
+    int shared = 0;
+    if (rank == 0) shared = std::set<std::string>(all.begin(), all.end()).size() < all.size() ? 1 : 0;
+    comm->broadcast(&shared, sizeof shared, 0);
+    if (cfg.gpu.communicator == "nccl") {
+        ZT_CHECK(!shared, "{}: \"ztinfer.communicator\" is \"nccl\" but several ranks share one GPU ({}), which NCCL "
+                 "refuses: give each rank its own GPU or use \"mpi\"", cfg.config_path, where);
+        return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
+    }
+    if (shared || !nccl_available()) {
+        if (rank == 0)
+            spdlog::info("communicator: MPI with device buffers staged through host memory ({})",
+                         shared ? "several ranks share a GPU" : "this build has no NCCL");
+        return comm;
+    }
+    return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
+}
+
+JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
+    const auto t_load = Clock::now();
+    const int rank = world.rank, n_ranks = world.size;
+    if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
+
+    // --- backend and communicator ------------------------------------------------------------------
+    const int n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
+    std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
     try {
-        return run_on_ranks(cfg, world, bo.n_threads, *backend, *comm, t_load);
+        return run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
     } catch (const std::exception & e) {
         if (n_ranks == 1) throw;
         // The other ranks would wait for this one in the next collective: log why, then end every rank now.
@@ -401,7 +462,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
             ++stats.generated_tokens;
             ++generated_unsent;
             if (a->req.logprobs) a->logprobs.push_back(Sampler::logprob(row, vocab, id));
-            if (eos.count(id)) reason = "stop";
+            if (eos.count(id) && !a->req.ignore_eos) reason = "stop";
             // stop strings need the text every step; otherwise it is decoded once, at the end
             if (tok && !a->req.stop.empty()) a->text = tok->decode(a->generated, /*skip_special=*/true);
             for (const auto & s : a->req.stop) {

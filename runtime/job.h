@@ -11,6 +11,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "comm/world.h"
@@ -36,6 +37,16 @@ struct JobStats {
 
 // Set by a signal handler to ask the job to stop after the current step (outputs are flushed and synced).
 std::atomic<bool> & job_stop_flag();
+
+class Backend;
+class Communicator;
+
+// The backend a job runs on: CUDA for "device": "cuda" (or "auto" with a usable GPU; GPU = local rank modulo the
+// visible devices), else the CPU backend with cfg.threads threads. Throws zt::Error saying why CUDA is unusable.
+std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo & world, int n_threads);
+// The job's communicator: local for one rank; MPI for CPU ranks; on GPUs NCCL when every rank has its own GPU,
+// else MPI staging device buffers through host memory (ztinfer.communicator forces one).
+std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend);
 
 // Runs the job as rank world.rank of world.size (MPI when size > 1). Every rank returns its own stats; rank 0
 // writes every record.

@@ -3,6 +3,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
+#include <cctype>
+#include <map>
 #include <set>
 
 #include "runtime/error.h"
@@ -31,7 +34,8 @@ const std::set<std::string> kHonouredAio = {"block_size", "queue_depth"};
 const std::set<std::string> kZtKeys = {
     "model", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
-    "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us",
+    "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
+    "compute_dtype", "communicator",
     // read by later parts of the engine (batch jobs); accepted here without warning
     "kv_offload", "micro_batches"};
 
@@ -155,6 +159,29 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     st.collective_timeout_s = get_as<double>(z, "collective_timeout_s", st.collective_timeout_s, path);
     st.test_link_gbps = get_as<double>(z, "test_link_gbps", st.test_link_gbps, path);
     st.test_race_delay_us = get_as<int64_t>(z, "test_race_delay_us", st.test_race_delay_us, path);
+    auto & g = c.gpu;
+    if (z.contains("max_gpu_memory")) {
+        const auto & m = z["max_gpu_memory"];
+        if (m.is_string()) {
+            g.max_memory_bytes = parse_byte_size(m.get<std::string>(), path + ": \"ztinfer.max_gpu_memory\"");
+        } else if (m.is_number()) {
+            const double v = m.get<double>();
+            ZT_CHECK(v > 0, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0: a share of the card in (0, 1], bytes, "
+                     "or a string such as \"24GiB\"", path, v);
+            if (v <= 1) g.max_memory_fraction = v;
+            else g.max_memory_bytes = size_t(v);
+        } else {
+            ZT_FAIL("{}: \"ztinfer.max_gpu_memory\" must be a number (a share of the card in (0, 1], or bytes) or a "
+                    "string such as \"24GiB\"", path);
+        }
+    }
+    g.compute_dtype = get_as<std::string>(z, "compute_dtype", g.compute_dtype, path);
+    g.communicator = get_as<std::string>(z, "communicator", g.communicator, path);
+    ZT_CHECK(g.compute_dtype == "auto" || g.compute_dtype == "fp32" || g.compute_dtype == "bf16" ||
+             g.compute_dtype == "fp16", "{}: \"ztinfer.compute_dtype\" is \"{}\": use \"auto\" (the weights' dtype), "
+             "\"fp32\", \"bf16\" or \"fp16\"", path, g.compute_dtype);
+    ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi",
+             "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\" or \"mpi\"", path, g.communicator);
     ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
     ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
              "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
@@ -177,6 +204,27 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     ZT_CHECK(s.top_k >= 0, "{}: \"ztinfer.top_k\" = {} must be >= 0 (0 = off)", path, s.top_k);
     ZT_CHECK(s.top_p > 0 && s.top_p <= 1, "{}: \"ztinfer.top_p\" = {} must be in (0, 1]", path, s.top_p);
     return c;
+}
+
+size_t parse_byte_size(const std::string & text, const std::string & what) {
+    size_t i = 0;
+    double v = 0;
+    try {
+        v = std::stod(text, &i);
+    } catch (const std::exception &) {
+        ZT_FAIL("{} = \"{}\" is not a size: write e.g. \"24GiB\", \"40GB\", \"512MiB\" or a number of bytes", what, text);
+    }
+    std::string unit = text.substr(i);
+    unit.erase(std::remove(unit.begin(), unit.end(), ' '), unit.end());
+    std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+    static const std::map<std::string, double> kUnits = {
+        {"", 1}, {"b", 1}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"k", 1024.0}, {"m", 1048576.0},
+        {"g", 1073741824.0}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+    const auto it = kUnits.find(unit);
+    ZT_CHECK(it != kUnits.end(), "{} = \"{}\": unknown unit \"{}\"; use B, KB, MB, GB, TB (powers of 1000) or KiB, "
+             "MiB, GiB, TiB (powers of 1024)", what, text, unit);
+    ZT_CHECK(v > 0 && v * it->second < 1.8e19, "{} = \"{}\" must be a positive size", what, text);
+    return size_t(v * it->second);
 }
 
 JobConfig JobConfig::load(const std::string & path) {

@@ -40,6 +40,19 @@ struct StreamingConfig {
     int64_t test_race_delay_us = 0;        // race hunting: random delays before copy/comm stream tasks
 };
 
+// GPU options (CUDA backend): ztinfer.max_gpu_memory, ztinfer.compute_dtype, ztinfer.communicator.
+struct GpuConfig {
+    size_t max_memory_bytes = 0;           // "24GiB", "24GB", or bytes; 0 = no cap beyond the card
+    double max_memory_fraction = 0;        // a number in (0, 1]: that share of the card (like torch's
+                                           // set_per_process_memory_fraction)
+    std::string compute_dtype = "auto";    // matmul inputs: "auto" (the weights' dtype), "fp32", "bf16", "fp16"
+    std::string communicator = "auto";     // ranks > 1 on GPUs: "auto" (NCCL when each rank has its own GPU,
+                                           // else MPI staging through host memory), "nccl", "mpi"
+};
+
+// "24GiB" -> 25769803776, "1.5 GB" -> 1500000000, "512MiB", "4096" (bytes). Throws zt::Error naming `what`.
+size_t parse_byte_size(const std::string & text, const std::string & what);
+
 struct JobConfig {
     std::string config_path;    // the ds.json this came from (absolute)
     std::string model;          // HF model directory (absolute)
@@ -52,6 +65,7 @@ struct JobConfig {
     bool resume = true;         // skip custom_ids already in output (a rerun after a crash or preemption)
     SamplingDefaults sampling;
     StreamingConfig streaming;
+    GpuConfig gpu;
     nlohmann::json deepspeed;   // the whole ds.json, for the parts later issues read
     std::vector<std::string> warnings;   // unknown keys, and DeepSpeed keys accepted but not used, named
 

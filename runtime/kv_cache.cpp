@@ -21,8 +21,8 @@ KvCache::KvCache(Backend & backend, int64_t n_layers, int64_t n_slots, int64_t m
     }
     ZT_CHECK(bytes <= (uint64_t(1) << 46), "KV cache of {} slots x {} positions needs {} GiB per K/V: reduce "
              "batch_size or the context length", n_slots, max_len, bytes >> 30);
-    k_ = backend.alloc(size_t(bytes), MemKind::device);
-    v_ = backend.alloc(size_t(bytes), MemKind::device);
+    k_ = backend.alloc(size_t(bytes), MemKind::device, "KV cache");
+    v_ = backend.alloc(size_t(bytes), MemKind::device, "KV cache");
 }
 
 Tensor KvCache::layer_view(const Buffer & b, int64_t layer) const {

@@ -136,6 +136,10 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
             else if (l.is_number_integer() && l.get<int64_t>() >= 0) r.logprobs = l.get<int64_t>() > 0;
             else invalid("\"logprobs\" must be true or false");
         }
+        if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+            if (!body["ignore_eos"].is_boolean()) invalid("\"ignore_eos\" must be true or false");
+            r.ignore_eos = body["ignore_eos"].get<bool>();
+        }
         return r;
     } catch (const Invalid & e) {
         err.code = "invalid_request";

@@ -25,6 +25,7 @@ struct Request {
     SamplingParams sampling;
     std::vector<std::string> stop;
     bool logprobs = false;
+    bool ignore_eos = false;              // vLLM's flag: keep generating past EOS until max_tokens (benchmarks)
 };
 
 struct RequestError {

@@ -10,22 +10,25 @@ namespace zt {
 
 Sampler::Sampler(const SamplingParams & p) : params_(p), rng_(p.seed) {}
 
-int32_t Sampler::sample(const float * logits, int64_t vocab) {
-    if (params_.temperature <= 0.0) {
+int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u01,
+                     SampleScratch & scratch) {
+    std::vector<int32_t> & order_ = scratch.order;
+    std::vector<double> & probs_ = scratch.probs;
+    if (temperature <= 0.0) {
         int32_t best = 0;
         for (int64_t i = 1; i < vocab; ++i)
             if (logits[i] > logits[best]) best = int32_t(i);
         return best;
     }
-    const double inv_t = 1.0 / params_.temperature;
-    if ((params_.top_k <= 0 || params_.top_k >= vocab) && params_.top_p >= 1.0) {
+    const double inv_t = 1.0 / temperature;
+    if ((top_k <= 0 || top_k >= vocab) && top_p >= 1.0) {
         // plain temperature sampling: no candidate order is needed, walk the softmax in id order
         double top = logits[0];
         for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
         probs_.resize(size_t(vocab));
         double sum = 0;
         for (int64_t i = 0; i < vocab; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[i]) - top) * inv_t);
-        const double u = double(rng_() >> 11) * 0x1.0p-53 * sum;   // uniform in [0, sum)
+        const double u = u01 * sum;   // uniform in [0, sum)
         double acc = 0;
         for (int64_t i = 0; i < vocab; ++i) {
             acc += probs_[size_t(i)];
@@ -37,7 +40,7 @@ int32_t Sampler::sample(const float * logits, int64_t vocab) {
     order_.resize(size_t(vocab));
     for (int64_t i = 0; i < vocab; ++i) order_[size_t(i)] = int32_t(i);
     auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    const int64_t keep = params_.top_k > 0 && params_.top_k < vocab ? params_.top_k : vocab;
+    const int64_t keep = top_k > 0 && top_k < vocab ? top_k : vocab;
     int64_t sorted = 0;
     auto sort_prefix = [&](int64_t n) {   // order_[0, n) sorted, the rest below them
         if (n <= sorted) return;
@@ -65,26 +68,36 @@ int32_t Sampler::sample(const float * logits, int64_t vocab) {
     int64_t n = keep;
     probs_.clear();
     double mass = 0;
-    if (params_.top_p < 1.0) {
+    if (top_p < 1.0) {
         n = 0;
         for (int64_t want = std::min<int64_t>(keep, 64);; want = std::min(keep, want * 4)) {
             sort_prefix(want);
-            while (n < want && mass < params_.top_p * sum) {
+            while (n < want && mass < top_p * sum) {
                 probs_.push_back(weight(order_[size_t(n++)], top));
                 mass += probs_.back();
             }
-            if (mass >= params_.top_p * sum || n >= keep) break;
+            if (mass >= top_p * sum || n >= keep) break;
         }
     } else {
         for (int64_t i = 0; i < n; ++i) mass += probs_.emplace_back(weight(order_[size_t(i)], top));
     }
-    const double u = double(rng_() >> 11) * 0x1.0p-53 * mass;   // uniform in [0, mass)
+    const double u = u01 * mass;   // uniform in [0, mass)
     double acc = 0;
     for (int64_t i = 0; i < n; ++i) {
         acc += probs_[size_t(i)];
         if (u < acc) return order_[size_t(i)];
     }
     return order_[size_t(n - 1)];
+}
+
+double Sampler::next_uniform() {
+    if (params_.temperature <= 0.0) return 0.0;
+    return double(rng_() >> 11) * 0x1.0p-53;
+}
+
+int32_t Sampler::sample(const float * logits, int64_t vocab) {
+    const double u = next_uniform();
+    return sample_token(logits, vocab, params_.temperature, params_.top_k, params_.top_p, u, scratch_);
 }
 
 double Sampler::logprob(const float * logits, int64_t vocab, int32_t id) {

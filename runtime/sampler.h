@@ -14,19 +14,36 @@ struct SamplingParams {
     uint64_t seed = 0;
 };
 
+// Scratch space sample_token reuses between calls.
+struct SampleScratch {
+    std::vector<int32_t> order;
+    std::vector<double> probs;
+};
+
+// The token one row of logits (V) fp32 picks, given the uniform draw u in [0, 1) (unused when temperature <= 0):
+// greedy = argmax (lowest id on ties); else the softmax at the temperature (in double, max-subtracted) over the
+// top_k candidates, then the smallest prefix (logit descending, ids ascending on ties) whose mass >= top_p of
+// theirs, walked in that order until the running sum passes u * mass. Plain temperature sampling (no top-k,
+// no top-p) walks ids in ascending order instead. This is the spec of Backend::sample.
+int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u,
+                     SampleScratch & scratch);
+
 class Sampler {
 public:
     explicit Sampler(const SamplingParams & p);
     // logits: (V) fp32. Returns the chosen id. Uses one uniform draw per call when temperature > 0.
     int32_t sample(const float * logits, int64_t vocab);
+    // The draw sample() would use next (advances the stream; call once per token when temperature > 0, and pass
+    // it to Backend::sample): 53 random bits of mt19937_64 scaled to [0, 1). Returns 0 without drawing when greedy.
+    double next_uniform();
+    const SamplingParams & params() const { return params_; }
     // log-softmax of `id` under the raw logits (temperature-free), in double.
     static double logprob(const float * logits, int64_t vocab, int32_t id);
 
 private:
     SamplingParams params_;
     std::mt19937_64 rng_;            // fully specified by the C++ standard: same stream on every platform
-    std::vector<int32_t> order_;     // scratch
-    std::vector<double> probs_;      // scratch
+    SampleScratch scratch_;
 };
 
 // A request's seed when it gives none: a hash of the job seed and its custom_id (stable across runs).

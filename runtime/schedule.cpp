@@ -38,7 +38,7 @@ Schedule::Schedule(const PartitionPlan & plan, WeightStore & store, Backend & ba
         if (plan.units[u].streamed) streamed_.push_back(int(u));
     if (!streamed_.empty()) {
         const size_t n = size_t(depth_) + 1;   // slot of unit g + d (issued before g computes) = slot of g - 1
-        for (size_t i = 0; i < n; ++i) ring_.push_back(be_.alloc(plan.max_flat_bytes(), MemKind::device));
+        for (size_t i = 0; i < n; ++i) ring_.push_back(be_.alloc(plan.max_flat_bytes(), MemKind::device, "weight ring"));
         gathered_.resize(n);
         freed_.resize(n);
     }

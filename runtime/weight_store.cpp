@@ -84,7 +84,7 @@ struct WeightStore::Impl {
     // (device memory need not be host-visible).
     template <typename Fill>
     Buffer upload(size_t bytes, std::vector<uint8_t> & tmp, Fill fill) {
-        Buffer buf = backend.alloc(bytes, MemKind::device);
+        Buffer buf = backend.alloc(bytes, MemKind::device, "resident weights");
         if (tmp.size() < bytes) tmp.resize(bytes);
         fill(tmp.data());
         Stream * s = backend.stream(StreamRole::copy);
@@ -95,10 +95,10 @@ struct WeightStore::Impl {
 
     // A pinned host buffer whose first 4096-aligned byte has room for `bytes`.
     Buffer alloc_aligned_pinned(size_t bytes, uint8_t ** aligned) {
-        Buffer b = backend.alloc(bytes, MemKind::pinned_host);
+        Buffer b = backend.alloc(bytes, MemKind::pinned_host, "NVMe staging");
         uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
         if (p % kSliceAlign != 0) {
-            b = backend.alloc(bytes + kSliceAlign, MemKind::pinned_host);
+            b = backend.alloc(bytes + kSliceAlign, MemKind::pinned_host, "NVMe staging");
             p = reinterpret_cast<uintptr_t>(b.data());
         }
         *aligned = reinterpret_cast<uint8_t *>(round_up(p, kSliceAlign));
@@ -150,7 +150,7 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
 
     if (streamed_units > 0 && options.tier == OffloadTier::cpu) {
         // One pinned buffer: | own slice of unit a | pad to 4096 | own slice of unit b | ...
-        m.slices = backend.alloc(std::max<size_t>(own_total, 1), MemKind::pinned_host);
+        m.slices = backend.alloc(std::max<size_t>(own_total, 1), MemKind::pinned_host, "weight slices");
         uint8_t * base = static_cast<uint8_t *>(m.slices.data());
         for (size_t i = 0; i < plan.units.size(); ++i)
             if (plan.units[i].streamed) copy_slice(plan.units[i], rank, base + m.units[i].slice_offset);

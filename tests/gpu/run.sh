@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (device tool), in one call: unpack the carried Debian packages, build with CUDA + NCCL,
+# then run every GPU check of issue 4 and write the logs and figures to $OUT (or ./gpu-out):
+#   1. test_backend_ops -b cuda          every op vs the CPU backend (NMSE, NaN, sentinels)
+#   2. zt_tests --gtest_filter='Cuda*'   HF fixtures end to end (fp32 tokens equal, bf16 top-5 rule, tiers/overlap)
+#   3. ztinfer bench                     H2D, NVMe, all-gather, per-layer compute, streamed 7B-shaped decode
+#   4. examples/bench_hf_offload.py      ztinfer vs HF transformers + accelerate (CPU offload), same model
+#   5. ztinfer bench --only embed-memory Qwen2-7B-shaped embedding, 8k..32k tokens under a 24 GiB cap
+# Stages can be chosen: STAGES="ops e2e bench hf embed" (default all). Needs: bash tests/gpu/prepare.sh here first
+# and carry=[".device-debs"].
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/gpu-out}
+mkdir -p "$out"
+stages=${STAGES:-"ops e2e bench hf embed"}
+log() { echo "== $(date +%T) $*" | tee -a "$out/summary.txt"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+git rev-parse HEAD 2>/dev/null | tee -a "$out/device.txt" || true
+[ -d .device-debs ] && source .device-debs/unpack-debs.sh .device-debs >/dev/null
+nccl_opts=()
+[ -n "${NCCL_ROOT:-}" ] && nccl_opts=(-DNCCL_ROOT="$NCCL_ROOT")
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+log "configure + build"
+cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DZT_WITH_CUDA=ON -DZT_WITH_MPI=AUTO \
+      -DCMAKE_CUDA_ARCHITECTURES="90-real" "${nccl_opts[@]}" >"$out/build.log" 2>&1 &&
+  cmake --build build-gpu -j 16 >>"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; log "BUILD FAILED"; exit 1; }
+grep -E "ztinfer: CUDA|NCCL" "$out/build.log" | tee -a "$out/summary.txt"
+zt=build-gpu/ztinfer
+$zt info | tee -a "$out/summary.txt"
+
+for st in $stages; do
+  case $st in
+    ops)
+      log "test_backend_ops -b cuda"
+      build-gpu/test_backend_ops -b cuda 2>&1 | tee "$out/backend_ops.txt" | tail -40 ;;
+    e2e)
+      log "CUDA end-to-end tests"
+      build-gpu/zt_tests --gtest_filter='Cuda*' 2>&1 | tee "$out/e2e.txt" | tail -60 ;;
+    bench)
+      log "ztinfer bench (7B shape, 8 layers, batch 1..64)"
+      $zt bench --device cuda --shape llama2-7b --layers 8 --batch 1,8,16,32,64 --nvme-path /tmp \
+          --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" | tail -80 ;;
+    hf)
+      log "ztinfer vs HF transformers + accelerate (CPU offload)"
+      PYTHONUNBUFFERED=1 python3 examples/bench_hf_offload.py --ztinfer $zt --work /tmp/zt-hf --layers 32 \
+          --prompt 512 --new 32 --batch 1,16 --json "$out/hf_compare.json" 2>&1 | tee "$out/hf_compare.txt" | tail -30 ;;
+    embed)
+      log "Qwen2-7B-shaped embedding memory under a 24 GiB cap"
+      $zt bench --device cuda --only embed-memory --shape qwen2-7b --lengths 8192,16384,24576,32768 \
+          --max-gpu-memory 24GiB --json "$out/embed_memory.json" 2>&1 | tee "$out/embed_memory.txt" | tail -30 ;;
+  esac
+done
+log "done"
