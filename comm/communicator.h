@@ -57,6 +57,7 @@ bool mpi_available();
 // With a backend whose device memory the host cannot touch (CUDA), collectives on a stream stage device buffers
 // through pinned host memory (device -> host copy, MPI on the host, host -> device copy, all on that stream):
 // correct on any MPI (no CUDA-aware build needed), e.g. several ranks sharing one GPU, but PCIe-bound.
+// Tests only: ZT_MPI_FORCE_STAGING=1 stages even when the host can reach device memory (CPU ranks in CI).
 std::unique_ptr<Communicator> make_mpi_communicator(Backend & backend, const MpiOptions & options);
 
 // True when this build has the NCCL communicator (CUDA and NCCL found at configure time).
@@ -67,7 +68,8 @@ bool nccl_available();
 // broadcast, barrier, abort) goes to `host`, the MPI communicator, which also carries NCCL's unique id from rank
 // 0 at start-up. Each rank must use its own GPU (NCCL refuses two ranks on one device: use the MPI communicator
 // there). Collectives are watched like MPI's: one that takes longer than collective_timeout_s aborts the job.
-// Throws zt::Error when this build has no NCCL or the backend is not CUDA.
+// Throws zt::Error when this build has no NCCL or the backend is not CUDA. Tests only: ZT_NCCL_CHUNK_BYTES shrinks
+// the largest single transfer.
 std::unique_ptr<Communicator> make_nccl_communicator(Backend & backend, std::unique_ptr<Communicator> host,
                                                      const MpiOptions & options);
 

@@ -175,9 +175,27 @@ public:
     }
 
     ~MpiCommunicator() override {
-        {   // collectives still queued on streams reference this object
+        {   // collectives still queued on streams reference this object. A CUDA context that hit an error never
+            // runs its queued host functions (cudaLaunchHostFunc), so their tokens would never come back: let
+            // the streams finish first, and when one of them failed, wait only briefly instead of forever.
+            bool failed = false;
+            for (auto & sc : stream_comms_) {
+                try {
+                    be_.synchronize(sc.first);
+                } catch (const std::exception & e) {
+                    failed = true;
+                    spdlog::warn("rank {}: an error on a stream that ran MPI collectives, seen while shutting down: {}",
+                                 rank_, e.what());
+                }
+            }
             std::unique_lock<std::mutex> l(pending_->m);
-            pending_->cv.wait(l, [&] { return pending_->n == 0; });
+            const auto limit = failed ? std::chrono::duration<double>(5.0)
+                                      : std::chrono::duration<double>(opt_.collective_timeout_s);
+            if (!pending_->cv.wait_for(l, limit, [&] { return pending_->n == 0; })) {
+                spdlog::error("rank {}: {} MPI collective(s) queued on streams never ran (a failed device?); shutting "
+                              "down without them", rank_, pending_->n);
+                return;   // they may still hold this object: leave MPI and the staging buffers alone
+            }
         }
         {   // the copies back from the staging buffers may still be queued behind the last collective
             std::lock_guard<std::mutex> l(staging_mu_);

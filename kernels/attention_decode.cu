@@ -9,6 +9,8 @@
 // streams' partial results are combined through shared memory in a fixed order, so no global scratch is
 // needed and the result is deterministic. The number of "splits" is the number of streams (8 for D = 128).
 // The launcher shrinks GC (more blocks, K/V re-read through L2) when there are few (sequence, kv head) pairs.
+// A sequence with n_tokens == 0 is skipped (its row is left as it is); with n_tokens > 1 only its first new
+// token (row row0, position past_len) is computed.
 #include <climits>
 #include <cmath>
 #include <cstdint>

@@ -74,7 +74,7 @@ __device__ __forceinline__ void load_tile_async(float * dst, int stride, const f
     }
 }
 
-// Inclusive block-wide prefix sum of one int per thread; *total = the sum over the block. Ends synchronized.
+// Inclusive block-wide prefix sum of one value per thread; *total = the sum over the block. Ends synchronized.
 __device__ __forceinline__ long long block_scan(long long v, long long * s_warp, long long * total) {
     const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
 #pragma unroll

@@ -53,8 +53,10 @@ cudaError_t attention_prefill(float * out, const float * q, const float * k_cach
                               const AttnSeq * seqs, int n_seqs, int64_t T, int64_t H, int64_t KV, int64_t D,
                               int64_t M, bool causal, cudaStream_t stream);
 
-// attention_decode.cu: the same op when every sequence has exactly one new token (row b = sequence b, T = n_seqs),
-// split over the cache length (flash-decoding) so a few long sequences still fill the GPU. Any D <= 256.
+// attention_decode.cu: the same op when every sequence has exactly one new token (its row is row0), one block per
+// (sequence, KV head, group of query heads) sharing each K/V row read, positions interleaved over lane groups and
+// combined in a fixed order (no scratch). Rows no sequence covers are left alone. Any D <= 256. (Open: a few very
+// long sequences use few SMs; a split over the cache length would need scratch or sm_90 clusters.)
 cudaError_t attention_decode(float * out, const float * q, const float * k_cache, const float * v_cache,
                              const AttnSeq * seqs, int n_seqs, int64_t H, int64_t KV, int64_t D, int64_t M,
                              cudaStream_t stream);

@@ -21,7 +21,9 @@
 //   Else the top 2048 are gathered the same way (and the sum over all kept candidates taken in the same pass):
 //   if the nucleus / the walk ends inside them, the prefix sums answer; otherwise the mass descent does.
 // Results equal the CPU's except where u * mass (or top_p * sum) lands within rounding of a boundary.
-// NaN logits: unspecified (not an error).
+// Reads of the row (16-byte loads where aligned): greedy 1; top-k <= 2048 (with or without top-p) and top-p
+// with a nucleus inside the top 2048: 6 (+ up to 3 more when the k-th logit ties with others); plain: 1 + a
+// first full pass with exp + ~4 narrowing passes over ever smaller id ranges. NaN logits: unspecified.
 #include <climits>
 #include <cstdint>
 
@@ -84,6 +86,43 @@ __device__ __forceinline__ int warp_sum(int v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
     return v;
+}
+
+// Calls f(i, x[i]) for every i in [lo, hi), spread over the block: a scalar head up to 16-byte alignment, a
+// float4 body (U float4 loads in flight per thread), a scalar tail. Each thread's indices ascend; which thread
+// sees which index depends only on (x, lo, hi), so per-thread partial sums are deterministic.
+template <int U, class F>
+__device__ __forceinline__ void for_each(const float * __restrict__ x, int lo, int hi, F f) {
+    const int t = int(threadIdx.x);
+    const int mis = int((reinterpret_cast<uintptr_t>(x + lo) >> 2) & 3u);   // floats past a 16-byte boundary
+    const int a = min(hi, lo + ((4 - mis) & 3));                            // first aligned index
+    if (lo + t < a) f(lo + t, __ldg(x + lo + t));
+    const int nv = (hi - a) >> 2;
+    const float4 * v = reinterpret_cast<const float4 *>(x + a);
+    int j = t;
+    for (; j + (U - 1) * kThreads < nv; j += U * kThreads) {
+        float4 q[U];
+#pragma unroll
+        for (int k = 0; k < U; ++k) q[k] = __ldg(v + j + k * kThreads);
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+            const int i = a + 4 * (j + k * kThreads);
+            f(i, q[k].x);
+            f(i + 1, q[k].y);
+            f(i + 2, q[k].z);
+            f(i + 3, q[k].w);
+        }
+    }
+    for (; j < nv; j += kThreads) {
+        const float4 q = __ldg(v + j);
+        const int i = a + 4 * j;
+        f(i, q.x);
+        f(i + 1, q.y);
+        f(i + 2, q.z);
+        f(i + 3, q.w);
+    }
+    const int b = a + 4 * nv;
+    if (b + t < hi) f(b + t, __ldg(x + b + t));
 }
 
 // Block-wide reductions: every thread calls, every thread gets the result.
@@ -194,10 +233,11 @@ __device__ u64 select_top(const Row & R, Smem & s, int rank) {
         __syncthreads();   // earlier readers of s.u / s.iv are done
         for (int i = int(threadIdx.x); i < kWarps * 256; i += kThreads) (&s.u.hist[0][0])[i] = 0;
         __syncthreads();
-        for (int i = int(threadIdx.x); i < R.V; i += kThreads) {
-            const u64 c = comp_of(R, i, R.x[i]);
-            if ((c >> lowfixed) == prefix) atomicAdd(&s.u.hist[warp][unsigned(c >> sh) & mask], 1);
-        }
+        int * const hist = s.u.hist[warp];
+        for_each<4>(R.x, 0, R.V, [&](int i, float f) {
+            const u64 c = comp_of(R, i, f);
+            if ((c >> lowfixed) == prefix) atomicAdd(&hist[unsigned(c >> sh) & mask], 1);
+        });
         __syncthreads();
         if (warp == 0) {
             // lane l owns bins 255 - 8l down to 248 - 8l (descending order runs over lanes ascending)
@@ -251,15 +291,14 @@ __device__ int gather_sort_scan(const Row & R, Smem & s, u64 thr_gather, bool wa
     if (threadIdx.x == 0) s.iv[3] = 0;
     __syncthreads();
     double part = 0.0;
-    for (int i = int(threadIdx.x); i < R.V; i += kThreads) {
-        const float f = R.x[i];
+    for_each<4>(R.x, 0, R.V, [&](int i, float f) {
         const u64 c = comp_of(R, i, f);
         if (c >= thr_gather) {
             const int pos = atomicAdd(&s.iv[3], 1);
             if (pos < kCap) s.cand[pos] = c;
         }
         if (want_sum && c >= thr_sum) part += weight(R, f);
-    }
+    });
     if (want_sum) *sum = block_sum(part, s);   // (synchronizes)
     __syncthreads();
     const int n = min(s.iv[3], kCap);
@@ -332,11 +371,11 @@ __device__ Found descent(const Row & R, Smem & s, u64 thr, double t_or_frac, boo
         const int sh = (!R.plain && lowfixed > R.nb) ? max(R.nb, lowfixed - 4) : max(0, lowfixed - 4);
         const unsigned mask = (1u << (lowfixed - sh)) - 1u;
         // plain: comp = idm - id, so the range is an id interval
-        long long lo = 0, hi = R.V;
+        int lo = 0, hi = R.V;
         if (R.plain) {
             const long long cmax = (((long long)(prefix) + 1) << lowfixed) - 1, cmin = (long long)(prefix) << lowfixed;
-            lo = max(0ll, (long long)(R.idm) - cmax);
-            hi = min((long long)(R.V), (long long)(R.idm) - cmin + 1);
+            lo = int(max(0ll, (long long)(R.idm) - cmax));
+            hi = int(min((long long)(R.V), (long long)(R.idm) - cmin + 1));
         }
         double acc[16];
         int cnt[16];
@@ -348,10 +387,9 @@ __device__ Found descent(const Row & R, Smem & s, u64 thr, double t_or_frac, boo
         int cur = -1;   // a run of equal digits is summed before it goes to its bin (plain: digits fall)
         double cur_w = 0.0;
         int cur_n = 0;
-        for (long long i = lo + threadIdx.x; i < hi; i += kThreads) {
-            const float f = R.x[i];
-            const u64 c = comp_of(R, int(i), f);
-            if (c < thr || (c >> lowfixed) != prefix) continue;
+        for_each<1>(R.x, lo, hi, [&](int i, float f) {
+            const u64 c = comp_of(R, i, f);
+            if (c < thr || (c >> lowfixed) != prefix) return;
             const int digit = int(unsigned(c >> sh) & mask);
             if (digit != cur) {
 #pragma unroll
@@ -365,7 +403,7 @@ __device__ Found descent(const Row & R, Smem & s, u64 thr, double t_or_frac, boo
             }
             cur_w += weight(R, f);
             ++cur_n;
-        }
+        });
 #pragma unroll
         for (int k = 0; k < 16; ++k) {
             acc[k] += k == cur ? cur_w : 0.0;
@@ -417,10 +455,10 @@ __device__ Found descent(const Row & R, Smem & s, u64 thr, double t_or_frac, boo
             u64 e = prefix;
             if (sh > 0) {       // find the one element of the bin
                 u64 best = 0;
-                for (long long i = lo + threadIdx.x; i < hi; i += kThreads) {
-                    const u64 c = comp_of(R, int(i), R.x[i]);
+                for_each<4>(R.x, lo, hi, [&](int i, float f) {
+                    const u64 c = comp_of(R, i, f);
                     if (c >= thr && (c >> sh) == prefix && c > best) best = c;
-                }
+                });
                 e = block_max(best, s);
             }
             return Found{e, above + bin_mass, total};
@@ -489,10 +527,10 @@ sample_kernel(int32_t * __restrict__ ids, const float * __restrict__ logits, con
 
     // the max logit with the lowest id among equals
     u64 best = 0;
-    for (int i = int(threadIdx.x); i < V; i += kThreads) {
-        const u64 c = (u64(fkey(R.x[i])) << 32) | u64(0xffffffffu - unsigned(i));
+    for_each<4>(R.x, 0, V, [&](int i, float f) {
+        const u64 c = (u64(fkey(f)) << 32) | u64(0xffffffffu - unsigned(i));
         best = c > best ? c : best;
-    }
+    });
     best = block_max(best, s);
     int result;
     if (p.temperature <= 0.0 || V == 1) {

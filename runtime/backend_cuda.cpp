@@ -68,9 +68,11 @@
 #define ZT_BE_CUDA(expr, ...)                                                                             \
     do {                                                                                                  \
         const cudaError_t zt_be_err_ = (expr);                                                            \
-        if (zt_be_err_ != cudaSuccess)                                                                    \
+        if (zt_be_err_ != cudaSuccess) {                                                                  \
+            cudaGetLastError(); /* a non-sticky error must not resurface at the next launch's check */    \
             ZT_FAIL("{}: {} ({})", fmt::format(__VA_ARGS__), cudaGetErrorName(zt_be_err_),               \
                     cudaGetErrorString(zt_be_err_));                                                      \
+        }                                                                                                 \
     } while (0)
 // The same for a cuBLASLt call.
 #define ZT_BE_CUBLAS(expr, ...)                                                                           \

@@ -76,8 +76,11 @@ int32_t sample_token(const float * logits, int64_t vocab, double temperature, in
                 probs_.push_back(weight(order_[size_t(n++)], top));
                 mass += probs_.back();
             }
-            if (mass >= top_p * sum || n >= keep) break;
+            // (want == keep: every candidate was offered; with NaN weights, e.g. all logits -inf, the comparisons
+            // above fail and nothing more can be added)
+            if (mass >= top_p * sum || n >= keep || want >= keep) break;
         }
+        if (n == 0) return order_[0];   // NaN weights: the first candidate, rather than reading before the start
     } else {
         for (int64_t i = 0; i < n; ++i) mass += probs_.emplace_back(weight(order_[size_t(i)], top));
     }

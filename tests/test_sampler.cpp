@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
+#include <vector>
 
 #include "runtime/sampler.h"
 
@@ -77,4 +79,15 @@ TEST(Sampler, WideNucleusGrowsPastTheFirstChunk) {
     // with top_k 100 as well: ids 0..49
     Sampler k({1.0, 100, 0.5, 9});
     for (int i = 0; i < 1000; ++i) ASSERT_LT(k.sample(logits.data(), 1000), 50);
+}
+
+TEST(Sampler, AllMinusInfinityLogitsWithTopPReturnInsteadOfLooping) {
+    // every weight is exp(-inf - -inf) = NaN: the nucleus can never reach top_p; it used to loop forever
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> logits = {-inf, -inf, -inf};
+    zt::SampleScratch scratch;
+    const int32_t id = zt::sample_token(logits.data(), 3, 1.0, 0, 0.9, 0.5, scratch);
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, 3);
+    EXPECT_EQ(zt::sample_token(logits.data(), 1, 1.0, 0, 0.5, 0.3, scratch), 0);
 }

@@ -7,7 +7,8 @@
 #   4. examples/bench_hf_offload.py      ztinfer vs HF transformers + accelerate (CPU offload), same model
 #   5. ztinfer bench --only embed-memory Qwen2-7B-shaped embedding, 8k..32k tokens under a 24 GiB cap
 # Stages can be chosen: STAGES="ops e2e bench hf embed" (default all). Needs: bash tests/gpu/prepare.sh here first
-# and carry=[".device-debs"].
+# and carry=[".device-debs"]. One device call may run 10 minutes and a session has 30: split the stages over calls
+# on the warm machine (build-gpu/ stays between calls), e.g. STAGES="ops e2e", then "bench embed", then "hf".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/gpu-out}
