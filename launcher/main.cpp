@@ -185,7 +185,7 @@ int main(int argc, char ** argv) {
     bench->add_option("--nvme-bytes", bench_opt.nvme_bytes, "size of the NVMe test file")->capture_default_str();
     bench->add_option("--aio-block-size", bench_opt.aio_block_size, "NVMe bytes per read request")->capture_default_str();
     bench->add_option("--aio-queue-depth", bench_opt.aio_queue_depth, "NVMe reads in flight")->capture_default_str();
-    bench->add_option("--only", bench_opt.only, "tables: h2d,nvme,allgather,layer,decode,embed-memory")->delimiter(',')
+    bench->add_option("--only", bench_opt.only, "tables: h2d,nvme,allgather,layer,gemm,decode,embed-memory")->delimiter(',')
         ->capture_default_str();
     bench->add_option("--json", bench_opt.json_path, "also write every figure as JSON to this file");
     bench->add_option("--lengths", bench_opt.lengths, "embed-memory: sequence lengths, e.g. 8192,16384")->delimiter(',')

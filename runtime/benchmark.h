@@ -4,6 +4,8 @@
 //   nvme       NVMe reads (NvmeFile: O_DIRECT + io_uring, aio block_size chunks, queue_depth in flight)
 //   allgather  all-gather algbw / busbw on the comm stream, over a size sweep
 //   layer      compute time of one decoder layer of a model shape (decode and prefill, per batch size)
+//   gemm       the layer's prefill GEMMs (T = --prompt) through ztinfer's matmul vs a plain vendor GEMM (cuBLASLt
+//              bf16 on CUDA, OpenBLAS sgemm on CPU), as a ratio of TFLOP/s
 //   decode     a streamed decode step (Schedule + Forward, offload "cpu", overlap on, prefetch depth 2) with random
 //              bf16 weights, and how close it comes to the H2D link limit
 //   embed-memory  (only when asked) one sequence of each --lengths embedded in one non-causal step (last-token
@@ -39,7 +41,7 @@ struct BenchmarkOptions {
     std::string nvme_bytes = "1GiB";      // size of the test file
     std::string aio_block_size = "1MiB";  // bytes per read request
     int aio_queue_depth = 8;              // read requests in flight
-    std::vector<std::string> only = {"h2d", "nvme", "allgather", "layer", "decode"};
+    std::vector<std::string> only = {"h2d", "nvme", "allgather", "layer", "gemm", "decode"};
     std::string json_path;                // also write every figure as JSON (rank 0)
     std::vector<int> lengths = {8192, 16384, 24576, 32768};   // embed-memory: tokens of the one sequence
     std::string max_gpu_memory;           // embed-memory (and all tables): the CUDA backend's cap, e.g. "24GiB"

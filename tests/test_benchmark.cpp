@@ -103,6 +103,16 @@ TEST(Benchmark, EveryTableOnCpuAtTinySizes) {
         EXPECT_EQ(row["tokens"].get<int>(), row["batch"].get<int>() * (row["phase"] == "decode" ? 1 : 8));
     }
 
+    expect_rows_ok(j["gemm"], "gemm");
+    EXPECT_EQ(j["gemm"]["reference"], "openblas sgemm");
+    ASSERT_EQ(j["gemm"]["rows"].size(), 3u);   // q, gate, down
+    for (const auto & row : j["gemm"]["rows"]) {
+        for (const char * k : {"T", "N", "K", "ztinfer_us", "plain_us", "ztinfer_tflops", "plain_tflops", "ratio"})
+            EXPECT_TRUE(row.contains(k)) << k << " in " << row.dump();
+        EXPECT_GT(row["ratio"].get<double>(), 0) << row.dump();
+        EXPECT_EQ(row["T"].get<int>(), 8);
+    }
+
     const json & d = j["decode"];
     expect_rows_ok(d, "decode");
     EXPECT_EQ(d["layers"], 2);

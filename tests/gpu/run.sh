@@ -3,7 +3,7 @@
 # then run every GPU check of issue 4 and write the logs and figures to $OUT (or ./gpu-out):
 #   1. test_backend_ops -b cuda          every op vs the CPU backend (NMSE, NaN, sentinels)
 #   2. zt_tests --gtest_filter='Cuda*'   HF fixtures end to end (fp32 tokens equal, bf16 top-5 rule, tiers/overlap)
-#   3. ztinfer bench                     H2D, NVMe, all-gather, per-layer compute, streamed 7B-shaped decode
+#   3. ztinfer bench                     H2D, NVMe, all-gather, layer compute, prefill GEMM vs plain cuBLASLt, 7B decode
 #   4. examples/bench_hf_offload.py      ztinfer vs HF transformers + accelerate (CPU offload), same model
 #   5. ztinfer bench --only embed-memory Qwen2-7B-shaped embedding, 8k..32k tokens under a 24 GiB cap
 # Stages can be chosen: STAGES="ops e2e bench hf embed" (default all). Needs: bash tests/gpu/prepare.sh here first
