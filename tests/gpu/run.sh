@@ -19,12 +19,11 @@ log() { echo "== $(date +%T) $*" | tee -a "$out/summary.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
 git rev-parse HEAD 2>/dev/null | tee -a "$out/device.txt" || true
 [ -d .device-debs ] && source .device-debs/unpack-debs.sh .device-debs >/dev/null
-nccl_opts=()
-[ -n "${NCCL_ROOT:-}" ] && nccl_opts=(-DNCCL_ROOT="$NCCL_ROOT")
+[ -n "${NCCL_ROOT:-}" ] && export NCCL_HOME="$NCCL_ROOT"   # NCCL of the pip package (comm/CMakeLists.txt also asks python3)
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 log "configure + build"
 cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DZT_WITH_CUDA=ON -DZT_WITH_MPI=AUTO \
-      -DCMAKE_CUDA_ARCHITECTURES="90-real" "${nccl_opts[@]}" >"$out/build.log" 2>&1 &&
+      -DCMAKE_CUDA_ARCHITECTURES="90-real" >"$out/build.log" 2>&1 &&
   cmake --build build-gpu -j 16 >>"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; log "BUILD FAILED"; exit 1; }
 grep -E "ztinfer: CUDA|NCCL" "$out/build.log" | tee -a "$out/summary.txt"
 zt=build-gpu/ztinfer
