@@ -103,18 +103,33 @@ std::vector<std::vector<int32_t>> fixture_prompts(const std::string & dir) {
 
 class CudaFixture : public ::testing::TestWithParam<const char *> {};
 
-TEST_P(CudaFixture, Fp32ComputeGreedyTokensEqualTheCpuBackend) {
-    REQUIRE_CUDA();
-    const std::string dir = std::string(ZT_TEST_DATA) + "/hf/" + GetParam();
+// The fixture's greedy continuations on the CPU backend (a) and on the GPU with `compute_dtype` (b).
+struct CpuVsGpu {
+    std::vector<std::vector<int32_t>> prompts;
+    Greedy a, b;
+};
+CpuVsGpu run_both(const std::string & fixture, const std::string & compute_dtype) {
+    const std::string dir = std::string(ZT_TEST_DATA) + "/hf/" + fixture;
     const ModelConfig cfg = ModelConfig::load(dir);
     const Checkpoint ckpt(dir);
     const ModelWeights w = bind_weights(ckpt, cfg);
-    const auto prompts = fixture_prompts(dir);
+    CpuVsGpu r;
+    r.prompts = fixture_prompts(dir);
     auto cpu = make_cpu_backend(1);
     CudaBackendOptions o;
-    o.compute_dtype = "fp32";
+    o.compute_dtype = compute_dtype;
     auto gpu = make_cuda_backend(o);
-    const Greedy a = greedy(*cpu, cfg, w, prompts, 16), b = greedy(*gpu, cfg, w, prompts, 16);
+    r.a = greedy(*cpu, cfg, w, r.prompts, 16);
+    r.b = greedy(*gpu, cfg, w, r.prompts, 16);
+    return r;
+}
+
+TEST_P(CudaFixture, Fp32ComputeGreedyTokensEqualTheCpuBackend) {
+    REQUIRE_CUDA();
+    const CpuVsGpu r = run_both(GetParam(), "fp32");
+    const auto & prompts = r.prompts;
+    const Greedy & a = r.a;
+    const Greedy & b = r.b;
     for (size_t i = 0; i < prompts.size(); ++i) {
         EXPECT_EQ(b.tokens[i], a.tokens[i]) << GetParam() << " prompt " << i;
         // and the logits of the first generated position agree closely (report the NMSE)
@@ -132,16 +147,10 @@ TEST_P(CudaFixture, Fp32ComputeGreedyTokensEqualTheCpuBackend) {
 
 TEST_P(CudaFixture, Bf16ComputeFirstDifferenceIsInEachOthersTop5) {
     REQUIRE_CUDA();
-    const std::string dir = std::string(ZT_TEST_DATA) + "/hf/" + GetParam();
-    const ModelConfig cfg = ModelConfig::load(dir);
-    const Checkpoint ckpt(dir);
-    const ModelWeights w = bind_weights(ckpt, cfg);
-    const auto prompts = fixture_prompts(dir);
-    auto cpu = make_cpu_backend(1);
-    CudaBackendOptions o;
-    o.compute_dtype = "bf16";
-    auto gpu = make_cuda_backend(o);
-    const Greedy a = greedy(*cpu, cfg, w, prompts, 16), b = greedy(*gpu, cfg, w, prompts, 16);
+    const CpuVsGpu r = run_both(GetParam(), "bf16");
+    const auto & prompts = r.prompts;
+    const Greedy & a = r.a;
+    const Greedy & b = r.b;
     for (size_t i = 0; i < prompts.size(); ++i) {
         size_t k = 0;
         while (k < a.tokens[i].size() && a.tokens[i][k] == b.tokens[i][k]) ++k;
