@@ -451,12 +451,8 @@ public:
     }
 
     void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream *) override {
-        check_f32(out, "rmsnorm", "out");
-        check_f32(x, "rmsnorm", "x");
-        check_weight(w, "rmsnorm", "w");
-        const int64_t C = w.numel();
-        const int64_t R = rows_of(x, C, "rmsnorm", "x");
-        ZT_CHECK(out.numel() == x.numel(), "rmsnorm: out {} != x {}", out.shape_str(), x.shape_str());
+        const RmsnormDims dims = check_rmsnorm(out, x, w);
+        const int64_t R = dims.R, C = dims.C;
         const float * xp = x.ptr<const float>();
         float * op = out.ptr<float>();
         pool_.parallel_for(R, 64, [&](int64_t b, int64_t e) {
@@ -472,17 +468,8 @@ public:
     }
 
     void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream *) override {
-        check_f32(out, "matmul", "out");
-        check_f32(x, "matmul", "x");
-        check_weight(w, "matmul", "w");
-        ZT_CHECK(w.dims() == 2, "matmul: w must be (N,K), got {}", w.shape_str());
-        const int64_t N = w.dim(0), K = w.dim(1);
-        const int64_t T = rows_of(x, K, "matmul", "x");
-        ZT_CHECK(out.numel() == T * N, "matmul: out {} != (T={}, N={})", out.shape_str(), T, N);
-        if (bias.data) {
-            check_weight(bias, "matmul", "bias");
-            ZT_CHECK(bias.numel() == N, "matmul: bias {} != (N={})", bias.shape_str(), N);
-        }
+        const MatmulDims dims = check_matmul(out, x, w, bias);
+        const int64_t T = dims.T, N = dims.N, K = dims.K;
         if (T == 0 || N == 0) return;
         // Panel height: ~128 KiB of fp32 weights, a multiple of 16 rows, depends on K only (never on T).
         const int64_t NP = std::min<int64_t>(N, std::max<int64_t>(16, (32768 / std::max<int64_t>(K, 1)) / 16 * 16));
@@ -520,13 +507,8 @@ public:
     }
 
     void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream *) override {
-        check_f32(x, "rope", "x");
-        check_f32(inv_freq, "rope", "inv_freq");
-        ZT_CHECK(positions.dtype == DType::I32, "rope: positions must be I32");
-        ZT_CHECK(x.dims() == 3, "rope: x must be (T,H,D), got {}", x.shape_str());
-        const int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2), half = D / 2;
-        ZT_CHECK(D % 2 == 0 && inv_freq.numel() == half, "rope: inv_freq {} must be (D/2 = {})", inv_freq.shape_str(), half);
-        ZT_CHECK(positions.numel() == T, "rope: positions {} must be (T = {})", positions.shape_str(), T);
+        const RopeDims dims = check_rope(x, positions, inv_freq);
+        const int64_t T = dims.T, H = dims.H, D = dims.D, half = D / 2;
         const int32_t * pos = positions.ptr<const int32_t>();
         const float * f = inv_freq.ptr<const float>();
         float * xp = x.ptr<float>();
@@ -553,15 +535,9 @@ public:
 
     void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
                   const std::vector<AttentionSeq> & seqs, Stream *) override {
-        check_f32(k_cache, "kv_store", "k_cache"); check_f32(v_cache, "kv_store", "v_cache");
-        check_f32(k, "kv_store", "k"); check_f32(v, "kv_store", "v");
-        ZT_CHECK(k_cache.dims() == 4 && v_cache.shape == k_cache.shape, "kv_store: caches must be (S,M,KV,D), got {} {}",
-                 k_cache.shape_str(), v_cache.shape_str());
-        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), row = k_cache.dim(2) * k_cache.dim(3);
-        const int64_t T = rows_of(k, row, "kv_store", "k");
-        ZT_CHECK(v.numel() == k.numel(), "kv_store: v {} != k {}", v.shape_str(), k.shape_str());
+        const KvStoreDims dims = check_kv_store(k_cache, v_cache, k, v, seqs);
+        const int64_t M = dims.M, row = dims.row;
         for (const AttentionSeq & q : seqs) {
-            check_seq(q, S, M, T, "kv_store");
             for (int32_t i = 0; i < q.n_tokens; ++i) {
                 const int64_t dst = (int64_t(q.slot) * M + q.past_len + i) * row, src = int64_t(q.row0 + i) * row;
                 std::memcpy(k_cache.ptr<float>() + dst, k.ptr<const float>() + src, size_t(row) * sizeof(float));
@@ -572,20 +548,11 @@ public:
 
     void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
                    const std::vector<AttentionSeq> & seqs, bool causal, Stream *) override {
-        check_f32(out, "attention", "out"); check_f32(q, "attention", "q");
-        check_f32(k_cache, "attention", "k_cache"); check_f32(v_cache, "attention", "v_cache");
-        ZT_CHECK(q.dims() == 3 && k_cache.dims() == 4 && v_cache.shape == k_cache.shape,
-                 "attention: q must be (T,H,D) and caches (S,M,KV,D), got {} {} {}", q.shape_str(),
-                 k_cache.shape_str(), v_cache.shape_str());
-        const int64_t T = q.dim(0), H = q.dim(1), D = q.dim(2);
-        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), KV = k_cache.dim(2);
-        ZT_CHECK(k_cache.dim(3) == D && KV > 0 && H % KV == 0, "attention: q {} and cache {} disagree on heads",
-                 q.shape_str(), k_cache.shape_str());
-        ZT_CHECK(out.numel() == q.numel(), "attention: out {} != q {}", out.shape_str(), q.shape_str());
+        const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs);
+        const int64_t T = dims.T, H = dims.H, D = dims.D, M = dims.M, KV = dims.KV;
         // Work items: (token row, head). seq_of[t] finds each row's sequence.
         std::vector<int32_t> seq_of(size_t(T), -1);
         for (size_t i = 0; i < seqs.size(); ++i) {
-            check_seq(seqs[i], S, M, T, "attention");
             for (int32_t r = 0; r < seqs[i].n_tokens; ++r) seq_of[size_t(seqs[i].row0 + r)] = int32_t(i);
         }
         const float scale = float(1.0 / std::sqrt(double(D)));   // head_dim ** -0.5
@@ -666,14 +633,10 @@ public:
     }
 
     void pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode, Stream *) override {
-        check_f32(out, "pool", "out"); check_f32(x, "pool", "x");
-        ZT_CHECK(x.dims() == 2, "pool: x must be (T,C), got {}", x.shape_str());
-        const int64_t T = x.dim(0), C = x.dim(1), B = int64_t(seqs.size());
-        ZT_CHECK(out.numel() == B * C, "pool: out {} != (B={}, C={})", out.shape_str(), B, C);
+        const PoolDims dims = check_pool(out, x, seqs);
+        const int64_t C = dims.C, B = dims.B;
         for (int64_t b = 0; b < B; ++b) {
             const AttentionSeq & q = seqs[size_t(b)];
-            ZT_CHECK(q.n_tokens > 0 && q.row0 >= 0 && int64_t(q.row0) + q.n_tokens <= T, "pool: sequence {} has rows "
-                     "{}..{} outside the step's {} tokens", b, q.row0, int64_t(q.row0) + q.n_tokens, T);
             float * o = out.ptr<float>() + b * C;
             const float * rows = x.ptr<const float>() + int64_t(q.row0) * C;
             if (mode == Pooling::last) {
@@ -690,12 +653,8 @@ public:
     }
 
     void sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows, Stream *) override {
-        check_f32(logits, "sample", "logits");
-        ZT_CHECK(ids.dtype == DType::I32, "sample: ids must be I32");
-        ZT_CHECK(logits.dims() == 2, "sample: logits must be (R,V), got {}", logits.shape_str());
-        const int64_t R = logits.dim(0), V = logits.dim(1);
-        ZT_CHECK(ids.numel() == R && int64_t(rows.size()) == R, "sample: {} logits rows, {} ids, {} parameter rows",
-                 R, ids.numel(), rows.size());
+        const SampleDims dims = check_sample(ids, logits, rows);
+        const int64_t R = dims.R, V = dims.V;
         SampleScratch scratch;
         for (int64_t r = 0; r < R; ++r) {
             const SampleRow & p = rows[size_t(r)];

@@ -643,12 +643,8 @@ public:
 
     void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream * s) override {
         const int i = enter(s, "rmsnorm");
-        check_f32(out, "rmsnorm", "out");
-        check_f32(x, "rmsnorm", "x");
-        check_weight(w, "rmsnorm", "w");
-        const int64_t C = w.numel();
-        const int64_t R = rows_of(x, C, "rmsnorm", "x");
-        ZT_CHECK(out.numel() == x.numel(), "rmsnorm: out {} != x {}", out.shape_str(), x.shape_str());
+        const RmsnormDims dims = check_rmsnorm(out, x, w);
+        const int64_t R = dims.R, C = dims.C;
         if (R == 0) return;
         ZT_BE_CUDA(kernels::rmsnorm(out.ptr<float>(), x.ptr<const float>(), w.data, wtype_of(w.dtype), R, C, eps,
                                     handle(i)), "rmsnorm kernel (R={}, C={})", R, C);
@@ -656,17 +652,8 @@ public:
 
     void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s) override {
         const int si = enter(s, "matmul");
-        check_f32(out, "matmul", "out");
-        check_f32(x, "matmul", "x");
-        check_weight(w, "matmul", "w");
-        ZT_CHECK(w.dims() == 2, "matmul: w must be (N,K), got {}", w.shape_str());
-        const int64_t N = w.dim(0), K = w.dim(1);
-        const int64_t T = rows_of(x, K, "matmul", "x");
-        ZT_CHECK(out.numel() == T * N, "matmul: out {} != (T={}, N={})", out.shape_str(), T, N);
-        if (bias.data) {
-            check_weight(bias, "matmul", "bias");
-            ZT_CHECK(bias.numel() == N, "matmul: bias {} != (N={})", bias.shape_str(), N);
-        }
+        const MatmulDims dims = check_matmul(out, x, w, bias);
+        const int64_t T = dims.T, N = dims.N, K = dims.K;
         if (T == 0 || N == 0) return;
         const cudaStream_t cs = handle(si);
 
@@ -725,13 +712,8 @@ public:
 
     void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s) override {
         const int i = enter(s, "rope");
-        check_f32(x, "rope", "x");
-        check_f32(inv_freq, "rope", "inv_freq");
-        ZT_CHECK(positions.dtype == DType::I32, "rope: positions must be I32");
-        ZT_CHECK(x.dims() == 3, "rope: x must be (T,H,D), got {}", x.shape_str());
-        const int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2), half = D / 2;
-        ZT_CHECK(D % 2 == 0 && inv_freq.numel() == half, "rope: inv_freq {} must be (D/2 = {})", inv_freq.shape_str(), half);
-        ZT_CHECK(positions.numel() == T, "rope: positions {} must be (T = {})", positions.shape_str(), T);
+        const RopeDims dims = check_rope(x, positions, inv_freq);
+        const int64_t T = dims.T, H = dims.H, D = dims.D;
         if (T == 0 || H == 0 || D == 0) return;
         ZT_CHECK(positions.data != nullptr, "rope: positions has no data");
         ZT_BE_CUDA(kernels::rope(x.ptr<float>(), positions.ptr<const int32_t>(), inv_freq.ptr<const float>(), T, H, D,
@@ -741,14 +723,8 @@ public:
     void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
                   const std::vector<AttentionSeq> & seqs, Stream * s) override {
         const int si = enter(s, "kv_store");
-        check_f32(k_cache, "kv_store", "k_cache"); check_f32(v_cache, "kv_store", "v_cache");
-        check_f32(k, "kv_store", "k"); check_f32(v, "kv_store", "v");
-        ZT_CHECK(k_cache.dims() == 4 && v_cache.shape == k_cache.shape, "kv_store: caches must be (S,M,KV,D), got {} {}",
-                 k_cache.shape_str(), v_cache.shape_str());
-        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), row = k_cache.dim(2) * k_cache.dim(3);
-        const int64_t T = rows_of(k, row, "kv_store", "k");
-        ZT_CHECK(v.numel() == k.numel(), "kv_store: v {} != k {}", v.shape_str(), k.shape_str());
-        for (const AttentionSeq & q : seqs) check_seq(q, S, M, T, "kv_store");
+        const KvStoreDims dims = check_kv_store(k_cache, v_cache, k, v, seqs);
+        const int64_t S = dims.S, M = dims.M, row = dims.row;
         ZT_CHECK(S * M <= int64_t(std::numeric_limits<int32_t>::max()), "kv_store: the cache's {} x {} positions "
                  "exceed the int32 row index of the CUDA kernel; lower the batch size or the context length", S, M);
         const cudaStream_t cs = handle(si);
@@ -765,17 +741,8 @@ public:
     void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
                    const std::vector<AttentionSeq> & seqs, bool causal, Stream * s) override {
         const int si = enter(s, "attention");
-        check_f32(out, "attention", "out"); check_f32(q, "attention", "q");
-        check_f32(k_cache, "attention", "k_cache"); check_f32(v_cache, "attention", "v_cache");
-        ZT_CHECK(q.dims() == 3 && k_cache.dims() == 4 && v_cache.shape == k_cache.shape,
-                 "attention: q must be (T,H,D) and caches (S,M,KV,D), got {} {} {}", q.shape_str(),
-                 k_cache.shape_str(), v_cache.shape_str());
-        const int64_t T = q.dim(0), H = q.dim(1), D = q.dim(2);
-        const int64_t S = k_cache.dim(0), M = k_cache.dim(1), KV = k_cache.dim(2);
-        ZT_CHECK(k_cache.dim(3) == D && KV > 0 && H % KV == 0, "attention: q {} and cache {} disagree on heads",
-                 q.shape_str(), k_cache.shape_str());
-        ZT_CHECK(out.numel() == q.numel(), "attention: out {} != q {}", out.shape_str(), q.shape_str());
-        for (const AttentionSeq & sq : seqs) check_seq(sq, S, M, T, "attention");
+        const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs);
+        const int64_t T = dims.T, H = dims.H, D = dims.D, M = dims.M, KV = dims.KV;
         if (T == 0 || H == 0 || D == 0) return;
         ZT_CHECK(D <= 256, "attention: head dim D = {} is over 256, the most the CUDA attention kernels support", D);
         const cudaStream_t cs = handle(si);
@@ -839,15 +806,8 @@ public:
 
     void pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode, Stream * s) override {
         const int si = enter(s, "pool");
-        check_f32(out, "pool", "out"); check_f32(x, "pool", "x");
-        ZT_CHECK(x.dims() == 2, "pool: x must be (T,C), got {}", x.shape_str());
-        const int64_t T = x.dim(0), C = x.dim(1), B = int64_t(seqs.size());
-        ZT_CHECK(out.numel() == B * C, "pool: out {} != (B={}, C={})", out.shape_str(), B, C);
-        for (int64_t b = 0; b < B; ++b) {
-            const AttentionSeq & q = seqs[size_t(b)];
-            ZT_CHECK(q.n_tokens > 0 && q.row0 >= 0 && int64_t(q.row0) + q.n_tokens <= T, "pool: sequence {} has rows "
-                     "{}..{} outside the step's {} tokens", b, q.row0, int64_t(q.row0) + q.n_tokens, T);
-        }
+        const PoolDims dims = check_pool(out, x, seqs);
+        const int64_t T = dims.T, C = dims.C, B = dims.B;
         if (B == 0 || C == 0) return;
         const cudaStream_t cs = handle(si);
         OpState & st = ops_[size_t(si)];
@@ -864,12 +824,8 @@ public:
 
     void sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows, Stream * s) override {
         const int si = enter(s, "sample");
-        check_f32(logits, "sample", "logits");
-        ZT_CHECK(ids.dtype == DType::I32, "sample: ids must be I32");
-        ZT_CHECK(logits.dims() == 2, "sample: logits must be (R,V), got {}", logits.shape_str());
-        const int64_t R = logits.dim(0), V = logits.dim(1);
-        ZT_CHECK(ids.numel() == R && int64_t(rows.size()) == R, "sample: {} logits rows, {} ids, {} parameter rows",
-                 R, ids.numel(), rows.size());
+        const SampleDims dims = check_sample(ids, logits, rows);
+        const int64_t R = dims.R, V = dims.V;
         if (R == 0) return;
         ZT_CHECK(V > 0, "sample: logits {} have no vocabulary", logits.shape_str());
         ZT_CHECK(ids.data != nullptr, "sample: ids has no data");
