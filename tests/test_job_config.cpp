@@ -102,3 +102,36 @@ TEST(JobConfig, RejectsBadStreamingValues) {
     expect_fail({{"aio", {{"queue_depth", 0}}}}, "aio.queue_depth");
     expect_fail({{"zero_optimization", {{"stage3_param_persistence_threshold", -1}}}}, "persistence_threshold");
 }
+
+TEST(JobConfig, ReadsGpuKeys) {
+    auto load = [](json z) {
+        json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+        for (auto & [k, v] : z.items()) j["ztinfer"][k] = v;
+        return JobConfig::from_json(j, "/x/ds.json");
+    };
+    const JobConfig d = load(json::object());
+    EXPECT_EQ(d.gpu.max_memory_bytes, 0u);
+    EXPECT_EQ(d.gpu.compute_dtype, "auto");
+    EXPECT_EQ(d.gpu.communicator, "auto");
+    EXPECT_EQ(load({{"max_gpu_memory", "24GiB"}}).gpu.max_memory_bytes, size_t(24) << 30);
+    EXPECT_EQ(load({{"max_gpu_memory", "40 GB"}}).gpu.max_memory_bytes, size_t(40000000000));
+    EXPECT_EQ(load({{"max_gpu_memory", 1048576}}).gpu.max_memory_bytes, size_t(1048576));
+    EXPECT_DOUBLE_EQ(load({{"max_gpu_memory", 0.9}}).gpu.max_memory_fraction, 0.9);
+    const JobConfig g = load({{"compute_dtype", "fp32"}, {"communicator", "mpi"}});
+    EXPECT_EQ(g.gpu.compute_dtype, "fp32");
+    EXPECT_EQ(g.gpu.communicator, "mpi");
+    EXPECT_TRUE(g.warnings.empty()) << g.warnings.front();
+    auto expect_fail = [&](json z, const std::string & needle) {
+        try {
+            load(z);
+            ADD_FAILURE() << "accepted " << z.dump();
+        } catch (const Error & e) {
+            EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+        }
+    };
+    expect_fail({{"max_gpu_memory", "24 parsecs"}}, "unknown unit");
+    expect_fail({{"max_gpu_memory", "lots"}}, "is not a size");
+    expect_fail({{"max_gpu_memory", -1}}, "max_gpu_memory");
+    expect_fail({{"compute_dtype", "int8"}}, "compute_dtype");
+    expect_fail({{"communicator", "gloo"}}, "communicator");
+}
