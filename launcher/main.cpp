@@ -43,7 +43,7 @@ int command_run(const zt::WorldInfo & world, const std::string & config_path, co
     if (!trace.empty()) cfg.streaming.trace = std::filesystem::absolute(trace).string();
     std::signal(SIGTERM, on_stop_signal);   // SLURM preemption / walltime: finish the step, sync, exit
     std::signal(SIGINT, on_stop_signal);
-    const zt::JobStats s = zt::run_generate_job(cfg, world);
+    const zt::JobStats s = zt::run_job(cfg, world);
     // every rank reports its own share; rank 0 wrote every record
     spdlog::info("done: {} requests ({} completed and {} errors on this rank, {} skipped as already done) -> {}",
                  s.requests, s.completed, s.failed, s.skipped, cfg.output);

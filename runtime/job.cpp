@@ -186,7 +186,7 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
     return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
 }
 
-JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world) {
+JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
     const auto t_load = Clock::now();
     const int rank = world.rank, n_ranks = world.size;
     if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);

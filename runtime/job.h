@@ -16,24 +16,10 @@
 
 #include "comm/world.h"
 #include "runtime/job_config.h"
+#include "runtime/job_metrics.h"
 
 namespace zt {
 
-struct JobStats {
-    int64_t requests = 0;          // lines in the input
-    int64_t skipped = 0;           // already in the output (resume)
-    int64_t completed = 0;         // results written this run
-    int64_t failed = 0;            // error records written this run
-    int64_t prompt_tokens = 0;
-    int64_t generated_tokens = 0;
-    double load_seconds = 0;
-    double generate_seconds = 0;   // wall time of the generation loop
-    bool interrupted = false;      // stopped by SIGTERM/SIGINT; unfinished requests rerun on resume
-    int64_t steps = 0;             // forward steps this rank took (all ranks take the same number)
-    size_t weight_host_bytes = 0;  // host memory this rank holds for weights (slices, staging, resident, ring)
-    size_t rss_growth_bytes = 0;   // resident set growth while loading the weights
-    double fetch_seconds = 0, compute_seconds = 0;   // from the trace (0 unless tracing)
-};
 
 // Set by a signal handler to ask the job to stop after the current step (outputs are flushed and synced).
 std::atomic<bool> & job_stop_flag();
@@ -48,8 +34,8 @@ std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo
 // else MPI staging device buffers through host memory (ztinfer.communicator forces one).
 std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend);
 
-// Runs the job as rank world.rank of world.size (MPI when size > 1). Every rank returns its own stats; rank 0
-// writes every record.
-JobStats run_generate_job(const JobConfig & cfg, const WorldInfo & world = WorldInfo{});
+// Runs the job (cfg.task: "generate" or "embed") as rank world.rank of world.size (MPI when size > 1). Every rank
+// returns its own stats; rank 0 writes every record and, at the end, the metrics JSON beside the output.
+JobStats run_job(const JobConfig & cfg, const WorldInfo & world = WorldInfo{});
 
 }  // namespace zt

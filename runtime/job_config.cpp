@@ -35,9 +35,9 @@ const std::set<std::string> kZtKeys = {
     "model", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
     "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
-    "compute_dtype", "communicator",
-    // read by later parts of the engine (batch jobs); accepted here without warning
-    "kv_offload", "micro_batches"};
+    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding"};
+const std::set<std::string> kKvCacheKeys = {"offload"};
+const std::set<std::string> kEmbeddingKeys = {"pooling", "normalize", "instruction"};
 
 std::string resolve(const fs::path & base, const std::string & p) {
     if (p.empty()) return p;
@@ -182,6 +182,35 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
              "\"fp32\", \"bf16\" or \"fp16\"", path, g.compute_dtype);
     ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi",
              "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\" or \"mpi\"", path, g.communicator);
+    auto & b = c.batch;
+    b.micro_batches = get_as<int64_t>(z, "micro_batches", b.micro_batches, path);
+    b.prefill_chunk = get_as<int64_t>(z, "prefill_chunk", b.prefill_chunk, path);
+    if (z.contains("kv_cache") && !z["kv_cache"].is_null()) {
+        const auto & kv = z["kv_cache"];
+        ZT_CHECK(kv.is_object(), "{}: \"ztinfer.kv_cache\" must be an object such as {{\"offload\": \"cpu\"}}", path);
+        for (const auto & [k, v] : kv.items())
+            if (!kKvCacheKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.kv_cache.{}\" (ignored)", k));
+        b.kv_offload = get_as<std::string>(kv, "offload", b.kv_offload, path, "ztinfer.kv_cache");
+    }
+    ZT_CHECK(b.kv_offload == "none" || b.kv_offload == "cpu", "{}: \"ztinfer.kv_cache.offload\" is \"{}\": use "
+             "\"none\" (KV cache in device memory) or \"cpu\" (pinned host memory, streamed per layer)", path,
+             b.kv_offload);
+    ZT_CHECK(b.micro_batches >= 1 && b.micro_batches <= 4096, "{}: \"ztinfer.micro_batches\" = {} must be in "
+             "[1, 4096]", path, b.micro_batches);
+    ZT_CHECK(b.prefill_chunk >= 1, "{}: \"ztinfer.prefill_chunk\" = {} must be >= 1 (tokens)", path, b.prefill_chunk);
+    if (z.contains("embedding") && !z["embedding"].is_null()) {
+        const auto & e = z["embedding"];
+        ZT_CHECK(e.is_object(), "{}: \"ztinfer.embedding\" must be an object such as {{\"pooling\": \"last\", "
+                 "\"normalize\": true}}", path);
+        for (const auto & [k, v] : e.items())
+            if (!kEmbeddingKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.embedding.{}\" (ignored)", k));
+        auto & em = c.embedding;
+        em.pooling = get_as<std::string>(e, "pooling", em.pooling, path, "ztinfer.embedding");
+        em.normalize = get_as<bool>(e, "normalize", em.normalize, path, "ztinfer.embedding");
+        em.instruction = get_as<std::string>(e, "instruction", em.instruction, path, "ztinfer.embedding");
+        ZT_CHECK(em.pooling == "last" || em.pooling == "mean", "{}: \"ztinfer.embedding.pooling\" is \"{}\": use "
+                 "\"last\" (last token, as gte-Qwen2) or \"mean\"", path, em.pooling);
+    }
     ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
     ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
              "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
@@ -192,7 +221,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
 
     ZT_CHECK(!c.model.empty(), "{}: \"ztinfer.model\" is missing: set it to a Hugging Face model directory "
              "(config.json, *.safetensors, tokenizer.json)", path);
-    ZT_CHECK(c.task == "generate", "{}: \"ztinfer.task\" is \"{}\": supported tasks are \"generate\"", path, c.task);
+    ZT_CHECK(c.task == "generate" || c.task == "embed", "{}: \"ztinfer.task\" is \"{}\": supported tasks are "
+             "\"generate\" and \"embed\"", path, c.task);
     ZT_CHECK(!c.input.empty(), "{}: \"ztinfer.input\" is missing: set it to a JSONL file of requests", path);
     ZT_CHECK(!c.output.empty(), "{}: \"ztinfer.output\" is missing: set it to the JSONL file to write", path);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda" || c.device == "auto",

@@ -50,13 +50,29 @@ struct GpuConfig {
                                            // else MPI staging through host memory), "nccl", "mpi"
 };
 
+// Throughput batch jobs (issue 5): the block schedule, prefill chunks, KV-cache placement.
+struct BatchConfig {
+    int64_t micro_batches = 1;             // ztinfer.micro_batches: each fetched layer runs over micro_batches x
+                                           // batch_size sequences per rank before the next layer (FlexGen zig-zag)
+    int64_t prefill_chunk = 512;           // ztinfer.prefill_chunk: most prompt tokens one micro-batch takes per step
+    std::string kv_offload = "none";       // ztinfer.kv_cache.offload: "none" (device) | "cpu" (pinned host memory,
+                                           // layer j+1 prefetched while j computes, j-1 written back)
+};
+
+// task "embed": how hidden states become one vector per input (ztinfer.embedding).
+struct EmbeddingConfig {
+    std::string pooling = "last";          // "last" (gte-Qwen2, e5-mistral) | "mean" (over the input's tokens)
+    bool normalize = true;                 // L2-normalise each embedding
+    std::string instruction;               // prepended to every input (a line's own "instruction" wins)
+};
+
 // "24GiB" -> 25769803776, "1.5 GB" -> 1500000000, "512MiB", "4096" (bytes). Throws zt::Error naming `what`.
 size_t parse_byte_size(const std::string & text, const std::string & what);
 
 struct JobConfig {
     std::string config_path;    // the ds.json this came from (absolute)
     std::string model;          // HF model directory (absolute)
-    std::string task = "generate";
+    std::string task = "generate";   // "generate" | "embed"
     std::string input;          // JSONL (absolute)
     std::string output;         // JSONL (absolute)
     std::string device = "auto";
@@ -66,6 +82,8 @@ struct JobConfig {
     SamplingDefaults sampling;
     StreamingConfig streaming;
     GpuConfig gpu;
+    BatchConfig batch;
+    EmbeddingConfig embedding;
     nlohmann::json deepspeed;   // the whole ds.json, for the parts later issues read
     std::vector<std::string> warnings;   // unknown keys, and DeepSpeed keys accepted but not used, named
 

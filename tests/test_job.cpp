@@ -56,7 +56,7 @@ protected:
                                 {"device", "cpu"}, {"batch_size", batch_size}, {"max_new_tokens", 6}, {"threads", 2},
                                 {"resume", resume}, {"seed", 11}}}};
         const JobConfig cfg = JobConfig::from_json(ds, (dir_ / "ds.json").string());
-        const JobStats s = run_generate_job(cfg);
+        const JobStats s = run_job(cfg);
         if (stats) *stats = s;
         std::map<std::string, json> records;
         std::ifstream f(out);
