@@ -48,6 +48,25 @@ std::optional<std::string> sniff_custom_id(const std::string & t) {
     return t.substr(b, i - b);
 }
 
+// OpenAI batch envelope of a line: "method" (if present) must be "POST", "url" (if present) must be `url`
+// ("/v1/completions" for generate jobs, "/v1/embeddings" for embed jobs), "body" (if present) an object.
+void check_batch_envelope(const nlohmann::json & j, const char * url) {
+    if (j.contains("method") && !(j["method"].is_string() && j["method"].get<std::string>() == "POST"))
+        invalid("\"method\" is {}: OpenAI batch lines use \"POST\"", j["method"].dump());
+    if (j.contains("url")) {
+        const auto & u = j["url"];
+        if (!u.is_string()) invalid("\"url\" must be a string such as \"{}\"", url);
+        const std::string s = u.get<std::string>();
+        if (s == "/v1/chat/completions")
+            invalid("\"url\" is \"/v1/chat/completions\": chat requests are not supported; this job takes \"{}\" "
+                    "lines (apply the chat template yourself and send the text as \"prompt\")", url);
+        if (s != url)
+            invalid("\"url\" is \"{}\" but this job (\"ztinfer.task\") takes \"{}\" lines: run those lines in "
+                    "a job of the matching task", s, url);
+    }
+    if (j.contains("body") && !j["body"].is_object()) invalid("\"body\" must be a JSON object");
+}
+
 }  // namespace
 
 std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
@@ -79,6 +98,7 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
         else invalid("\"custom_id\" must be a string, got {}", cid.dump());
         if (err.custom_id->empty()) invalid("\"custom_id\" is empty");
 
+        check_batch_envelope(j, "/v1/completions");
         const json & body = j.contains("body") && j["body"].is_object() ? j["body"] : j;
         Request r;
         r.line = line_no;
