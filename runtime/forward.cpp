@@ -22,6 +22,7 @@
 #include "runtime/rope.h"
 #include "runtime/schedule.h"
 #include "runtime/weight_store.h"
+#include "runtime/trace.h"
 
 namespace zt {
 
@@ -41,12 +42,18 @@ struct Forward::Impl {
     Buffer inv_freq_buf;   // (D/2) f32
     Tensor inv_freq;
 
-    // Activations, sized for `cap` tokens (grown on demand).
+    // Per micro-batch: its residual stream and its step metadata, sized for `cap` tokens (grown on demand).
+    struct MicroBuffers {
+        int64_t cap = 0;
+        Buffer x;      // (T_b,C) f32: the residual stream, kept across the layers of a step
+        Buffer ints;   // tokens (T_b) i32, positions (T_b) i32, output rows (T_b) i32
+    };
+    std::vector<MicroBuffers> micro;
+    // Per-layer temporaries shared by the micro-batches (one runs at a time), sized for the largest one.
     int64_t cap = 0;
-    Buffer x, h, q, k, v, att, tmp, gate, up;   // (T,C) (T,C) (T,H*D) (T,KV*D) (T,KV*D) (T,H*D) (T,C) (T,I) (T,I)
-    Buffer ints;                                 // tokens (T) i32, positions (T) i32, rows (T) i32
+    Buffer h, q, k, v, att, tmp, gate, up;       // (T,C) (T,H*D) (T,KV*D) (T,KV*D) (T,H*D) (T,C) (T,I) (T,I)
     int64_t out_cap = 0;
-    Buffer sel, out;                             // selected hidden rows (R,C), logits (R,V)
+    Buffer sel, out;                             // selected hidden rows (R,C), logits (R,V), all micro-batches
 
     explicit Impl(Backend & backend) : be(backend) {}
 };
@@ -59,8 +66,8 @@ const PartitionUnit * find_unit(const PartitionPlan & plan, UnitKind kind) {
 }
 }  // namespace
 
-Forward::Forward(const ModelConfig & cfg, const ModelWeights & weights, Backend & backend)
-    : cfg_(cfg), impl_(std::make_unique<Impl>(backend)) {
+Forward::Forward(const ModelConfig & cfg, const ModelWeights & weights, Backend & backend, const ForwardOptions & options)
+    : cfg_(cfg), opt_(options), impl_(std::make_unique<Impl>(backend)) {
     ZT_CHECK(int64_t(weights.layers.size()) == cfg.num_hidden_layers, "weights have {} layers, config.json says {}",
              weights.layers.size(), cfg.num_hidden_layers);
     PartitionOptions po;
@@ -76,8 +83,9 @@ Forward::Forward(const ModelConfig & cfg, const ModelWeights & weights, Backend 
     init(*m.own_plan, *m.own_schedule);
 }
 
-Forward::Forward(const ModelConfig & cfg, const PartitionPlan & plan, Schedule & schedule, Backend & backend)
-    : cfg_(cfg), impl_(std::make_unique<Impl>(backend)) {
+Forward::Forward(const ModelConfig & cfg, const PartitionPlan & plan, Schedule & schedule, Backend & backend,
+                 const ForwardOptions & options, Tracer * tracer)
+    : cfg_(cfg), opt_(options), tracer_(tracer), impl_(std::make_unique<Impl>(backend)) {
     init(plan, schedule);
 }
 
@@ -108,9 +116,18 @@ Forward::~Forward() = default;
 void Forward::reserve(int32_t n_slots, int32_t max_len) {
     ZT_CHECK(n_slots > 0 && max_len > 0, "KV cache needs at least one slot and one position, got {} x {}", n_slots, max_len);
     impl_->cache = KvCache();   // free the old one first
-    impl_->cache = KvCache(impl_->be, cfg_.num_hidden_layers, n_slots, max_len, cfg_.num_key_value_heads, cfg_.head_dim);
+    KvPlacement placement;
+    placement.offload = opt_.kv_offload;
+    // load layer j + depth's cache with layer j + depth's weights (the copy stream runs them in issue order)
+    const ScheduleOptions & so = impl_->schedule->options();
+    placement.prefetch = so.overlap ? std::max(1, so.prefetch_depth) : 0;
+    impl_->cache = KvCache(impl_->be, cfg_.num_hidden_layers, n_slots, max_len, cfg_.num_key_value_heads, cfg_.head_dim,
+                           placement, tracer_);
     impl_->reserved = true;
 }
+
+size_t Forward::kv_cache_bytes() const { return impl_->cache.bytes(); }
+uint64_t Forward::kv_bytes_moved() const { return impl_->cache.bytes_moved(); }
 
 namespace {
 
@@ -149,6 +166,15 @@ void Forward::step_hidden(const std::vector<SequenceStep> & batch, std::vector<f
 
 namespace {
 
+// One micro-batch of a step: its sequences, its tokens and the output rows it contributes.
+struct MicroBatch {
+    std::vector<AttentionSeq> seqs;     // row0 = offset of the sequence's tokens within the micro-batch
+    std::vector<int32_t> tokens, positions, rows;
+    int64_t row0 = 0;                   // first output row of this micro-batch (rows are in batch order)
+    int64_t T() const { return int64_t(tokens.size()); }
+    int64_t R() const { return int64_t(rows.size()); }
+};
+
 int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector<SequenceStep> & batch,
                    bool all_positions, bool logits) {
     ZT_CHECK(m.reserved, "Forward::reserve must be called before step");
@@ -158,10 +184,10 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
                   D = cfg.head_dim, I = cfg.intermediate_size, V = cfg.vocab_size;
     const float eps = float(cfg.rms_norm_eps);
 
-    // ---- host-side plan: tokens, positions, per-sequence rows, output rows -----------------------------
-    std::vector<AttentionSeq> seqs;
-    std::vector<int32_t> tokens, positions, rows;
+    // ---- host-side plan: per micro-batch tokens, positions, per-sequence rows, output rows -------------
+    std::vector<MicroBatch> mbs;
     std::vector<char> slot_used(size_t(m.cache.n_slots()), 0);
+    int64_t R = 0, T_max = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
         const SequenceStep & b = batch[i];
         ZT_CHECK(b.cache_slot >= 0 && b.cache_slot < m.cache.n_slots(), "sequence {} of the batch: cache slot {} "
@@ -173,29 +199,51 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
         ZT_CHECK(b.past_len >= 0 && int64_t(b.past_len) + b.n_tokens <= m.cache.max_len(),
                  "sequence {} of the batch: {} past + {} new tokens exceed the KV cache's {} positions", i, b.past_len,
                  b.n_tokens, m.cache.max_len());
-        seqs.push_back({b.cache_slot, b.past_len, b.n_tokens, int32_t(tokens.size())});
+        ZT_CHECK(i == 0 || b.micro_batch >= batch[i - 1].micro_batch, "sequence {} of the batch: micro-batch {} after "
+                 "micro-batch {}: list the micro-batches in order", i, b.micro_batch, batch[i - 1].micro_batch);
+        if (mbs.empty() || b.micro_batch != batch[i - 1].micro_batch) {
+            mbs.emplace_back();
+            mbs.back().row0 = R;
+        }
+        MicroBatch & mb = mbs.back();
+        mb.seqs.push_back({b.cache_slot, b.past_len, b.n_tokens, int32_t(mb.tokens.size())});
         for (int32_t j = 0; j < b.n_tokens; ++j) {
             ZT_CHECK(b.tokens[j] >= 0 && b.tokens[j] < V, "sequence {} of the batch: token id {} outside the "
                      "vocabulary [0, {})", i, b.tokens[j], V);
-            if (all_positions || j == b.n_tokens - 1) rows.push_back(int32_t(tokens.size()));
-            tokens.push_back(b.tokens[j]);
-            positions.push_back(b.past_len + j);
+            if (b.emit && (all_positions || j == b.n_tokens - 1)) { mb.rows.push_back(int32_t(mb.tokens.size())); ++R; }
+            mb.tokens.push_back(b.tokens[j]);
+            mb.positions.push_back(b.past_len + j);
         }
+        T_max = std::max(T_max, mb.T());
     }
-    const int64_t T = int64_t(tokens.size()), R = int64_t(rows.size());
-    if (T == 0) {   // nothing to compute on this rank: still take part in every unit's all-gather
+    if (mbs.empty()) {   // nothing to compute on this rank: still take part in every unit's all-gather
         m.schedule->run([](int, const void *, const void *) {});
         return 0;
     }
 
     // ---- buffers --------------------------------------------------------------------------------------
-    if (T > m.cap) {
-        const int64_t n = std::max<int64_t>(T, 2 * m.cap);
+    if (T_max > m.cap) {
+        const int64_t n = std::max<int64_t>(T_max, 2 * m.cap);
         auto f32 = [&](int64_t cols) { return be.alloc(size_t(n * cols) * sizeof(float), MemKind::device, "activations"); };
-        m.x = f32(C); m.h = f32(C); m.q = f32(H * D); m.k = f32(KV * D); m.v = f32(KV * D); m.att = f32(H * D);
+        m.h = f32(C); m.q = f32(H * D); m.k = f32(KV * D); m.v = f32(KV * D); m.att = f32(H * D);
         m.tmp = f32(C); m.gate = f32(I); m.up = f32(I);
-        m.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device, "activations");
         m.cap = n;
+    }
+    if (m.micro.size() < mbs.size()) m.micro.resize(mbs.size());
+    for (size_t b = 0; b < mbs.size(); ++b) {
+        Forward::Impl::MicroBuffers & mb = m.micro[b];
+        const int64_t T = mbs[b].T();
+        if (T > mb.cap) {
+            const int64_t n = std::max<int64_t>(T, 2 * mb.cap);
+            mb.x = be.alloc(size_t(n * C) * sizeof(float), MemKind::device, "activations");
+            mb.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device, "activations");
+            mb.cap = n;
+        }
+        const size_t cap4 = size_t(mb.cap) * 4;
+        be.copy_async(mb.ints.data(), mbs[b].tokens.data(), size_t(T) * 4, s);
+        be.copy_async(static_cast<char *>(mb.ints.data()) + cap4, mbs[b].positions.data(), size_t(T) * 4, s);
+        if (mbs[b].R() > 0)
+            be.copy_async(static_cast<char *>(mb.ints.data()) + 2 * cap4, mbs[b].rows.data(), size_t(mbs[b].R()) * 4, s);
     }
     if (R > m.out_cap) {
         const int64_t n = std::max<int64_t>(R, 2 * m.out_cap);
@@ -203,58 +251,69 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
         m.out = be.alloc(size_t(n * std::max<int64_t>(m.vocab_rows, 1)) * sizeof(float), MemKind::device, "logits");
         m.out_cap = n;
     }
-    Tensor tok_t = m.ints.view(DType::I32, {T}, 0);
-    Tensor pos_t = m.ints.view(DType::I32, {T}, size_t(m.cap) * 4);
-    Tensor row_t = m.ints.view(DType::I32, {R}, size_t(2 * m.cap) * 4);
-    be.copy_async(tok_t.data, tokens.data(), size_t(T) * 4, s);
-    be.copy_async(pos_t.data, positions.data(), size_t(T) * 4, s);
-    be.copy_async(row_t.data, rows.data(), size_t(R) * 4, s);
 
-    Tensor x = m.x.view(DType::F32, {T, C}), h = m.h.view(DType::F32, {T, C}), tmp = m.tmp.view(DType::F32, {T, C});
-    Tensor q = m.q.view(DType::F32, {T, H, D}), k = m.k.view(DType::F32, {T, KV, D}), v = m.v.view(DType::F32, {T, KV, D});
-    Tensor att = m.att.view(DType::F32, {T, H, D});
-    Tensor gate = m.gate.view(DType::F32, {T, I}), up = m.up.view(DType::F32, {T, I});
-
-    // ---- the units: embed, layers, head (weights arrive through the schedule) ---------------------------
-    Tensor sel = m.sel.view(DType::F32, {R, C});
+    // ---- the units: embed, layers, head (weights arrive through the schedule); every micro-batch per unit --
+    m.cache.begin_step();
     m.schedule->run([&](int u, const void * flat, const void * persistent) {
         const PartitionUnit & unit = m.plan->units[size_t(u)];
-        if (unit.kind == UnitKind::embed) {
-            be.embedding(x, tok_t, bind_single(unit, flat, persistent, 0), s);
-            return;
+        LayerWeights L;
+        if (unit.kind == UnitKind::layer) {
+            L = bind_layer(unit, flat, persistent);
+            m.cache.acquire(unit.layer);
         }
-        if (unit.kind == UnitKind::head) {
-            // final norm on the rows needed only (RMSNorm is per row, so this equals HF's norm-then-select)
-            be.gather_rows(sel, x, row_t, s);
-            be.rmsnorm(sel, sel, bind_single(unit, flat, persistent, 0), eps, s);
-            if (logits) be.matmul(m.out.view(DType::F32, {R, m.vocab_rows}), sel, bind_single(unit, flat, persistent, 1),
-                                  Tensor(), s);
-            return;
+        for (size_t b = 0; b < mbs.size(); ++b) {
+            const MicroBatch & mb = mbs[b];
+            const Forward::Impl::MicroBuffers & buf = m.micro[b];
+            const int64_t T = mb.T(), Rb = mb.R();
+            const size_t cap4 = size_t(buf.cap) * 4;
+            Tensor x = buf.x.view(DType::F32, {T, C});
+            Tensor tok_t = buf.ints.view(DType::I32, {T}, 0);
+            Tensor pos_t = buf.ints.view(DType::I32, {T}, cap4);
+            if (unit.kind == UnitKind::embed) {
+                be.embedding(x, tok_t, bind_single(unit, flat, persistent, 0), s);
+                continue;
+            }
+            if (unit.kind == UnitKind::head) {
+                if (Rb == 0) continue;
+                // final norm on the rows needed only (RMSNorm is per row, so this equals HF's norm-then-select)
+                Tensor row_t = buf.ints.view(DType::I32, {Rb}, 2 * cap4);
+                Tensor sel = m.sel.view(DType::F32, {Rb, C}, size_t(mb.row0 * C) * sizeof(float));
+                be.gather_rows(sel, x, row_t, s);
+                be.rmsnorm(sel, sel, bind_single(unit, flat, persistent, 0), eps, s);
+                if (logits)
+                    be.matmul(m.out.view(DType::F32, {Rb, m.vocab_rows}, size_t(mb.row0 * m.vocab_rows) * sizeof(float)),
+                              sel, bind_single(unit, flat, persistent, 1), Tensor(), s);
+                continue;
+            }
+            const int64_t l = unit.layer;
+            Tensor h = m.h.view(DType::F32, {T, C}), tmp = m.tmp.view(DType::F32, {T, C});
+            Tensor q = m.q.view(DType::F32, {T, H, D}), k = m.k.view(DType::F32, {T, KV, D});
+            Tensor v = m.v.view(DType::F32, {T, KV, D}), att = m.att.view(DType::F32, {T, H, D});
+            Tensor gate = m.gate.view(DType::F32, {T, I}), up = m.up.view(DType::F32, {T, I});
+            be.rmsnorm(h, x, L.input_norm, eps, s);
+            be.matmul(q, h, L.q, L.q_bias, s);
+            be.matmul(k, h, L.k, L.k_bias, s);
+            be.matmul(v, h, L.v, L.v_bias, s);
+            if (cfg.qk_norm) {   // qwen3: RMSNorm over each head's D values
+                Tensor q_heads = m.q.view(DType::F32, {T * H, D}), k_heads = m.k.view(DType::F32, {T * KV, D});
+                be.rmsnorm(q_heads, q_heads, L.q_norm, eps, s);
+                be.rmsnorm(k_heads, k_heads, L.k_norm, eps, s);
+            }
+            be.rope(q, pos_t, m.inv_freq, s);
+            be.rope(k, pos_t, m.inv_freq, s);
+            Tensor kc = m.cache.k(l), vc = m.cache.v(l);
+            be.kv_store(kc, vc, k, v, mb.seqs, s);
+            be.attention(att, q, kc, vc, mb.seqs, cfg.is_causal, s);
+            be.matmul(tmp, m.att.view(DType::F32, {T, H * D}), L.o, L.o_bias, s);
+            be.add(x, x, tmp, s);
+            be.rmsnorm(h, x, L.post_norm, eps, s);
+            be.matmul(gate, h, L.gate, Tensor(), s);
+            be.matmul(up, h, L.up, Tensor(), s);
+            be.swiglu(gate, gate, up, s);
+            be.matmul(tmp, gate, L.down, Tensor(), s);
+            be.add(x, x, tmp, s);
         }
-        const int64_t l = unit.layer;
-        const LayerWeights L = bind_layer(unit, flat, persistent);
-        be.rmsnorm(h, x, L.input_norm, eps, s);
-        be.matmul(q, h, L.q, L.q_bias, s);
-        be.matmul(k, h, L.k, L.k_bias, s);
-        be.matmul(v, h, L.v, L.v_bias, s);
-        if (cfg.qk_norm) {   // qwen3: RMSNorm over each head's D values
-            Tensor q_heads = m.q.view(DType::F32, {T * H, D}), k_heads = m.k.view(DType::F32, {T * KV, D});
-            be.rmsnorm(q_heads, q_heads, L.q_norm, eps, s);
-            be.rmsnorm(k_heads, k_heads, L.k_norm, eps, s);
-        }
-        be.rope(q, pos_t, m.inv_freq, s);
-        be.rope(k, pos_t, m.inv_freq, s);
-        Tensor kc = m.cache.k(l), vc = m.cache.v(l);
-        be.kv_store(kc, vc, k, v, seqs, s);
-        be.attention(att, q, kc, vc, seqs, cfg.is_causal, s);
-        be.matmul(tmp, m.att.view(DType::F32, {T, H * D}), L.o, L.o_bias, s);
-        be.add(x, x, tmp, s);
-        be.rmsnorm(h, x, L.post_norm, eps, s);
-        be.matmul(gate, h, L.gate, Tensor(), s);
-        be.matmul(up, h, L.up, Tensor(), s);
-        be.swiglu(gate, gate, up, s);
-        be.matmul(tmp, gate, L.down, Tensor(), s);
-        be.add(x, x, tmp, s);
+        if (unit.kind == UnitKind::layer) m.cache.release(unit.layer);
     });
     return R;
 }

@@ -1,5 +1,5 @@
-// The generate job (see job.h): load -> partition and stream the weights -> read and validate requests ->
-// continuous batching, every rank in lockstep -> JSONL records (rank 0 writes them all).
+// The job (see job.h): load -> partition and stream the weights -> read and validate requests -> the task's loop
+// (generate_loop.cpp / embed_loop.cpp), every rank in lockstep -> records (rank 0 writes them all) -> metrics.
 #include "runtime/job.h"
 
 #include <algorithm>
@@ -22,7 +22,9 @@
 #include "runtime/backend.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/checkpoint.h"
+#include "runtime/embedding_output.h"
 #include "runtime/error.h"
+#include "runtime/job_run.h"
 #include "runtime/forward.h"
 #include "runtime/layer_partition.h"
 #include "runtime/memory_usage.h"
@@ -44,26 +46,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-json error_record(const RequestError & e) {
-    json r;
-    r["custom_id"] = e.custom_id ? json(*e.custom_id) : json(nullptr);
-    r["line"] = e.line;
-    r["error"] = {{"code", e.code}, {"message", e.message}};
-    return r;
-}
-
-// A request being generated, holding one KV-cache slot.
-struct Active {
-    Request req;
-    int32_t slot = 0;
-    int32_t past = 0;                 // positions already in the KV cache
-    std::vector<int32_t> generated;
-    std::vector<double> logprobs;
-    Sampler sampler;
-    std::string text;                 // decoded generated text (special tokens skipped; "" without a tokenizer)
-    Active(Request r, int32_t s) : req(std::move(r)), slot(s), sampler(req.sampling) {}
-};
 
 // End-of-sequence ids: the tokenizer's EOS, config.json's and generation_config.json's eos_token_id.
 std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & mc, const Tokenizer * tok) {
@@ -93,11 +75,6 @@ OffloadTier tier_of(const std::string & device) {
 }
 
 double mib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
-
-bool logits_finite(const float * row, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) if (!std::isfinite(row[i])) return false;
-    return true;
-}
 
 }  // namespace
 
@@ -211,23 +188,32 @@ JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
 
 namespace {
 
+// Prompt-length bucket: requests of one bucket (lengths within a factor of two) run side by side, longest first,
+// so a micro-batch's prompts are about as long as each other and the long ones do not finish last.
+int length_bucket(size_t n) {
+    int b = 0;
+    while ((size_t(1) << b) < n) ++b;
+    return b;
+}
+
 JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
                       Communicator & comm, Clock::time_point t_load) {
     JobStats stats;
     const int rank = world.rank, n_ranks = world.size;
     const StreamingConfig & st = cfg.streaming;
+    const bool embed = cfg.task == "embed";
 
     // --- model, tokenizer, weights -------------------------------------------------------------------
     const ModelConfig mc = ModelConfig::load(cfg.model);
     std::optional<Tokenizer> tok;
     if (std::ifstream(cfg.model + "/tokenizer.json").good()) tok.emplace(Tokenizer::load(cfg.model));
-    else spdlog::warn("{} has no tokenizer.json: requests must give prompt_token_ids, and results have no text",
-                      cfg.model);
+    else spdlog::warn("{} has no tokenizer.json: requests must give token ids{}", cfg.model,
+                      embed ? "" : ", and results have no text");
     const MemoryUsage mem_before = memory_usage();
     auto ckpt = std::make_unique<Checkpoint>(cfg.model);
     const ModelWeights weights = bind_weights(*ckpt, mc);
-    ZT_CHECK(weights.lm_head.data != nullptr,
-             "{} has no lm_head (a base-model save): it can compute embeddings but not generate text", cfg.model);
+    ZT_CHECK(embed || weights.lm_head.data != nullptr, "{} has no lm_head (a base-model save): it can compute "
+             "embeddings (\"ztinfer.task\": \"embed\") but not generate text", cfg.model);
     ZT_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
              "{}: tokenizer has {} tokens but config.json vocab_size is {}: the tokenizer belongs to another model",
              cfg.model, tok ? tok->vocab_size() : 0, mc.vocab_size);
@@ -248,7 +234,9 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     ckpt.reset();   // this rank's bytes are in the store now: unmap the checkpoint
     Tracer tracer(rank, !st.trace.empty());
     Schedule schedule(plan, store, backend, comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
-    Forward forward(mc, plan, schedule, backend);
+    ForwardOptions fo;
+    fo.kv_offload = cfg.batch.kv_offload == "cpu";
+    Forward forward(mc, plan, schedule, backend, fo, &tracer);
     const MemoryUsage mem_after = memory_usage();
     const WeightMemory wm = store.memory();
     stats.weight_host_bytes = wm.total() + schedule.ring_bytes();
@@ -258,37 +246,37 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
                  "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
                  mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), schedule.ring_buffers(),
                  mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
-    const std::set<int32_t> eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
     const int64_t vocab = mc.vocab_size, max_ctx = mc.max_context();
     if (rank == 0)
-        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; {} rank(s) over {}, backend cpu ({} threads), "
-                     "prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size, vocab, max_ctx,
-                     n_ranks, comm.name(), n_threads, st.prefetch_depth, st.overlap ? "on" : "off");
+        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; task {}; {} rank(s) over {}, backend {} "
+                     "({} threads), prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size,
+                     vocab, max_ctx, cfg.task, n_ranks, comm.name(), backend.name(), n_threads, st.prefetch_depth,
+                     st.overlap ? "on" : "off");
+
+    JobRun run{cfg, rank, n_ranks, backend, comm, mc, tok ? &*tok : nullptr, forward, stats, {}, {}, 0, {}, 0, 0,
+               {}, {}, {}, 0, 0};
+    if (!embed) run.eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
 
     // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
     // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
     FinishedRequests done_before;
-    if (cfg.resume && std::ifstream(cfg.output).good()) done_before = ResultWriter::read_finished(cfg.output);
+    if (cfg.resume) done_before = embed ? EmbeddingOutput::read_finished(cfg.output)
+                                        : (std::ifstream(cfg.output).good() ? ResultWriter::read_finished(cfg.output)
+                                                                            : FinishedRequests{});
     comm.barrier();
-    std::unique_ptr<ResultWriter> out;
-    if (rank == 0) out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
     std::ifstream in(cfg.input, std::ios::binary);
     ZT_CHECK(in.good(), "cannot open input {}: check \"ztinfer.input\" in {}", cfg.input, cfg.config_path);
-    std::deque<Request> queue;
     std::set<std::string> seen;
-    std::vector<std::string> pending;   // serialised records of this rank not yet sent to rank 0
-    auto fail = [&](const RequestError & e) {
-        pending.push_back(error_record(e).dump(-1, ' ', false, json::error_handler_t::replace));
-        ++stats.failed;
-    };
+    auto fail = [&](const RequestError & e) { run.fail(e); };
     std::string line;
-    int64_t line_no = 0, n_valid = 0, total = 0;
+    int64_t line_no = 0, n_valid = 0;
     while (std::getline(in, line)) {
         ++line_no;
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (line.find_first_not_of(" \t") == std::string::npos) continue;   // blank lines are not requests
-        ++stats.requests;
-        auto parsed = parse_request(line, line_no, cfg.sampling);
+        const int64_t row = stats.requests++;
+        auto parsed = embed ? parse_embed_request(line, line_no, cfg.embedding.instruction)
+                            : parse_request(line, line_no, cfg.sampling);
         if (done_before.lines.count(line_no)) {   // resume: this line already has its error record
             if (auto * r = std::get_if<Request>(&parsed)) seen.insert(r->custom_id);
             else if (const auto & id = std::get<RequestError>(parsed).custom_id) seen.insert(*id);
@@ -303,6 +291,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
             continue;
         }
         Request r = std::move(std::get<Request>(parsed));
+        r.row = row;
         if (!seen.insert(r.custom_id).second) {
             if (rank == 0)
                 fail({line_no, r.custom_id, "duplicate_custom_id",
@@ -311,176 +300,104 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
             continue;
         }
         if (done_before.custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
-        ++total;
+        ++run.total;
         if ((n_valid++ % n_ranks) != rank) continue;   // another rank's request
         if (r.prompt) {
             if (!tok) {
-                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: \"prompt\" is text but {} has no "
-                      "tokenizer.json: give \"prompt_token_ids\" instead", line_no, cfg.model)});
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
+                      "tokenizer.json: give token ids instead", line_no, embed ? "input" : "prompt", cfg.model)});
                 continue;
             }
             try {
                 r.prompt_ids = tok->encode(*r.prompt, /*add_special_tokens=*/true);
             } catch (const Error & e) {
-                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the prompt: {}", line_no, e.message())});
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
+                      line_no, embed ? "input" : "prompt", e.message())});
                 continue;
             }
         }
         bool ids_ok = !r.prompt_ids.empty();
         for (int32_t id : r.prompt_ids) {
             if (id >= vocab) {
-                fail({line_no, r.custom_id, "invalid_request",
-                      fmt::format("line {}: prompt_token_ids holds {} but the vocabulary has {} tokens", line_no, id, vocab)});
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
+                      "vocabulary has {} tokens", line_no, id, vocab)});
                 ids_ok = false;
                 break;
             }
         }
         if (!ids_ok) continue;
         const int64_t n_prompt = int64_t(r.prompt_ids.size());
-        if (n_prompt + r.max_tokens > max_ctx) {
+        if (embed && n_prompt > max_ctx) {
+            fail({line_no, r.custom_id, "context_length_exceeded",
+                  fmt::format("line {}: the input has {} tokens, more than the model's context of {} ({}); shorten "
+                              "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
+            continue;
+        }
+        if (!embed && n_prompt + r.max_tokens > max_ctx) {
             fail({line_no, r.custom_id, "context_length_exceeded",
                   fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} > the model's context of {} "
                               "({}); shorten the prompt or lower max_tokens", line_no, n_prompt, r.max_tokens,
                               n_prompt + r.max_tokens, max_ctx, mc.max_context_reason())});
             continue;
         }
-        queue.push_back(std::move(r));
+        run.queue.push_back(std::move(r));
     }
+    std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
+        return length_bucket(a.prompt_ids.size()) > length_bucket(b.prompt_ids.size());
+    });
     if (stats.skipped && rank == 0)
         spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
 
-    // KV cache: batch_size slots, each as long as the longest request of this rank needs
+    // --- the writer (rank 0) ----------------------------------------------------------------------------
+    std::unique_ptr<ResultWriter> out;
+    std::unique_ptr<EmbeddingOutput> emb_out;
+    if (rank == 0) {
+        if (embed) {
+            emb_out = std::make_unique<EmbeddingOutput>(cfg.output, stats.requests, mc.hidden_size, cfg.resume);
+            run.write_record = [&](const std::string & text) {
+                const json r = json::parse(text);
+                if (r.contains("error")) { emb_out->write_error(r); return; }
+                const std::vector<float> v = r["embedding"].get<std::vector<float>>();
+                emb_out->write(r["row"].get<int64_t>(), r["custom_id"].get<std::string>(), v.data(),
+                               r["usage"]["prompt_tokens"].get<int64_t>());
+            };
+            run.sync_output = [&] { emb_out->sync(); };
+        } else {
+            out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
+            run.write_record = [&](const std::string & text) { out->write_line(text); };
+            run.sync_output = [&] { out->sync(); };
+        }
+    }
+
+    // KV cache: micro_batches x batch_size slots, each as long as the longest request of this rank needs
     int64_t max_len = 1;
-    for (const auto & r : queue) max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + r.max_tokens);
-    const int32_t n_slots = int32_t(std::min<int64_t>(cfg.batch_size, std::max<size_t>(queue.size(), 1)));
+    for (const auto & r : run.queue)
+        max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens));
+    const int64_t want_slots = cfg.batch_size * cfg.batch.micro_batches;
+    const int32_t n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
     forward.reserve(n_slots, int32_t(max_len));
     stats.load_seconds = seconds_since(t_load);
-    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done), batch size {}, "
-                 "loaded in {:.2f}s", queue.size(), rank, total, stats.failed, stats.skipped, n_slots, stats.load_seconds);
+    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "
+                 "({} micro-batch(es) of {}), prefill chunk {} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s",
+                 run.queue.size(), rank, run.total, stats.failed, stats.skipped, n_slots,
+                 (n_slots + cfg.batch_size - 1) / cfg.batch_size, std::min<int64_t>(cfg.batch_size, n_slots),
+                 cfg.batch.prefill_chunk, mib(forward.kv_cache_bytes()),
+                 fo.kv_offload ? " in pinned host memory (offloaded)" : "", stats.load_seconds);
 
-    // --- generation loop: continuous batching, all ranks step together ------------------------------
-    const auto t_gen = Clock::now();
-    std::optional<Progress> progress;
-    if (rank == 0) progress.emplace("requests", total);
-    int64_t finished_all = 0, generated_all = 0;   // rank 0's view of every rank's progress
-    std::vector<std::optional<Active>> slots(static_cast<size_t>(n_slots), std::nullopt);
-    std::vector<float> logits;
-    std::vector<SequenceStep> batch;
-    std::vector<int32_t> batch_slot;
-    int64_t active = 0, generated_unsent = 0, finished_unsent = 0;
-
-    auto finish = [&](Active & a, const char * reason) {
-        json r;
-        r["custom_id"] = a.req.custom_id;
-        r["text"] = a.text;
-        r["token_ids"] = a.generated;
-        r["finish_reason"] = reason;
-        r["usage"] = {{"prompt_tokens", a.req.prompt_ids.size()}, {"completion_tokens", a.generated.size()}};
-        if (a.req.logprobs) r["logprobs"] = a.logprobs;
-        pending.push_back(r.dump(-1, ' ', false, json::error_handler_t::replace));
-        ++stats.completed;
-    };
-    // Sends this rank's new records to rank 0, which appends them to the output (one writer, any filesystem).
-    // Payload: "<requests finished> <tokens generated>\n" then one record per line.
-    auto exchange_records = [&] {
-        std::string payload = fmt::format("{} {}\n", finished_unsent, generated_unsent);
-        for (const auto & r : pending) payload += r + "\n";
-        pending.clear();
-        finished_unsent = generated_unsent = 0;
-        const std::vector<std::string> all = comm.gather_strings(payload);
-        if (rank != 0) return;
-        for (const auto & p : all) {
-            const size_t nl = p.find('\n');
-            int64_t f = 0, g = 0;
-            if (std::sscanf(p.c_str(), "%" SCNd64 " %" SCNd64, &f, &g) == 2) finished_all += f, generated_all += g;
-            size_t at = nl == std::string::npos ? p.size() : nl + 1;
-            while (at < p.size()) {
-                const size_t end = p.find('\n', at);
-                out->write_line(p.substr(at, end - at));
-                at = end + 1;
-            }
-        }
-        progress->update(finished_all, generated_all);
-    };
-    auto finish_request = [&](std::optional<Active> & a) { a.reset(); --active; ++finished_unsent; };
-
-    exchange_records();   // validation errors found while reading
-    while (true) {
-        // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
-        int flags[2] = {active > 0 || !queue.empty() ? 1 : 0, job_stop_flag().load() ? 1 : 0};
-        comm.all_reduce_max(flags, 2, nullptr);
-        if (flags[1]) {
-            stats.interrupted = true;
-            if (rank == 0)
-                spdlog::warn("stop requested: {} requests unfinished; outputs are synced, rerun the same command to "
-                             "finish them", total - finished_all);
-            break;
-        }
-        if (!flags[0]) break;   // every rank is done: no step is wasted
-        // admit queued requests into free slots (their whole prompt is this step's input)
-        for (int32_t s = 0; s < n_slots && !queue.empty(); ++s) {
-            if (slots[size_t(s)]) continue;
-            slots[size_t(s)].emplace(std::move(queue.front()), s);
-            queue.pop_front();
-            ++active;
-            stats.prompt_tokens += int64_t(slots[size_t(s)]->req.prompt_ids.size());
-        }
-        batch.clear();
-        batch_slot.clear();
-        for (int32_t s = 0; s < n_slots; ++s) {
-            auto & a = slots[size_t(s)];
-            if (!a) continue;
-            SequenceStep sq;
-            sq.cache_slot = s;
-            sq.past_len = a->past;
-            if (a->past == 0) {
-                sq.tokens = a->req.prompt_ids.data();
-                sq.n_tokens = int32_t(a->req.prompt_ids.size());
-            } else {
-                sq.tokens = &a->generated.back();
-                sq.n_tokens = 1;
-            }
-            batch.push_back(sq);
-            batch_slot.push_back(s);
-        }
-        forward.step(batch, logits);   // an empty batch still steps through every layer with the other ranks
-        ++stats.steps;
-        for (size_t b = 0; b < batch.size(); ++b) {
-            auto & a = slots[size_t(batch_slot[b])];
-            a->past += batch[b].n_tokens;
-            const float * row = logits.data() + b * size_t(vocab);
-            const char * reason = nullptr;
-            if (!logits_finite(row, vocab)) {
-                fail({a->req.line, a->req.custom_id, "nan_logits",
-                      fmt::format("line {}: the model produced NaN/Inf logits at position {}: the weights or inputs "
-                                  "overflow; check the checkpoint's dtype", a->req.line, a->past)});
-                finish_request(a);
-                continue;
-            }
-            const int32_t id = a->sampler.sample(row, vocab);
-            a->generated.push_back(id);
-            ++stats.generated_tokens;
-            ++generated_unsent;
-            if (a->req.logprobs) a->logprobs.push_back(Sampler::logprob(row, vocab, id));
-            if (eos.count(id) && !a->req.ignore_eos) reason = "stop";
-            // stop strings need the text every step; otherwise it is decoded once, at the end
-            if (tok && !a->req.stop.empty()) a->text = tok->decode(a->generated, /*skip_special=*/true);
-            for (const auto & s : a->req.stop) {
-                const size_t at = a->text.find(s);
-                if (at != std::string::npos) { a->text.resize(at); reason = "stop"; break; }
-            }
-            if (!reason && int64_t(a->generated.size()) >= a->req.max_tokens) reason = "length";
-            if (reason) {
-                if (tok && a->req.stop.empty()) a->text = tok->decode(a->generated, /*skip_special=*/true);
-                finish(*a, reason);
-                finish_request(a);
-            }
-        }
-        exchange_records();
-    }
-    if (progress) progress->finish();
-    if (out) out->sync();
-    stats.generate_seconds = seconds_since(t_gen);
+    // --- the task's loop: all ranks step together ----------------------------------------------------
+    const auto t_loop = Clock::now();
+    if (rank == 0) run.progress.emplace(embed ? "embeddings" : "requests", run.total);
+    run.exchange_records();   // validation errors found while reading
+    if (embed) run_embed_loop(run);
+    else run_generate_loop(run);
+    if (run.progress) run.progress->finish();
+    if (run.sync_output) run.sync_output();
+    stats.generate_seconds = seconds_since(t_loop);
+    if (stats.interrupted && rank == 0)
+        spdlog::warn("stopped by a signal (SIGTERM/SIGINT, e.g. Slurm preemption): {} of {} requests are unfinished. "
+                     "Everything finished is in {} (synced). To finish the rest, rerun the same command: finished "
+                     "custom_ids are skipped (\"ztinfer.resume\" is on by default)", run.total - run.finished_all,
+                     run.total, cfg.output);
     if (!st.trace.empty()) {
         const std::vector<std::string> all = comm.gather_strings(tracer.events_json());
         if (rank == 0) {
@@ -488,12 +405,81 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
             spdlog::info("trace of {} steps written to {} (open it in https://ui.perfetto.dev)", stats.steps, st.trace);
         }
     }
+
+    // --- metrics: every rank's stats -> rank 0 -> <output>.metrics.json -------------------------------
     stats.fetch_seconds = tracer.total_us("fetch") * 1e-6;
+    stats.all_gather_seconds = tracer.total_us("all_gather") * 1e-6;
     stats.compute_seconds = tracer.total_us("compute") * 1e-6;
+    stats.kv_seconds = tracer.total_us("kv") * 1e-6;
+    stats.bytes_fetched = schedule.bytes_fetched();
+    stats.kv_bytes_moved = forward.kv_bytes_moved();
+    stats.wall_seconds = seconds_since(t_load);
+    const std::vector<std::string> all = comm.gather_strings(stats_to_json(stats).dump());
+    if (rank == 0) {
+        std::vector<JobStats> per_rank;
+        for (const auto & text : all) per_rank.push_back(stats_from_json(json::parse(text)));
+        const std::string path = metrics_path_for(cfg.output);
+        const json metrics = job_metrics_json(cfg, per_rank);
+        write_metrics_file(path, metrics);
+        spdlog::info("metrics written to {}: {:.1f} tokens/s, {} bytes fetched per token, link busy {:.0f}% of the loop",
+                     path, metrics.value("tokens_per_second", 0.0), metrics.value("bytes_fetched_per_token", 0.0),
+                     100.0 * metrics["link"].value("efficiency", 0.0));
+    }
     comm.barrier();
     return stats;
 }
 
 }  // namespace
+
+// --- JobRun: records and the per-step collective ------------------------------------------------------
+
+std::string error_record_text(const RequestError & e) {
+    json r;
+    r["custom_id"] = e.custom_id ? json(*e.custom_id) : json(nullptr);
+    r["line"] = e.line;
+    r["error"] = {{"code", e.code}, {"message", e.message}};
+    return r.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void JobRun::fail(const RequestError & e) {
+    pending.push_back(error_record_text(e));
+    ++stats.failed;
+}
+
+// Sends this rank's new records to rank 0, which appends them to the output (one writer, any filesystem).
+// Payload: "<requests finished> <tokens done>\n" then one record per line.
+void JobRun::exchange_records() {
+    std::string payload = fmt::format("{} {}\n", finished_unsent, tokens_unsent);
+    for (const auto & r : pending) payload += r + "\n";
+    pending.clear();
+    finished_unsent = tokens_unsent = 0;
+    const std::vector<std::string> all = comm.gather_strings(payload);
+    if (rank != 0) return;
+    const auto t0 = Clock::now();
+    for (const auto & p : all) {
+        const size_t nl = p.find('\n');
+        int64_t f = 0, g = 0;
+        if (std::sscanf(p.c_str(), "%" SCNd64 " %" SCNd64, &f, &g) == 2) finished_all += f, tokens_all += g;
+        size_t at = nl == std::string::npos ? p.size() : nl + 1;
+        while (at < p.size()) {
+            const size_t end = p.find('\n', at);
+            write_record(p.substr(at, end - at));
+            at = end + 1;
+        }
+    }
+    stats.write_seconds += seconds_since(t0);
+    if (progress) progress->update(finished_all, tokens_all);
+}
+
+bool JobRun::keep_stepping(bool have_work) {
+    // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
+    int flags[2] = {have_work ? 1 : 0, job_stop_flag().load() ? 1 : 0};
+    comm.all_reduce_max(flags, 2, nullptr);
+    if (flags[1]) {
+        stats.interrupted = true;
+        return false;
+    }
+    return flags[0] != 0;   // every rank is done: no step is wasted
+}
 
 }  // namespace zt

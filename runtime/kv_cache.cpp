@@ -1,18 +1,25 @@
-// KvCache: allocation and per-layer views of the (L,S,M,KV,D) fp32 key and value blocks.
+// KvCache: allocation, per-layer views and the offloaded cache's per-layer loads and write-backs (see kv_cache.h).
 #include "runtime/kv_cache.h"
 
+#include <algorithm>
+#include <functional>
 #include <limits>
+#include <memory>
 
 #include "runtime/error.h"
+#include "runtime/trace.h"
 
 namespace zt {
 
 KvCache::KvCache(Backend & backend, int64_t n_layers, int64_t n_slots, int64_t max_len, int64_t n_kv_heads,
-                 int64_t head_dim)
-    : n_layers_(n_layers), n_slots_(n_slots), max_len_(max_len), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
+                 int64_t head_dim, KvPlacement placement, Tracer * tracer)
+    : be_(&backend), tracer_(tracer), placement_(placement), n_layers_(n_layers), n_slots_(n_slots),
+      max_len_(max_len), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
     ZT_CHECK(n_layers > 0 && n_slots > 0 && max_len > 0 && n_kv_heads > 0 && head_dim > 0,
              "KV cache dimensions must be positive: layers {} slots {} max_len {} kv_heads {} head_dim {}",
              n_layers, n_slots, max_len, n_kv_heads, head_dim);
+    ZT_CHECK(placement.prefetch >= 0 && placement.prefetch <= 64, "KV cache prefetch {} must be in [0, 64]",
+             placement.prefetch);
     // checked product: L*S*M*KV*D*4 bytes
     uint64_t bytes = sizeof(float);
     for (int64_t d : {n_layers, n_slots, max_len, n_kv_heads, head_dim}) {
@@ -20,17 +27,95 @@ KvCache::KvCache(Backend & backend, int64_t n_layers, int64_t n_slots, int64_t m
         bytes *= uint64_t(d);
     }
     ZT_CHECK(bytes <= (uint64_t(1) << 46), "KV cache of {} slots x {} positions needs {} GiB per K/V: reduce "
-             "batch_size or the context length", n_slots, max_len, bytes >> 30);
-    k_ = backend.alloc(size_t(bytes), MemKind::device, "KV cache");
-    v_ = backend.alloc(size_t(bytes), MemKind::device, "KV cache");
+             "batch_size, micro_batches or the context length", n_slots, max_len, bytes >> 30);
+    const MemKind where = placement.offload ? MemKind::pinned_host : MemKind::device;
+    k_ = backend.alloc(size_t(bytes), where, placement.offload ? "KV cache (host)" : "KV cache");
+    v_ = backend.alloc(size_t(bytes), where, placement.offload ? "KV cache (host)" : "KV cache");
+    if (placement.offload) {
+        const size_t ring = size_t(placement.prefetch) + 2;   // loading j+prefetch, computing j, writing back j-1
+        for (size_t i = 0; i < ring; ++i) {
+            ring_k_.push_back(backend.alloc(layer_bytes(), MemKind::device, "KV cache ring"));
+            ring_v_.push_back(backend.alloc(layer_bytes(), MemKind::device, "KV cache ring"));
+        }
+        loaded_.resize(ring);
+        ring_layer_.assign(ring, -1);
+    }
 }
 
-Tensor KvCache::layer_view(const Buffer & b, int64_t layer) const {
+KvCache::~KvCache() = default;
+KvCache::KvCache(KvCache &&) noexcept = default;
+KvCache & KvCache::operator=(KvCache &&) noexcept = default;
+
+size_t KvCache::device_bytes() const {
+    if (!placement_.offload) return bytes();
+    return ring_k_.size() * 2 * layer_bytes();
+}
+
+Tensor KvCache::view(const Buffer & b, size_t offset) const {
+    return b.view(DType::F32, {n_slots_, max_len_, n_kv_heads_, head_dim_}, offset);
+}
+
+Tensor KvCache::k(int64_t layer) const {
     ZT_CHECK(layer >= 0 && layer < n_layers_, "KV cache layer {} outside [0, {})", layer, n_layers_);
-    return b.view(DType::F32, {n_slots_, max_len_, n_kv_heads_, head_dim_}, size_t(layer) * layer_bytes());
+    if (!placement_.offload) return view(k_, size_t(layer) * layer_bytes());
+    ZT_CHECK(ring_layer_[slot_of(layer)] == layer, "KV cache layer {} is not on the device: acquire it first", layer);
+    return view(ring_k_[slot_of(layer)], 0);
 }
 
-Tensor KvCache::k(int64_t layer) const { return layer_view(k_, layer); }
-Tensor KvCache::v(int64_t layer) const { return layer_view(v_, layer); }
+Tensor KvCache::v(int64_t layer) const {
+    ZT_CHECK(layer >= 0 && layer < n_layers_, "KV cache layer {} outside [0, {})", layer, n_layers_);
+    if (!placement_.offload) return view(v_, size_t(layer) * layer_bytes());
+    ZT_CHECK(ring_layer_[slot_of(layer)] == layer, "KV cache layer {} is not on the device: acquire it first", layer);
+    return view(ring_v_[slot_of(layer)], 0);
+}
+
+// A span of the copy stream's KV work in the tracer ("kv" category: the stage time of the metrics).
+namespace {
+void traced(Backend & be, Stream * s, Tracer * tracer, const std::string & name, const std::function<void()> & issue) {
+    if (!tracer) { issue(); return; }
+    auto t0 = std::make_shared<double>(0);
+    be.host_task(s, [tracer, t0] { *t0 = tracer->now_us(); });
+    issue();
+    be.host_task(s, [tracer, t0, name] { tracer->add(name, "kv", "copy", *t0, tracer->now_us()); });
+}
+}  // namespace
+
+void KvCache::load(int64_t layer) {
+    const size_t slot = slot_of(layer), off = size_t(layer) * layer_bytes();
+    Stream * copy = be_->stream(StreamRole::copy);
+    traced(*be_, copy, tracer_, "kv load layer " + std::to_string(layer), [&] {
+        be_->copy_async(ring_k_[slot].data(), static_cast<const char *>(k_.data()) + off, layer_bytes(), copy);
+        be_->copy_async(ring_v_[slot].data(), static_cast<const char *>(v_.data()) + off, layer_bytes(), copy);
+    });
+    loaded_[slot] = be_->record(copy);
+    ring_layer_[slot] = layer;
+    bytes_moved_ += 2 * layer_bytes();
+}
+
+void KvCache::begin_step() {
+    if (!placement_.offload) return;
+    for (int64_t j = 0; j < std::min<int64_t>(placement_.prefetch, n_layers_); ++j) load(j);
+}
+
+void KvCache::acquire(int64_t layer) {
+    if (!placement_.offload) return;
+    ZT_CHECK(layer >= 0 && layer < n_layers_, "KV cache layer {} outside [0, {})", layer, n_layers_);
+    if (ring_layer_[slot_of(layer)] != layer || placement_.prefetch == 0) load(layer);
+    const int64_t ahead = layer + placement_.prefetch;
+    if (placement_.prefetch > 0 && ahead < n_layers_) load(ahead);
+    be_->wait(be_->stream(StreamRole::compute), loaded_[slot_of(layer)]);
+}
+
+void KvCache::release(int64_t layer) {
+    if (!placement_.offload) return;
+    const size_t slot = slot_of(layer), off = size_t(layer) * layer_bytes();
+    Stream * copy = be_->stream(StreamRole::copy);
+    be_->wait(copy, be_->record(be_->stream(StreamRole::compute)));   // after this layer's compute
+    traced(*be_, copy, tracer_, "kv store layer " + std::to_string(layer), [&] {
+        be_->copy_async(static_cast<char *>(k_.data()) + off, ring_k_[slot].data(), layer_bytes(), copy);
+        be_->copy_async(static_cast<char *>(v_.data()) + off, ring_v_[slot].data(), layer_bytes(), copy);
+    });
+    bytes_moved_ += 2 * layer_bytes();
+}
 
 }  // namespace zt

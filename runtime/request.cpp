@@ -67,10 +67,10 @@ void check_batch_envelope(const nlohmann::json & j, const char * url) {
     if (j.contains("body") && !j["body"].is_object()) invalid("\"body\" must be a JSON object");
 }
 
-}  // namespace
-
-std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
-                                                  const SamplingDefaults & defaults) {
+// The part every task shares: UTF-8, JSON, an object with a custom_id, the batch envelope. Fills err.custom_id
+// (best effort) and returns the parsed object, or the error.
+std::variant<json, RequestError> parse_line_head(const std::string & text, int64_t line_no, const char * url,
+                                                 const char * what) {
     RequestError err;
     err.line = line_no;
     // best effort custom_id for records of lines that cannot be parsed
@@ -90,15 +90,34 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
         return err;
     }
     try {
-        if (!j.is_object()) invalid("line {} must be a JSON object with \"custom_id\" and \"prompt\"", line_no);
+        if (!j.is_object()) invalid("line {} must be a JSON object with \"custom_id\" and {}", line_no, what);
         if (!j.contains("custom_id")) invalid("line {} has no \"custom_id\"", line_no);
         const auto & cid = j["custom_id"];
         if (cid.is_string()) err.custom_id = cid.get<std::string>();
         else if (cid.is_number_integer()) err.custom_id = cid.dump();
         else invalid("\"custom_id\" must be a string, got {}", cid.dump());
         if (err.custom_id->empty()) invalid("\"custom_id\" is empty");
+        check_batch_envelope(j, url);
+    } catch (const Invalid & e) {
+        err.code = "invalid_request";
+        err.message = fmt::format("line {}: {}", line_no, e.message);
+        return err;
+    }
+    j["custom_id"] = *err.custom_id;   // numbers become their text
+    return j;
+}
 
-        check_batch_envelope(j, "/v1/completions");
+}  // namespace
+
+std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
+                                                  const SamplingDefaults & defaults) {
+    auto head = parse_line_head(text, line_no, "/v1/completions", "\"prompt\"");
+    if (auto * e = std::get_if<RequestError>(&head)) return *e;
+    const json & j = std::get<json>(head);
+    RequestError err;
+    err.line = line_no;
+    err.custom_id = j["custom_id"].get<std::string>();
+    try {
         const json & body = j.contains("body") && j["body"].is_object() ? j["body"] : j;
         Request r;
         r.line = line_no;
@@ -160,6 +179,59 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
             if (!body["ignore_eos"].is_boolean()) invalid("\"ignore_eos\" must be true or false");
             r.ignore_eos = body["ignore_eos"].get<bool>();
         }
+        return r;
+    } catch (const Invalid & e) {
+        err.code = "invalid_request";
+        err.message = fmt::format("line {}: {}", line_no, e.message);
+        return err;
+    }
+}
+
+}  // namespace zt
+
+namespace zt {
+
+std::variant<Request, RequestError> parse_embed_request(const std::string & text, int64_t line_no,
+                                                        const std::string & default_instruction) {
+    auto head = parse_line_head(text, line_no, "/v1/embeddings", "\"input\"");
+    if (auto * e = std::get_if<RequestError>(&head)) return *e;
+    const json & j = std::get<json>(head);
+    RequestError err;
+    err.line = line_no;
+    err.custom_id = j["custom_id"].get<std::string>();
+    try {
+        const json & body = j.contains("body") ? j["body"] : j;
+        Request r;
+        r.line = line_no;
+        r.custom_id = *err.custom_id;
+        if (!body.contains("input")) invalid("no \"input\": give the text to embed (or a list of token ids)");
+        const auto & in = body["input"];
+        std::optional<std::string> instruction;
+        if (body.contains("instruction") && !body["instruction"].is_null()) {
+            if (!body["instruction"].is_string()) invalid("\"instruction\" must be a string");
+            instruction = body["instruction"].get<std::string>();
+        }
+        if (in.is_string()) {
+            if (in.get<std::string>().empty()) invalid("\"input\" is empty: give at least one character");
+            r.prompt = instruction.value_or(default_instruction) + in.get<std::string>();
+        } else if (in.is_array() && !in.empty() && in[0].is_string()) {
+            invalid("\"input\" is a list of {} strings: give one input per line (one custom_id each)", in.size());
+        } else if (in.is_array()) {
+            if (in.empty()) invalid("\"input\" is empty: give at least one token");
+            if (instruction) invalid("\"instruction\" needs a text \"input\" (it is prepended to the text)");
+            for (const auto & v : in) {
+                if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+                    invalid("\"input\" holds {}: token ids must be non-negative integers", v.dump());
+                r.prompt_ids.push_back(int32_t(v.get<int64_t>()));
+            }
+        } else {
+            invalid("\"input\" must be a string or a list of token ids");
+        }
+        if (body.contains("encoding_format") && !body["encoding_format"].is_null() &&
+            body["encoding_format"] != "float")
+            invalid("\"encoding_format\" is {}: only \"float\" is written", body["encoding_format"].dump());
+        if (body.contains("dimensions") && !body["dimensions"].is_null())
+            invalid("\"dimensions\" is not supported: embeddings have the model's hidden size");
         return r;
     } catch (const Invalid & e) {
         err.code = "invalid_request";

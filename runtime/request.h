@@ -26,6 +26,7 @@ struct Request {
     std::vector<std::string> stop;
     bool logprobs = false;
     bool ignore_eos = false;              // vLLM's flag: keep generating past EOS until max_tokens (benchmarks)
+    int64_t row = -1;                     // embed jobs: index of the line among the input's non-blank lines (.npy row)
 };
 
 struct RequestError {
@@ -36,8 +37,19 @@ struct RequestError {
     std::string message;
 };
 
-// Parses line `line_no` (1-based); defaults come from the job config.
+// Parses line `line_no` (1-based) of a generate job; defaults come from the job config.
 std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
                                                   const SamplingDefaults & defaults);
+
+}  // namespace zt
+
+namespace zt {
+
+// Parses line `line_no` of an embed job: {"custom_id", "input": "text" | [ids], "instruction": "..."} or the OpenAI
+// batch form {"custom_id", "method": "POST", "url": "/v1/embeddings", "body": {"input": .., "model": ..}}.
+// The instruction (the line's own, else default_instruction) is prepended to a text input; the result is a
+// Request whose prompt / prompt_ids is what gets embedded (max_tokens 0).
+std::variant<Request, RequestError> parse_embed_request(const std::string & text, int64_t line_no,
+                                                        const std::string & default_instruction);
 
 }  // namespace zt

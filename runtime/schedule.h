@@ -3,6 +3,7 @@
 // calls compute(unit, flat, persistent): resident units straight from the WeightStore, streamed units through a
 // ring of prefetch_depth + 1 buffers, fetched (copy stream) and all-gathered (comm stream) ahead of compute.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -41,6 +42,8 @@ public:
     const ScheduleOptions & options() const { return opt_; }
     size_t ring_bytes() const;   // memory of the ring buffers
     size_t ring_buffers() const { return ring_.size(); }   // depth + 1, or 0 when nothing is streamed
+    // Weight bytes this rank fetched for the units computed so far (its slice of each streamed unit, every step).
+    uint64_t bytes_fetched() const { return bytes_fetched_; }
 
 private:
     void issue(size_t g);        // fetch + all-gather of streamed unit g (endless sequence) into slot g % (depth + 1)
@@ -58,6 +61,7 @@ private:
     std::vector<Event> freed_;           // per ring slot: compute is done reading it
     size_t issued_ = 0;                  // streamed units issued so far, counting across steps
     size_t computed_ = 0;                // streamed units computed so far, counting across steps
+    uint64_t bytes_fetched_ = 0;
 };
 
 }  // namespace zt

@@ -27,8 +27,9 @@ double Tracer::now_us() const {
 }
 
 void Tracer::add(std::string name, const char * cat, const char * track, double t0_us, double t1_us, std::string args) {
-    if (!enabled_) return;
     std::lock_guard<std::mutex> lock(mu_);
+    totals_[cat] += std::max(0.0, t1_us - t0_us);
+    if (!enabled_) return;
     spans_.push_back({std::move(name), cat, track, t0_us, t1_us, std::move(args)});
 }
 
@@ -53,13 +54,13 @@ std::string Tracer::events_json() const {
 void Tracer::clear() {
     std::lock_guard<std::mutex> lock(mu_);
     spans_.clear();
+    totals_.clear();
 }
 
 double Tracer::total_us(const char * cat) const {
     std::lock_guard<std::mutex> lock(mu_);
-    double t = 0;
-    for (const Span & s : spans_) if (std::string(s.cat) == cat) t += s.t1 - s.t0;
-    return t;
+    const auto it = totals_.find(cat);
+    return it == totals_.end() ? 0.0 : it->second;
 }
 
 void Tracer::write_file(const std::string & path, const std::vector<std::string> & per_rank_events) {

@@ -1,9 +1,11 @@
 // Tracer: a Chrome-trace ("Trace Event Format") timeline of the weight-streaming pipeline, which Perfetto and
 // chrome://tracing open: one complete event ("ph":"X") per fetch, all-gather and compute of each unit, with
-// pid = rank and tid = stream (copy, comm, compute). Thread-safe; recording is off unless enabled.
+// pid = rank and tid = stream (copy, comm, compute). Thread-safe. The spans are kept only when enabled (--trace);
+// the total time per category is always summed (the job's metrics report the time of each stage).
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -23,8 +25,8 @@ public:
     std::string events_json() const;
     // Writes {"traceEvents": [...]} from the per-rank bodies (gathered to rank 0).
     static void write_file(const std::string & path, const std::vector<std::string> & per_rank_events);
-    void clear();   // drops the spans recorded so far (e.g. a warm-up step)
-    // Total microseconds per category (for benchmarks and logs).
+    void clear();   // drops the spans and totals recorded so far (e.g. a warm-up step)
+    // Total microseconds per category (for benchmarks, logs and metrics), also when not enabled.
     double total_us(const char * cat) const;
 
 private:
@@ -34,6 +36,7 @@ private:
     std::chrono::steady_clock::time_point origin_;
     mutable std::mutex mu_;
     std::vector<Span> spans_;
+    std::map<std::string, double> totals_;   // category -> microseconds
 };
 
 }  // namespace zt
