@@ -135,3 +135,43 @@ TEST(JobConfig, ReadsGpuKeys) {
     expect_fail({{"compute_dtype", "int8"}}, "compute_dtype");
     expect_fail({{"communicator", "gloo"}}, "communicator");
 }
+
+TEST(JobConfig, ReadsBatchJobAndEmbeddingKeys) {
+    auto load = [](json z) {
+        json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+        for (auto & [k, v] : z.items()) j["ztinfer"][k] = v;
+        return JobConfig::from_json(j, "/x/ds.json");
+    };
+    const JobConfig d = load(json::object());
+    EXPECT_EQ(d.batch.micro_batches, 1);
+    EXPECT_EQ(d.batch.prefill_chunk, 512);
+    EXPECT_EQ(d.batch.kv_offload, "none");
+    EXPECT_EQ(d.embedding.pooling, "last");
+    EXPECT_TRUE(d.embedding.normalize);
+    const JobConfig c = load({{"task", "embed"}, {"micro_batches", 4}, {"prefill_chunk", 64},
+                              {"kv_cache", {{"offload", "cpu"}}},
+                              {"embedding", {{"pooling", "mean"}, {"normalize", false}, {"instruction", "Q: "}}}});
+    EXPECT_EQ(c.task, "embed");
+    EXPECT_EQ(c.batch.micro_batches, 4);
+    EXPECT_EQ(c.batch.prefill_chunk, 64);
+    EXPECT_EQ(c.batch.kv_offload, "cpu");
+    EXPECT_EQ(c.embedding.pooling, "mean");
+    EXPECT_FALSE(c.embedding.normalize);
+    EXPECT_EQ(c.embedding.instruction, "Q: ");
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    EXPECT_FALSE(load({{"kv_cache", {{"offload", "cpu"}, {"dtype", "fp8"}}}}).warnings.empty());
+    auto expect_fail = [&](json z, const std::string & needle) {
+        try {
+            load(z);
+            ADD_FAILURE() << "accepted " << z.dump();
+        } catch (const Error & e) {
+            EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+        }
+    };
+    expect_fail({{"task", "classify"}}, "\"embed\"");
+    expect_fail({{"micro_batches", 0}}, "micro_batches");
+    expect_fail({{"prefill_chunk", 0}}, "prefill_chunk");
+    expect_fail({{"kv_cache", {{"offload", "nvme"}}}}, "kv_cache.offload");
+    expect_fail({{"kv_cache", "cpu"}}, "kv_cache");
+    expect_fail({{"embedding", {{"pooling", "cls"}}}}, "pooling");
+}
