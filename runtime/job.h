@@ -1,13 +1,16 @@
-// Job: runs a generate job end to end: reads the input JSONL, validates and tokenizes each line, generates
-// with continuous batching over `batch_size` KV-cache slots, and appends one record per request to the output
-// as soon as it finishes (or an error record; the rest of the job runs). With N ranks (mpirun), valid request k
-// runs on rank k % N, every rank streams the weights and steps through the layers with the others (a rank with
-// nothing left steps with an empty batch until the per-step all-reduce says every rank is done), and rank 0
-// writes every rank's records to the one output file.
+// Job: runs a batch job end to end: reads the input JSONL, validates and tokenizes each line, runs the task
+// ("generate": continuous batching over micro_batches x batch_size KV-cache slots per rank, prompts prefilled in
+// chunks; "embed": one pooled hidden state per input) and appends one record per request to the output as soon as
+// it finishes (or an error record; the rest of the job runs). With N ranks (mpirun), valid request k runs on rank
+// k % N, every rank streams the weights and steps through the layers with the others (a rank with nothing left
+// steps with an empty batch until the per-step all-reduce says every rank is done), and rank 0 writes every rank's
+// records to the one output, then <output>.metrics.json. The loops are in generate_loop.cpp and embed_loop.cpp.
 //
-// Output record: {"custom_id", "text", "token_ids", "finish_reason": "stop"|"length",
-//                 "usage": {"prompt_tokens", "completion_tokens"}, "logprobs": [..] (when asked)}
-//             or {"custom_id", "line", "error": {"code", "message"}}.
+// Generate record: {"custom_id", "text", "token_ids", "finish_reason": "stop"|"length",
+//                   "usage": {"prompt_tokens", "completion_tokens"}, "logprobs": [..] (when asked)}
+// Embed record:    {"custom_id", "embedding": [..], "usage": {"prompt_tokens", "total_tokens"}} (or .npy + index,
+//                   see embedding_output.h)
+// Error record:    {"custom_id", "line", "error": {"code", "message"}}.
 #pragma once
 #include <atomic>
 #include <cstdint>
