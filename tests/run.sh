@@ -30,5 +30,6 @@ bash examples/demo.sh --no-build >/dev/null
 
 # benchmark programs: each prints its measured ratios and fails when its goal is missed
 ./build/bench_overlap
+./build/bench_block_schedule
 
 cd build && ctest --output-on-failure -j2
