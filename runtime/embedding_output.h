@@ -12,6 +12,7 @@
 // line (error records), exactly as ResultWriter::read_finished; an existing .npy of another shape is an error
 // that says to delete it or set "resume": false.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -54,6 +55,11 @@ private:
     int fd_ = -1;                          // the .npy (npy mode)
     size_t data_offset_ = 0;               // header size of the .npy
     std::unique_ptr<ResultWriter> lines_;  // the JSONL output, or the index (npy mode)
+    // npy mode: index lines waiting for their rows to be fdatasync'd; flushed (fdatasync, append, fsync) by
+    // sync(), at >= 256 lines, or when > 1 s passed since the last flush
+    std::vector<std::string> pending_;
+    std::chrono::steady_clock::time_point last_sync_;
+    void flush_index();
 };
 
 // Reads a float32 .npy written by EmbeddingOutput (or numpy.save of a float32 C-order 2-D array): shape and data.
