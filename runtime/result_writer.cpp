@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +24,7 @@ void write_all(int fd, const std::string & s, const std::string & path) {
     while (off < s.size()) {
         const ssize_t n = ::write(fd, s.data() + off, s.size() - off);
         if (n < 0 && errno == EINTR) continue;
-        ZT_CHECK(n > 0, "writing {} failed: {} (is the disk full?)", path, std::strerror(errno));
+        ZT_CHECK(n > 0, "writing {} failed: {} (is the disk full?)", path, n < 0 ? std::strerror(errno) : "no progress");
         off += size_t(n);
     }
 }
@@ -68,7 +69,9 @@ FinishedRequests ResultWriter::read_finished(const std::string & path, bool * to
 
 ResultWriter::~ResultWriter() {
     if (fd_ >= 0) {
-        ::fsync(fd_);
+        if (::fsync(fd_) != 0)
+            std::fprintf(stderr, "ztinfer: syncing %s to disk failed: %s; rerun the job to make sure every record is "
+                         "on disk\n", path_.c_str(), std::strerror(errno));
         ::close(fd_);
     }
 }
@@ -83,7 +86,8 @@ void ResultWriter::write_line(const std::string & line) {
 }
 
 void ResultWriter::sync() {
-    ::fsync(fd_);
+    ZT_CHECK(::fsync(fd_) == 0, "syncing {} to disk failed: {} (disk full or failing?); the records written so far "
+             "may not be durable: fix the disk and rerun (finished requests are skipped)", path_, std::strerror(errno));
     last_sync_ = std::chrono::steady_clock::now();
 }
 
