@@ -1,6 +1,7 @@
 // Throughput batch jobs (issue 5), on CPU ranks:
 //  - Forward: micro-batches (block schedule), prompts prefilled in chunks and the KV cache offloaded to pinned host
-//    memory give logits bit-identical to one sequence at a time, whole prompts, on-device cache;
+//    memory give logits bit-identical to one sequence at a time, whole prompts, on-device cache; chunks bound
+//    the activation memory and the offloaded cache leaves only a ring of layers on the device;
 //  - the job under mpirun: micro_batches x batch_size, prefill_chunk and kv_cache.offload "cpu" on 2 ranks give
 //    the same token_ids and logprobs as the plain one-rank run; the metrics JSON beside the output says what
 //    was fetched and moved;
@@ -303,5 +304,51 @@ TEST(EmbedJob, NormalizeInstructionNpyIndexResumeAndBadLines) {
     ASSERT_EQ(r3.status, 0) << r3.log;
     EXPECT_EQ(read_job_records(EmbeddingOutput::index_path(dir + "/emb.npy")).size(), lines.size());
     EXPECT_HAS(r3.log, "already in");
+    fs::remove_all(dir);
+}
+
+// Chunked prefill bounds activation memory by the chunk, not the prompt; the offloaded KV cache leaves only a ring
+// of layers on the device (fixture: 2 layers, so the ring of prefetch + 2 = 4 layer blocks is the whole cache;
+// a deeper synthetic model shows the saving).
+TEST(BlockSchedule, PrefillChunksBoundActivationsAndKvOffloadLeavesARing) {
+    const std::string dir = make_temp_dir("tp_mem");
+    SynthOptions o;
+    o.arch = "llama"; o.layers = 8; o.hidden = 64; o.heads = 4; o.kv_heads = 2; o.intermediate = 96;
+    o.dtype = "fp32"; o.out_dir = dir + "/model"; o.tokenizer_dir = dir + "/tok";
+    fs::create_directories(o.tokenizer_dir);
+    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/llama2";
+    ASSERT_EQ(std::system(("xz -dc " + src + "/tokenizer.json.xz > " + o.tokenizer_dir + "/tokenizer.json && cp " +
+                           src + "/tokenizer_config.json " + o.tokenizer_dir + "/").c_str()), 0);
+    synthesize_model(o);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 120; ++i) prompt.push_back(3 + (i * 37) % 200);
+    auto measure = [&](int chunk, bool offload, std::vector<float> & logits) {
+        const ModelConfig cfg = ModelConfig::load(o.out_dir);
+        const Checkpoint ckpt(o.out_dir);
+        const ModelWeights w = bind_weights(ckpt, cfg);
+        auto backend = make_cpu_backend(1);
+        ForwardOptions fo;
+        fo.kv_offload = offload;
+        Forward fwd(cfg, w, *backend, fo);
+        fwd.reserve(1, 128);
+        for (int32_t past = 0; past < int32_t(prompt.size()); past += chunk) {
+            SequenceStep s;
+            s.past_len = past;
+            s.tokens = prompt.data() + past;
+            s.n_tokens = std::min<int32_t>(chunk, int32_t(prompt.size()) - past);
+            s.emit = past + s.n_tokens == int32_t(prompt.size());
+            fwd.step({s}, logits);
+        }
+        return backend->memory_stats().device_by_purpose;
+    };
+    std::vector<float> whole_logits, chunk_logits, off_logits;
+    auto whole = measure(1 << 20, false, whole_logits);
+    auto chunked = measure(8, false, chunk_logits);
+    auto off = measure(8, true, off_logits);
+    EXPECT_EQ(whole_logits, chunk_logits);
+    EXPECT_EQ(whole_logits, off_logits);
+    EXPECT_LT(chunked["activations"] * 8, whole["activations"]) << "activations: chunks of 8 tokens vs 120 tokens";
+    EXPECT_EQ(off.count("KV cache"), 0u) << "offloaded: no whole KV cache on the device";
+    EXPECT_EQ(off["KV cache ring"] * 2, whole["KV cache"]) << "ring of prefetch 2 + 2 = 4 of 8 layers";
     fs::remove_all(dir);
 }
