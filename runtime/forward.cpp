@@ -253,7 +253,9 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
     }
 
     // ---- the units: embed, layers, head (weights arrive through the schedule); every micro-batch per unit --
-    m.cache.begin_step();
+    std::vector<AttentionSeq> step_seqs;   // every sequence of the step (the offloaded KV cache moves their rows)
+    for (const MicroBatch & mb : mbs) step_seqs.insert(step_seqs.end(), mb.seqs.begin(), mb.seqs.end());
+    m.cache.begin_step(step_seqs);
     m.schedule->run([&](int u, const void * flat, const void * persistent) {
         const PartitionUnit & unit = m.plan->units[size_t(u)];
         LayerWeights L;

@@ -80,27 +80,45 @@ void traced(Backend & be, Stream * s, Tracer * tracer, const std::string & name,
 }
 }  // namespace
 
-void KvCache::load(int64_t layer) {
-    const size_t slot = slot_of(layer), off = size_t(layer) * layer_bytes();
+void KvCache::move_rows(int64_t layer, bool to_device, bool new_rows) {
+    const size_t slot = slot_of(layer), row = size_t(n_kv_heads_ * head_dim_) * sizeof(float);
+    const size_t layer_off = size_t(layer) * layer_bytes(), slot_bytes = size_t(max_len_) * row;
     Stream * copy = be_->stream(StreamRole::copy);
-    traced(*be_, copy, tracer_, "kv load layer " + std::to_string(layer), [&] {
-        be_->copy_async(ring_k_[slot].data(), static_cast<const char *>(k_.data()) + off, layer_bytes(), copy);
-        be_->copy_async(ring_v_[slot].data(), static_cast<const char *>(v_.data()) + off, layer_bytes(), copy);
-    });
-    loaded_[slot] = be_->record(copy);
-    ring_layer_[slot] = layer;
-    bytes_moved_ += 2 * layer_bytes();
+    for (const AttentionSeq & q : step_) {
+        // a load brings the positions before this step, a write-back the ones this step added
+        const size_t p0 = new_rows ? size_t(q.past_len) : 0;
+        const size_t p1 = new_rows ? size_t(q.past_len + q.n_tokens) : size_t(q.past_len);
+        if (p1 <= p0) continue;
+        const size_t in_layer = size_t(q.slot) * slot_bytes + p0 * row, bytes = (p1 - p0) * row;
+        char * host_k = static_cast<char *>(k_.data()) + layer_off + in_layer;
+        char * host_v = static_cast<char *>(v_.data()) + layer_off + in_layer;
+        char * dev_k = static_cast<char *>(ring_k_[slot].data()) + in_layer;
+        char * dev_v = static_cast<char *>(ring_v_[slot].data()) + in_layer;
+        be_->copy_async(to_device ? dev_k : host_k, to_device ? host_k : dev_k, bytes, copy);
+        be_->copy_async(to_device ? dev_v : host_v, to_device ? host_v : dev_v, bytes, copy);
+        bytes_moved_ += 2 * bytes;
+    }
 }
 
-void KvCache::begin_step() {
+void KvCache::load(int64_t layer) {
+    const size_t slot = slot_of(layer);
+    Stream * copy = be_->stream(StreamRole::copy);
+    traced(*be_, copy, tracer_, "kv load layer " + std::to_string(layer), [&] { move_rows(layer, true, false); });
+    loaded_[slot] = be_->record(copy);
+    ring_layer_[slot] = layer;
+}
+
+void KvCache::begin_step(const std::vector<AttentionSeq> & seqs) {
     if (!placement_.offload) return;
+    step_ = seqs;
+    std::fill(ring_layer_.begin(), ring_layer_.end(), -1);   // a ring slot's rows are only valid for its own step
     for (int64_t j = 0; j < std::min<int64_t>(placement_.prefetch, n_layers_); ++j) load(j);
 }
 
 void KvCache::acquire(int64_t layer) {
     if (!placement_.offload) return;
     ZT_CHECK(layer >= 0 && layer < n_layers_, "KV cache layer {} outside [0, {})", layer, n_layers_);
-    if (ring_layer_[slot_of(layer)] != layer || placement_.prefetch == 0) load(layer);
+    if (ring_layer_[slot_of(layer)] != layer) load(layer);
     const int64_t ahead = layer + placement_.prefetch;
     if (placement_.prefetch > 0 && ahead < n_layers_) load(ahead);
     be_->wait(be_->stream(StreamRole::compute), loaded_[slot_of(layer)]);
@@ -108,14 +126,9 @@ void KvCache::acquire(int64_t layer) {
 
 void KvCache::release(int64_t layer) {
     if (!placement_.offload) return;
-    const size_t slot = slot_of(layer), off = size_t(layer) * layer_bytes();
     Stream * copy = be_->stream(StreamRole::copy);
     be_->wait(copy, be_->record(be_->stream(StreamRole::compute)));   // after this layer's compute
-    traced(*be_, copy, tracer_, "kv store layer " + std::to_string(layer), [&] {
-        be_->copy_async(static_cast<char *>(k_.data()) + off, ring_k_[slot].data(), layer_bytes(), copy);
-        be_->copy_async(static_cast<char *>(v_.data()) + off, ring_v_[slot].data(), layer_bytes(), copy);
-    });
-    bytes_moved_ += 2 * layer_bytes();
+    traced(*be_, copy, tracer_, "kv store layer " + std::to_string(layer), [&] { move_rows(layer, false, true); });
 }
 
 }  // namespace zt

@@ -6,11 +6,14 @@
 // Placement (ztinfer.kv_cache.offload):
 //   "none": all L layers in device memory; acquire/release do nothing.
 //   "cpu":  all L layers in pinned host memory and a ring of prefetch + 2 layer blocks on the device. Per step:
-//             begin_step():  load layers 0 .. prefetch-1                           (copy stream)
-//             acquire(j):    compute waits for j's load; load j + prefetch          (copy stream)
-//             release(j):    write j back to host once compute is done with it      (copy stream)
+//             begin_step(seqs): load layers 0 .. prefetch-1                         (copy stream)
+//             acquire(j):       compute waits for j's load; load j + prefetch       (copy stream)
+//             release(j):       write j back to host once compute is done with it   (copy stream)
 //           so layer j+1's cache arrives while j computes and j-1 is written back; the copy stream keeps them in
-//           order (a ring slot is reloaded only after its write-back). The bytes are only moved, so results are
+//           order (a ring slot is reloaded only after its write-back). Only what the step uses moves: a load brings
+//           positions [0, past_len) of each sequence of the step, a write-back takes its new positions
+//           [past_len, past_len + n_tokens) (FlexGen's policy), so per layer and step the link carries the live
+//           cache once plus the new rows, not the whole (S,M) block. The bytes are only moved, so results are
 //           bit-identical to the on-device cache.
 #pragma once
 #include <cstdint>
@@ -41,8 +44,9 @@ public:
     Tensor v(int64_t layer) const;   // (S,M,KV,D) f32 of one layer
 
     // Offloaded cache only (no-ops otherwise): see the top of this file. Call begin_step() once per step before
-    // the first acquire, then acquire(j) ... release(j) around each layer's compute, layers in order.
-    void begin_step();
+    // the first acquire with every sequence of the step (slot, past_len, n_tokens), then acquire(j) ... release(j)
+    // around each layer's compute, layers in order.
+    void begin_step(const std::vector<AttentionSeq> & seqs);
     void acquire(int64_t layer);
     void release(int64_t layer);
 
@@ -59,6 +63,8 @@ public:
 private:
     Tensor view(const Buffer & b, size_t offset) const;
     void load(int64_t layer);          // host layer -> its ring slot (copy stream), records loaded_[slot]
+    // Copies rows [p0, p1) of every step sequence's slot between the host layer and its ring slot (copy stream).
+    void move_rows(int64_t layer, bool to_device, bool new_rows);
     size_t slot_of(int64_t layer) const { return size_t(layer) % ring_k_.size(); }
 
     Backend * be_ = nullptr;
@@ -69,6 +75,7 @@ private:
     std::vector<Buffer> ring_k_, ring_v_;   // offloaded: prefetch + 2 device layer blocks
     std::vector<Event> loaded_;          // per ring slot: its load is done
     std::vector<int64_t> ring_layer_;    // per ring slot: the layer it holds (-1: none)
+    std::vector<AttentionSeq> step_;     // this step's sequences (offloaded: what loads and write-backs move)
     uint64_t bytes_moved_ = 0;
 };
 

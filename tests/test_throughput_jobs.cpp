@@ -43,6 +43,23 @@ std::vector<std::vector<int32_t>> fixture_prompts(const std::string & arch) {
     return ref["prompts"].get<std::vector<std::vector<int32_t>>>();
 }
 
+// An 8-layer fp32 llama (Llama 2 tokenizer): deeper than the offloaded cache's device ring (prefetch 2 + 2 = 4
+// layers), so every layer's cache really goes through host memory and back each step.
+std::string deep_model_dir() {
+    static std::string dir;
+    if (!dir.empty()) return dir;
+    dir = make_temp_dir("tp_deep");
+    SynthOptions o;
+    o.arch = "llama"; o.layers = 8; o.hidden = 64; o.heads = 4; o.kv_heads = 2; o.intermediate = 96;
+    o.dtype = "fp32"; o.out_dir = dir + "/model"; o.tokenizer_dir = dir + "/tok";
+    fs::create_directories(o.tokenizer_dir);
+    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/llama2";
+    EXPECT_EQ(std::system(("xz -dc " + src + "/tokenizer.json.xz > " + o.tokenizer_dir + "/tokenizer.json && cp " +
+                           src + "/tokenizer_config.json " + o.tokenizer_dir + "/").c_str()), 0);
+    synthesize_model(o);
+    return dir;
+}
+
 double cosine(const std::vector<float> & a, const std::vector<float> & b) {
     double ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < a.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
@@ -121,12 +138,16 @@ std::vector<float> decode_logits(const std::string & dir, const std::vector<std:
 }  // namespace
 
 TEST(BlockSchedule, MicroBatchesPrefillChunksAndKvOffloadAreBitIdentical) {
-    for (const char * arch : kFixtures) {
-        const auto prompts = fixture_prompts(arch);
-        const std::vector<float> want = decode_logits(fixture_dir(arch), prompts, false, 1, 1 << 20, false);
+    std::vector<std::string> models;
+    for (const char * arch : kFixtures) models.push_back(fixture_dir(arch));
+    models.push_back(deep_model_dir() + "/model");
+    for (const std::string & model : models) {
+        const std::string arch = fs::path(model).filename().string();
+        const auto prompts = fixture_prompts("llama");
+        const std::vector<float> want = decode_logits(model, prompts, false, 1, 1 << 20, false);
         struct Variant { int micro, chunk; bool offload; };
         for (const Variant v : {Variant{1, 1 << 20, true}, Variant{2, 4, false}, Variant{3, 3, true}, Variant{4, 1, true}}) {
-            const std::vector<float> got = decode_logits(fixture_dir(arch), prompts, true, v.micro, v.chunk, v.offload);
+            const std::vector<float> got = decode_logits(model, prompts, true, v.micro, v.chunk, v.offload);
             ASSERT_EQ(got.size(), want.size());
             EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
                 << arch << ": " << v.micro << " micro-batches, prefill chunk " << v.chunk << ", kv offload "
@@ -311,20 +332,12 @@ TEST(EmbedJob, NormalizeInstructionNpyIndexResumeAndBadLines) {
 // of layers on the device (fixture: 2 layers, so the ring of prefetch + 2 = 4 layer blocks is the whole cache;
 // a deeper synthetic model shows the saving).
 TEST(BlockSchedule, PrefillChunksBoundActivationsAndKvOffloadLeavesARing) {
-    const std::string dir = make_temp_dir("tp_mem");
-    SynthOptions o;
-    o.arch = "llama"; o.layers = 8; o.hidden = 64; o.heads = 4; o.kv_heads = 2; o.intermediate = 96;
-    o.dtype = "fp32"; o.out_dir = dir + "/model"; o.tokenizer_dir = dir + "/tok";
-    fs::create_directories(o.tokenizer_dir);
-    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/llama2";
-    ASSERT_EQ(std::system(("xz -dc " + src + "/tokenizer.json.xz > " + o.tokenizer_dir + "/tokenizer.json && cp " +
-                           src + "/tokenizer_config.json " + o.tokenizer_dir + "/").c_str()), 0);
-    synthesize_model(o);
+    const std::string model = deep_model_dir() + "/model";
     std::vector<int32_t> prompt;
     for (int i = 0; i < 120; ++i) prompt.push_back(3 + (i * 37) % 200);
     auto measure = [&](int chunk, bool offload, std::vector<float> & logits) {
-        const ModelConfig cfg = ModelConfig::load(o.out_dir);
-        const Checkpoint ckpt(o.out_dir);
+        const ModelConfig cfg = ModelConfig::load(model);
+        const Checkpoint ckpt(model);
         const ModelWeights w = bind_weights(ckpt, cfg);
         auto backend = make_cpu_backend(1);
         ForwardOptions fo;
@@ -350,5 +363,4 @@ TEST(BlockSchedule, PrefillChunksBoundActivationsAndKvOffloadLeavesARing) {
     EXPECT_LT(chunked["activations"] * 8, whole["activations"]) << "activations: chunks of 8 tokens vs 120 tokens";
     EXPECT_EQ(off.count("KV cache"), 0u) << "offloaded: no whole KV cache on the device";
     EXPECT_EQ(off["KV cache ring"] * 2, whole["KV cache"]) << "ring of prefetch 2 + 2 = 4 of 8 layers";
-    fs::remove_all(dir);
 }
