@@ -173,7 +173,14 @@ JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
     std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
     std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
     try {
-        return run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
+        JobStats stats = run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
+        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher())) {
+            // The launcher is stopping the job (Slurm preemption, or mpirun forwarding SIGTERM, which SIGKILLs the
+            // ranks odls_base_sigkill_timeout = 1 s later): MPI_Finalize would wait for the launcher's teardown and
+            // be killed inside it. Every output is synced, so leave MPI without finalizing and exit now.
+            (void)comm.release();
+        }
+        return stats;
     } catch (const std::exception & e) {
         if (n_ranks == 1) throw;
         // The other ranks would wait for this one in the next collective: log why, then end every rank now.
@@ -421,7 +428,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
         const std::string path = metrics_path_for(cfg.output);
         const json metrics = job_metrics_json(cfg, per_rank);
         write_metrics_file(path, metrics);
-        spdlog::info("metrics written to {}: {:.1f} tokens/s, {} bytes fetched per token, link busy {:.0f}% of the loop",
+        spdlog::info("metrics written to {}: {:.1f} tokens/s, {:.0f} bytes fetched per token, link busy {:.0f}% of the loop",
                      path, metrics.value("tokens_per_second", 0.0), metrics.value("bytes_fetched_per_token", 0.0),
                      100.0 * metrics["link"].value("efficiency", 0.0));
     }

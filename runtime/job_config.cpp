@@ -225,6 +225,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
              "\"generate\" and \"embed\"", path, c.task);
     ZT_CHECK(!c.input.empty(), "{}: \"ztinfer.input\" is missing: set it to a JSONL file of requests", path);
     ZT_CHECK(!c.output.empty(), "{}: \"ztinfer.output\" is missing: set it to the JSONL file to write", path);
+    ZT_CHECK(c.output != c.input, "{}: \"ztinfer.output\" is the input file {}: results would be appended to the "
+             "requests; write them to another file", path, c.input);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda" || c.device == "auto",
              "{}: \"ztinfer.device\" is \"{}\": use \"cpu\", \"cuda\" or \"auto\"", path, c.device);
     ZT_CHECK(c.batch_size >= 1 && c.batch_size <= 65536, "{}: \"ztinfer.batch_size\" = {} must be in [1, 65536]", path, c.batch_size);

@@ -4,11 +4,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+
+#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +31,23 @@ void write_all(int fd, const std::string & s, const std::string & path) {
         off += size_t(n);
     }
 }
+// Offset just past the last '\n' of the file's first `size` bytes (0 when there is none), read from the end.
+size_t end_of_last_line(const std::string & path, size_t size) {
+    std::ifstream f(path, std::ios::binary);
+    std::string buf(65536, '\0');
+    size_t end = size;
+    while (end > 0) {
+        const size_t n = std::min(end, buf.size());
+        f.seekg(std::streamoff(end - n));
+        f.read(&buf[0], std::streamsize(n));
+        ZT_CHECK(f.good(), "cannot read {} to find its last whole line", path);
+        const size_t at = buf.rfind('\n', n - 1);
+        if (at != std::string::npos) return end - n + at + 1;
+        end -= n;
+    }
+    return 0;
+}
+
 }  // namespace
 
 ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) {
@@ -38,11 +58,18 @@ ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) 
         fs::create_directories(parent, ec);
         ZT_CHECK(!ec, "cannot create the output folder {}: {}", parent.string(), ec.message());
     }
-    bool needs_newline = false;
-    if (resume && fs::exists(path)) finished_ = read_finished(path, &needs_newline);
+    bool torn = false;
+    if (resume && fs::exists(path)) finished_ = read_finished(path, &torn);
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0644);
     ZT_CHECK(fd_ >= 0, "cannot open output {}: {}", path, std::strerror(errno));
-    if (needs_newline) write_all(fd_, "\n", path_);
+    if (torn) {
+        // A crash cut the last record short: cut the file back to its last whole line (that request runs again).
+        const size_t size = size_t(fs::file_size(path)), keep = end_of_last_line(path, size);
+        ZT_CHECK(::ftruncate(fd_, off_t(keep)) == 0, "cannot cut the torn last line off {}: {}", path,
+                 std::strerror(errno));
+        spdlog::warn("{}: the last line was cut short (a crash while writing it): removed its {} bytes; that "
+                     "request runs again", path, size - keep);
+    }
     last_sync_ = std::chrono::steady_clock::now();
 }
 

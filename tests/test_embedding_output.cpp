@@ -278,9 +278,8 @@ TEST_F(EmbeddingOutputTest, NpyTornIndexLineIsRunAgain) {
         o.write(1, "b", row_values(1, dim).data(), 1);
     }
     const auto lines = lines_of(index);
-    ASSERT_EQ(lines.size(), 3u);
-    EXPECT_EQ(lines[1], R"({"custom_id":"b","ro)");   // the torn line stays alone on its line
-    EXPECT_EQ(json::parse(lines[2])["custom_id"], "b");
+    ASSERT_EQ(lines.size(), 2u);   // the torn line was cut off (ResultWriter), then "b" appended
+    EXPECT_EQ(json::parse(lines[1])["custom_id"], "b");
     EXPECT_EQ(EmbeddingOutput::read_finished(out).custom_ids, (std::set<std::string>{"a", "b"}));
 }
 
