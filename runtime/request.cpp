@@ -67,6 +67,13 @@ void check_batch_envelope(const nlohmann::json & j, const char * url) {
     if (j.contains("body") && !j["body"].is_object()) invalid("\"body\" must be a JSON object");
 }
 
+// The error record of a line whose values are rejected (err.line and err.custom_id are set).
+RequestError rejected(RequestError err, const Invalid & e) {
+    err.code = "invalid_request";
+    err.message = fmt::format("line {}: {}", err.line, e.message);
+    return err;
+}
+
 // The part every task shares: UTF-8, JSON, an object with a custom_id, the batch envelope. Fills err.custom_id
 // (best effort) and returns the parsed object, or the error.
 std::variant<json, RequestError> parse_line_head(const std::string & text, int64_t line_no, const char * url,
@@ -99,9 +106,7 @@ std::variant<json, RequestError> parse_line_head(const std::string & text, int64
         if (err.custom_id->empty()) invalid("\"custom_id\" is empty");
         check_batch_envelope(j, url);
     } catch (const Invalid & e) {
-        err.code = "invalid_request";
-        err.message = fmt::format("line {}: {}", line_no, e.message);
-        return err;
+        return rejected(std::move(err), e);
     }
     j["custom_id"] = *err.custom_id;   // numbers become their text
     return j;
@@ -181,9 +186,7 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
         }
         return r;
     } catch (const Invalid & e) {
-        err.code = "invalid_request";
-        err.message = fmt::format("line {}: {}", line_no, e.message);
-        return err;
+        return rejected(std::move(err), e);
     }
 }
 
@@ -234,9 +237,7 @@ std::variant<Request, RequestError> parse_embed_request(const std::string & text
             invalid("\"dimensions\" is not supported: embeddings have the model's hidden size");
         return r;
     } catch (const Invalid & e) {
-        err.code = "invalid_request";
-        err.message = fmt::format("line {}: {}", line_no, e.message);
-        return err;
+        return rejected(std::move(err), e);
     }
 }
 

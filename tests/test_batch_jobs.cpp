@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/synthetic_model.h"
+#include "job_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -40,31 +41,10 @@ using namespace zt::test;
 
 namespace {
 
-#ifdef ZT_MPIEXEC
-constexpr bool kHaveMpi = true;
-const char * kMpiexec = ZT_MPIEXEC;
-#else
-constexpr bool kHaveMpi = false;
-const char * kMpiexec = "";
-#endif
-
-#define REQUIRE_MPI() \
-    if (!kHaveMpi) GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev and openmpi-bin): multi-rank tests skipped"
+#define REQUIRE_MPI() REQUIRE_JOB_MPI()
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-void allow_mpirun_as_root() {
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-}
-
-// `ztinfer --config cfg` as np ranks under mpirun (np == 0: plain ztinfer, one rank, no mpirun).
-std::string ztinfer_command(int np, const std::string & cfg) {
-    const std::string zt = std::string(ZT_BINARY) + " --config " + cfg;
-    if (np == 0) return zt;
-    return std::string(kMpiexec) + " --oversubscribe --bind-to none -np " + std::to_string(np) + " " + zt;
-}
 
 // Live (not zombie) processes of session `sid`. mpirun puts every rank in a process group of its own, but they
 // stay in mpirun's session, so the session is "the whole job".
@@ -88,7 +68,7 @@ std::vector<pid_t> session_processes(pid_t sid) {
 class Job {
 public:
     Job(const std::string & cmd, const std::string & log_path) : log_path_(log_path), t0_(Clock::now()) {
-        allow_mpirun_as_root();
+        allow_mpirun_as_root_for_jobs();
         pid_ = fork();
         if (pid_ == 0) {
             setsid();
@@ -274,7 +254,7 @@ const std::map<std::string, json> & reference_records() {
     static std::map<std::string, json> ref;
     if (!ref.empty()) return ref;
     const std::string dir = make_temp_dir("batch_ref");
-    const RunResult r = run(ztinfer_command(2, write_config(dir, "ref", write_job_input(dir))), dir + "/log.txt");
+    const RunResult r = run(job_command(2, write_config(dir, "ref", write_job_input(dir))), dir + "/log.txt");
     EXPECT_EQ(r.code, 0) << r.log;
     ref = by_id(read_records(dir + "/ref.jsonl"));
     fs::remove_all(dir);
@@ -312,7 +292,7 @@ TEST(BatchJobs, KillNineMidJobThenRerunEqualsUninterruptedRun) {
 
     const std::string dir = make_temp_dir("batch_kill9");
     const std::string out = dir + "/job.jsonl";
-    const std::string cmd = ztinfer_command(2, write_config(dir, "job", write_job_input(dir), kSlowLink));
+    const std::string cmd = job_command(2, write_config(dir, "job", write_job_input(dir), kSlowLink));
     size_t before = 0;
     {
         Job job(cmd, dir + "/log.txt");
@@ -342,7 +322,7 @@ TEST(BatchJobs, TornLastLineFromACrashIsNotLeftInTheRerunOutput) {
         if (n++ < 5) text += r.dump() + "\n";
     const std::string sixth = std::next(ref.begin(), 5)->second.dump();
     write_file(out, text + sixth.substr(0, sixth.size() / 2));   // no newline: torn
-    const std::string cmd = ztinfer_command(2, write_config(dir, "job", write_job_input(dir)));
+    const std::string cmd = job_command(2, write_config(dir, "job", write_job_input(dir)));
     expect_rerun_completes(cmd, dir, out, 5);
     fs::remove_all(dir);
 }
@@ -352,7 +332,7 @@ TEST(BatchJobs, SigtermFlushesExitsNonZeroWithResumeHintAndRerunCompletes) {
     ASSERT_EQ(reference_records().size(), size_t(kJobRequests));
     const std::string dir = make_temp_dir("batch_term");
     const std::string out = dir + "/job.jsonl";
-    const std::string cmd = ztinfer_command(2, write_config(dir, "job", write_job_input(dir), kSlowLink));
+    const std::string cmd = job_command(2, write_config(dir, "job", write_job_input(dir), kSlowLink));
     size_t before = 0;
     {
         Job job(cmd, dir + "/log.txt");
@@ -406,11 +386,11 @@ TEST(BatchJobs, MixedGoodAndBadLinesEachGetOneRecord) {
         all.push_back(l.text);
         if (l.code.empty()) good.push_back(l.text);
     }
-    const std::string cmd = ztinfer_command(2, write_config(dir, "mixed", write_lines(dir + "/mixed-in.jsonl", all)));
+    const std::string cmd = job_command(2, write_config(dir, "mixed", write_lines(dir + "/mixed-in.jsonl", all)));
     const RunResult r = run(cmd, dir + "/log.txt");
     ASSERT_EQ(r.code, 0) << r.log;
     const std::string first_output = read_file(dir + "/mixed.jsonl");
-    const RunResult g = run(ztinfer_command(2, write_config(dir, "good", write_lines(dir + "/good-in.jsonl", good))),
+    const RunResult g = run(job_command(2, write_config(dir, "good", write_lines(dir + "/good-in.jsonl", good))),
                             dir + "/good-log.txt");
     ASSERT_EQ(g.code, 0) << g.log;
 
@@ -480,7 +460,7 @@ TEST(BatchJobs, SampledOutputsIdenticalFor1And2And4Ranks) {
     std::map<int, json> got;
     for (int np : {0, 2, 4}) {
         const std::string name = "np" + std::to_string(np);
-        const RunResult r = run(ztinfer_command(np, write_config(dir, name, input)), dir + "/" + name + ".log");
+        const RunResult r = run(job_command(np, write_config(dir, name, input)), dir + "/" + name + ".log");
         ASSERT_EQ(r.code, 0) << name << "\n" << r.log;
         got[np] = essence(by_id(read_records(dir + "/" + name + ".jsonl")));
         ASSERT_EQ(got[np].size(), 12u) << r.log;
@@ -488,7 +468,7 @@ TEST(BatchJobs, SampledOutputsIdenticalFor1And2And4Ranks) {
     EXPECT_EQ(got[2], got[0]) << "np 2 differs from plain ztinfer";
     EXPECT_EQ(got[4], got[0]) << "np 4 differs from plain ztinfer";
     // another job seed changes exactly the requests without a "seed" of their own
-    const RunResult r = run(ztinfer_command(2, write_config(dir, "seed2", input, {{"seed", 99}})), dir + "/seed2.log");
+    const RunResult r = run(job_command(2, write_config(dir, "seed2", input, {{"seed", 99}})), dir + "/seed2.log");
     ASSERT_EQ(r.code, 0) << r.log;
     const json other = essence(by_id(read_records(dir + "/seed2.jsonl")));
     for (int i = 0; i < 12; ++i) {
@@ -517,7 +497,7 @@ TEST(BatchJobs, EarlyEosOnOneRankDoesNotHang) {
                              {"max_tokens", max_tokens[k]}, {"ignore_eos", true}}.dump());
         if (k == 4) lines.push_back(R"({"custom_id": "bad", "prompt_token_ids": [1], "max_tokens": -3})");
     }
-    const RunResult r = run(ztinfer_command(3, write_config(dir, "early", write_lines(dir + "/in.jsonl", lines),
+    const RunResult r = run(job_command(3, write_config(dir, "early", write_lines(dir + "/in.jsonl", lines),
                                                             {{"collective_timeout_s", 20}})),
                             dir + "/log.txt", 60);
     ASSERT_EQ(r.code, 0) << r.log;

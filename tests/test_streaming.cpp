@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/synthetic_model.h"
+#include "job_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -33,54 +34,13 @@ using namespace zt::test;
 
 namespace {
 
-#ifdef ZT_MPIEXEC
-constexpr bool kHaveMpi = true;
-const char * kMpiexec = ZT_MPIEXEC;
-#else
-constexpr bool kHaveMpi = false;
-const char * kMpiexec = "";
-#endif
-
-struct RunResult {
-    int status = -1;
-    std::string log;
-    double seconds = 0;
-};
-
-void allow_mpirun_as_root() {
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
-}
-
-// `ztinfer --config cfg` as np ranks under mpirun (np == 0: plain, without mpirun).
-std::string ztinfer_command(int np, const std::string & cfg, const std::string & extra = "") {
-    const std::string zt = std::string(ZT_BINARY) + " --config " + cfg + " " + extra;
-    if (np == 0) return zt;
-    return std::string(kMpiexec) + " --oversubscribe --bind-to none -np " + std::to_string(np) + " " + zt;
-}
-
-RunResult run(const std::string & cmd) {
-    allow_mpirun_as_root();
-    const auto t0 = std::chrono::steady_clock::now();
-    RunResult r;
-    FILE * p = ::popen((cmd + " 2>&1").c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.log.append(buf, n);
-    const int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return r;
-}
-
 // A job running in the background under mpirun, its output going to <dir>/log.txt.
 struct BackgroundJob {
     pid_t launcher = -1;
     std::string log_path;
 
     BackgroundJob(const std::string & cmd, const std::string & dir) : log_path(dir + "/log.txt") {
-        allow_mpirun_as_root();
+        allow_mpirun_as_root_for_jobs();
         launcher = fork();
         if (launcher == 0) {
             const std::string sh = cmd + " >" + log_path + " 2>&1";
@@ -200,7 +160,7 @@ std::string demo_model_dir() {
 void expect_matrix_identical(const std::string & tag, const std::string & model, const std::string & input,
                              int64_t max_new_tokens, json * reference_out = nullptr) {
     const std::string dir = make_temp_dir("matrix_" + tag);
-    const RunResult ref = run(ztinfer_command(0, write_config(dir, "ref", model, input, {}, max_new_tokens)));
+    const JobRunResult ref = run_job_command(job_command(0, write_config(dir, "ref", model, input, {}, max_new_tokens)));
     ASSERT_EQ(ref.status, 0) << ref.log;
     const json want = essence(read_records(dir + "/ref.jsonl"));
     ASSERT_FALSE(want.empty());
@@ -212,7 +172,7 @@ void expect_matrix_identical(const std::string & tag, const std::string & model,
                 s.offload = tier;
                 s.overlap = overlap;
                 const std::string name = fmt::format("np{}-{}-{}", np, tier, overlap ? "overlap" : "sync");
-                const RunResult r = run(ztinfer_command(np, write_config(dir, name, model, input, s, max_new_tokens)));
+                const JobRunResult r = run_job_command(job_command(np, write_config(dir, name, model, input, s, max_new_tokens)));
                 ASSERT_EQ(r.status, 0) << name << "\n" << r.log;
                 EXPECT_EQ(essence(read_records(dir + "/" + name + ".jsonl")), want) << name << " differs from the "
                     "one-rank resident reference";
@@ -221,7 +181,7 @@ void expect_matrix_identical(const std::string & tag, const std::string & model,
 }
 
 #define REQUIRE_MPI() \
-    if (!kHaveMpi) GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev and openmpi-bin): multi-rank tests skipped"
+    if (!kJobHaveMpi) GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev and openmpi-bin): multi-rank tests skipped"
 
 }  // namespace
 
@@ -267,7 +227,7 @@ TEST(Streaming, RaceHuntingDelaysChangeNothing) {
     REQUIRE_MPI();
     const std::string dir = make_temp_dir("race");
     const std::string model = demo_model_dir(), input = std::string(ZT_SOURCE_DIR) + "/examples/prompts.jsonl";
-    const RunResult ref = run(ztinfer_command(0, write_config(dir, "ref", model, input, {}, 6)));
+    const JobRunResult ref = run_job_command(job_command(0, write_config(dir, "ref", model, input, {}, 6)));
     ASSERT_EQ(ref.status, 0) << ref.log;
     const json want = essence(read_records(dir + "/ref.jsonl"));
     for (const char * tier : {"cpu", "nvme"})
@@ -276,7 +236,7 @@ TEST(Streaming, RaceHuntingDelaysChangeNothing) {
             s.offload = tier;
             s.extra = {{"test_race_delay_us", 400}, {"prefetch_depth", 3}};
             const std::string name = fmt::format("race-np{}-{}", np, tier);
-            const RunResult r = run(ztinfer_command(np, write_config(dir, name, model, input, s, 6)));
+            const JobRunResult r = run_job_command(job_command(np, write_config(dir, name, model, input, s, 6)));
             ASSERT_EQ(r.status, 0) << r.log;
             EXPECT_EQ(essence(read_records(dir + "/" + name + ".jsonl")), want) << name;
         }
@@ -293,7 +253,7 @@ TEST(Streaming, RanksThatFinishEarlyKeepSteppingAndNobodyHangs) {
                                      << R"({"custom_id": "d", "prompt": "", "max_tokens": 5})" "\n";
     Streaming s;
     s.offload = "cpu";
-    const RunResult r = run(ztinfer_command(3, write_config(dir, "early", demo_model_dir(), dir + "/in.jsonl", s, 30)));
+    const JobRunResult r = run_job_command(job_command(3, write_config(dir, "early", demo_model_dir(), dir + "/in.jsonl", s, 30)));
     ASSERT_EQ(r.status, 0) << r.log;
     EXPECT_LT(r.seconds, 60);
     const auto recs = read_records(dir + "/early.jsonl");
@@ -318,7 +278,7 @@ TEST(Streaming, KillingOneRankEndsEveryRankWithAnErrorWithin60s) {
     s.extra = {{"collective_timeout_s", 10}};
     const std::string cfg = write_config(dir, "kill", demo_model_dir(), write_long_requests(dir, 12, 400), s, 400);
     const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
-    BackgroundJob job(ztinfer_command(3, cfg), dir);
+    BackgroundJob job(job_command(3, cfg), dir);
     ASSERT_TRUE(job.wait_until_generating()) << job.log();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     const std::string pid = command_output(ranks + " | tail -1");   // one of the ranks (not mpirun)
@@ -341,7 +301,7 @@ TEST(Streaming, TruncatedNvmeFileIsAClearErrorNotAHang) {
     Streaming s;
     s.offload = "nvme";
     const std::string cfg = write_config(dir, "trunc", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
-    BackgroundJob job(ztinfer_command(2, cfg), dir);
+    BackgroundJob job(job_command(2, cfg), dir);
     ASSERT_TRUE(job.wait_until_generating()) << job.log();
     const std::string file = dir + "/nvme-trunc/ztinfer-rank1.weights";
     std::error_code ec;
@@ -376,7 +336,7 @@ TEST(Streaming, RankHoldsAboutOneNthOfTheWeights) {
         Streaming s;
         s.offload = "cpu";
         s.extra = {{"partition_embeddings", true}, {"prefetch_depth", 1}};
-        const RunResult r = run(ztinfer_command(np, write_config(dir, fmt::format("np{}", np), model, dir + "/in.jsonl", s, 2)));
+        const JobRunResult r = run_job_command(job_command(np, write_config(dir, fmt::format("np{}", np), model, dir + "/in.jsonl", s, 2)));
         ASSERT_EQ(r.status, 0) << r.log;
         std::regex re(R"(streamed weights ([\d.]+) MiB in all, own slices ([\d.]+) MiB, staging [\d.]+ MiB, resident ([\d.]+) MiB, ring ([\d.]+) MiB .*RSS grew by ([\d.]+) MiB)");
         for (auto it = std::sregex_iterator(r.log.begin(), r.log.end(), re); it != std::sregex_iterator(); ++it) {
@@ -404,7 +364,7 @@ TEST(Streaming, TraceIsAChromeTraceWithEveryStageOfEveryRank) {
     Streaming s;
     s.offload = "cpu";
     const std::string cfg = write_config(dir, "trace", demo_model_dir(), std::string(ZT_SOURCE_DIR) + "/examples/prompts.jsonl", s, 3);
-    const RunResult r = run(ztinfer_command(2, cfg, "--trace " + dir + "/trace.json"));
+    const JobRunResult r = run_job_command(job_command(2, cfg, "--trace " + dir + "/trace.json"));
     ASSERT_EQ(r.status, 0) << r.log;
     const json t = json::parse(read_file(dir + "/trace.json"));
     std::set<std::pair<int, std::string>> seen;
