@@ -56,8 +56,7 @@ void run_embed_loop(JobRun & run) {
     const bool mean = cfg.embedding.pooling == "mean";
     const bool causal = run.mc.is_causal;
     const int32_t per_mb = int32_t(cfg.batch_size);
-    const int32_t n_slots = int32_t(std::min<int64_t>(cfg.batch_size * cfg.batch.micro_batches,
-                                                      std::max<size_t>(run.queue.size(), 1)));
+    const int32_t n_slots = run.n_slots;
     const int32_t n_mb = (n_slots + per_mb - 1) / per_mb;
     if (!causal && run.rank == 0)
         spdlog::info("{}: \"is_causal\": false (bidirectional attention): every input runs in one piece, so "

@@ -63,8 +63,7 @@ void run_generate_loop(JobRun & run) {
     JobStats & stats = run.stats;
     const int64_t vocab = run.mc.vocab_size;
     const int32_t per_mb = int32_t(cfg.batch_size);
-    const int32_t n_slots = int32_t(std::min<int64_t>(cfg.batch_size * cfg.batch.micro_batches,
-                                                      std::max<size_t>(run.queue.size(), 1)));
+    const int32_t n_slots = run.n_slots;
     const int32_t n_mb = (n_slots + per_mb - 1) / per_mb;
     std::vector<std::optional<Active>> slots(size_t(n_slots), std::nullopt);
     std::vector<float> logits;

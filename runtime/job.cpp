@@ -260,8 +260,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
                      vocab, max_ctx, cfg.task, n_ranks, comm.name(), backend.name(), n_threads, st.prefetch_depth,
                      st.overlap ? "on" : "off");
 
-    JobRun run{cfg, rank, n_ranks, backend, comm, mc, tok ? &*tok : nullptr, forward, stats, {}, {}, 0, {}, 0, 0,
-               {}, {}, {}, 0, 0};
+    JobRun run(cfg, rank, n_ranks, backend, comm, mc, tok ? &*tok : nullptr, forward, stats);
     if (!embed) run.eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
 
     // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
@@ -381,7 +380,8 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     for (const auto & r : run.queue)
         max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens));
     const int64_t want_slots = cfg.batch_size * cfg.batch.micro_batches;
-    const int32_t n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+    run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+    const int32_t n_slots = run.n_slots;
     forward.reserve(n_slots, int32_t(max_len));
     stats.load_seconds = seconds_since(t_load);
     spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "

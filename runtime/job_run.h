@@ -25,6 +25,10 @@ class Forward;
 class Tokenizer;
 
 struct JobRun {
+    JobRun(const JobConfig & c, int r, int n, Backend & be, Communicator & cm, const ModelConfig & m,
+           const Tokenizer * t, Forward & f, JobStats & st)
+        : cfg(c), rank(r), n_ranks(n), backend(be), comm(cm), mc(m), tok(t), forward(f), stats(st) {}
+
     const JobConfig & cfg;
     int rank = 0, n_ranks = 1;
     Backend & backend;
@@ -34,6 +38,8 @@ struct JobRun {
     Forward & forward;
     JobStats & stats;
     std::set<int32_t> eos;                // generate: end-of-sequence ids
+    int32_t n_slots = 1;                  // KV-cache slots (micro_batches x batch_size, fewer for a short queue);
+                                          // slot s belongs to micro-batch s / batch_size
 
     std::deque<Request> queue;            // this rank's valid requests, bucketed by prompt length
     int64_t total = 0;                    // valid requests to run on all ranks (the progress bar's total)

@@ -74,9 +74,17 @@ RequestError rejected(RequestError err, const Invalid & e) {
     return err;
 }
 
-// The part every task shares: UTF-8, JSON, an object with a custom_id, the batch envelope. Fills err.custom_id
-// (best effort) and returns the parsed object, or the error.
-std::variant<json, RequestError> parse_line_head(const std::string & text, int64_t line_no, const char * url,
+// A line that passed parse_line_head: the object, where its request fields are (the OpenAI form's "body", else
+// the line itself), and the error record to fill should a field be rejected (line and custom_id set).
+struct LineHead {
+    json line;
+    RequestError err;
+    const json & body() const { return line.contains("body") ? line["body"] : line; }
+};
+
+// The part every task shares: UTF-8, JSON, an object with a custom_id, the batch envelope (which also checks that
+// "body" is an object). Returns the parsed line, or its error record.
+std::variant<LineHead, RequestError> parse_line_head(const std::string & text, int64_t line_no, const char * url,
                                                  const char * what) {
     RequestError err;
     err.line = line_no;
@@ -109,7 +117,7 @@ std::variant<json, RequestError> parse_line_head(const std::string & text, int64
         return rejected(std::move(err), e);
     }
     j["custom_id"] = *err.custom_id;   // numbers become their text
-    return j;
+    return LineHead{std::move(j), std::move(err)};
 }
 
 }  // namespace
@@ -118,12 +126,10 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
                                                   const SamplingDefaults & defaults) {
     auto head = parse_line_head(text, line_no, "/v1/completions", "\"prompt\"");
     if (auto * e = std::get_if<RequestError>(&head)) return *e;
-    const json & j = std::get<json>(head);
-    RequestError err;
-    err.line = line_no;
-    err.custom_id = j["custom_id"].get<std::string>();
+    const LineHead & h = std::get<LineHead>(head);
+    RequestError err = h.err;
     try {
-        const json & body = j.contains("body") && j["body"].is_object() ? j["body"] : j;
+        const json & body = h.body();
         Request r;
         r.line = line_no;
         r.custom_id = *err.custom_id;
@@ -190,20 +196,15 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
     }
 }
 
-}  // namespace zt
-
-namespace zt {
 
 std::variant<Request, RequestError> parse_embed_request(const std::string & text, int64_t line_no,
                                                         const std::string & default_instruction) {
     auto head = parse_line_head(text, line_no, "/v1/embeddings", "\"input\"");
     if (auto * e = std::get_if<RequestError>(&head)) return *e;
-    const json & j = std::get<json>(head);
-    RequestError err;
-    err.line = line_no;
-    err.custom_id = j["custom_id"].get<std::string>();
+    const LineHead & h = std::get<LineHead>(head);
+    RequestError err = h.err;
     try {
-        const json & body = j.contains("body") ? j["body"] : j;
+        const json & body = h.body();
         Request r;
         r.line = line_no;
         r.custom_id = *err.custom_id;

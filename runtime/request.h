@@ -41,9 +41,6 @@ struct RequestError {
 std::variant<Request, RequestError> parse_request(const std::string & text, int64_t line_no,
                                                   const SamplingDefaults & defaults);
 
-}  // namespace zt
-
-namespace zt {
 
 // Parses line `line_no` of an embed job: {"custom_id", "input": "text" | [ids], "instruction": "..."} or the OpenAI
 // batch form {"custom_id", "method": "POST", "url": "/v1/embeddings", "body": {"input": .., "model": ..}}.

@@ -76,7 +76,7 @@ void Schedule::issue(size_t g) {
     store_.fetch_slice(u, mine, copy);
     if (trace) be_.host_task(copy, [this, t_fetch, &unit] {
         tracer_->add("fetch " + unit.name, "fetch", "copy", *t_fetch, tracer_->now_us(),
-                     fmt::format("{{\"bytes\": {}}}", unit.slice_bytes));
+                     tracer_->enabled() ? fmt::format("{{\"bytes\": {}}}", unit.slice_bytes) : std::string());
     });
     const Event fetched = be_.record(copy);
     if (!opt_.overlap) be_.synchronize(copy);
@@ -88,7 +88,7 @@ void Schedule::issue(size_t g) {
     comm_.all_gather(mine, full, unit.slice_bytes, comm);
     if (trace) be_.host_task(comm, [this, t_gather, &unit] {
         tracer_->add("all_gather " + unit.name, "all_gather", "comm", *t_gather, tracer_->now_us(),
-                     fmt::format("{{\"bytes\": {}}}", unit.flat_bytes));
+                     tracer_->enabled() ? fmt::format("{{\"bytes\": {}}}", unit.flat_bytes) : std::string());
     });
     gathered_[slot] = be_.record(comm);
     if (!opt_.overlap) be_.synchronize(comm);
