@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "comm/communicator.h"
-#include "runtime/backend.h"
-#include "runtime/error.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
 
 namespace zt {
 

@@ -26,8 +26,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "runtime/backend.h"
-#include "runtime/error.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
 
 #ifdef ZT_HAVE_MPI
 #define OMPI_SKIP_MPICXX 1   // the C API only: the C++ bindings need libmpi_cxx

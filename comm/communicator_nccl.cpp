@@ -24,8 +24,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "runtime/backend.h"
-#include "runtime/error.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
 
 #ifdef ZT_HAVE_NCCL
 #include <cuda_runtime.h>
@@ -46,7 +46,7 @@
 #include <vector>
 
 #include "comm/watchdog.h"
-#include "runtime/backend_cuda.h"
+#include "runtime/backend/backend_cuda.h"
 #endif
 
 namespace zt {

@@ -15,7 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "runtime/error.h"
+#include "runtime/base/error.h"
 
 namespace zt {
 

@@ -1,7 +1,7 @@
 // convert: the GEMM operands' element types.
 //   widen:  out (n) f32 = in (n) W (f32: a copy; f16/bf16: exact).
 //   narrow: out (n) W = in (n) f32; f16 and bf16 round to nearest even with NaN kept NaN, bit for bit as
-//           runtime/dtype.h's f32_to_bf16 / f32_to_f16 (the same integer algorithms); f32: a copy.
+//           runtime/model/dtype.h's f32_to_bf16 / f32_to_f16 (the same integer algorithms); f32: a copy.
 // Launch (both): 1-D grid-stride, 256 threads per block, one unit per thread per step: 4 elements (one 16-byte
 // f32 and one 8-byte f16/bf16 access) when both pointers are aligned for that, then the n % 4 tail elements by the
 // grid's first threads; else 1 element.

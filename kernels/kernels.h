@@ -1,7 +1,7 @@
 // Launchers of the CUDA kernels, one .cu file per op (kernels/<op>.cu). Each enqueues its kernel(s) on `stream`
 // and returns the launch's cudaError_t (cudaSuccess, or the error of the launch / of an argument check).
-// Every op computes what the same-named op of the CPU backend computes (runtime/backend.h is the spec; the CPU
-// code in runtime/backend_cpu.cpp is the readable reference); results agree up to summation order.
+// Every op computes what the same-named op of the CPU backend computes (runtime/backend/backend.h is the spec; the CPU
+// code in runtime/backend/backend_cpu.cpp is the readable reference); results agree up to summation order.
 // Pointers are device pointers unless a comment says otherwise. Shapes are outermost first: (T,C) = T rows of C
 // contiguous elements. Sizes may be anything >= 1 (odd sizes such as 111 are tested); 0 rows is a no-op.
 // Activations are fp32; weights (W) are fp32, fp16 or bf16 (WType) and widened to fp32 on load.
@@ -88,7 +88,7 @@ cudaError_t pool_last(float * out, const float * x, const AttnSeq * seqs, int64_
                       cudaStream_t stream);
 
 // sampling.cu: ids (R) i32, one token per row of logits (R,V) f32, by the algorithm of zt::sample_token
-// (runtime/sampler.h) with the row's parameters (on the device): temperature <= 0: argmax, lowest id on ties;
+// (runtime/job/sampler.h) with the row's parameters (on the device): temperature <= 0: argmax, lowest id on ties;
 // else softmax at the temperature in double over the top_k candidates (0 = all), then the smallest prefix in
 // order (logit descending, id ascending) whose mass >= top_p of theirs, and the first candidate of that order
 // whose running sum exceeds u * mass (plain temperature sampling without top-k/top-p walks ids ascending).

@@ -1,7 +1,7 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
 // `synth` writes a random-weight HF model directory; `tokenize` maps JSONL text <-> ids; `info` prints JSON
 // with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
-// all-gather, layer and streamed-decode rates (runtime/benchmark.h).
+// all-gather, layer and streamed-decode rates (runtime/bench/benchmark.h).
 #include <csignal>
 #include <filesystem>
 #include <cstdio>
@@ -16,15 +16,15 @@
 
 #include "comm/communicator.h"
 #include "comm/world.h"
-#include "runtime/benchmark.h"
-#include "runtime/error.h"
-#include "runtime/job.h"
-#include "runtime/job_config.h"
-#include "runtime/log.h"
-#include "runtime/request.h"
-#include "runtime/synthetic_model.h"
-#include "runtime/tokenizer.h"
-#include "runtime/unicode_text.h"
+#include "runtime/bench/benchmark.h"
+#include "runtime/base/error.h"
+#include "runtime/job/job.h"
+#include "runtime/job/job_config.h"
+#include "runtime/base/log.h"
+#include "runtime/job/request.h"
+#include "runtime/model/synthetic_model.h"
+#include "runtime/model/tokenizer.h"
+#include "runtime/model/unicode_text.h"
 #ifdef ZT_HAVE_CUDA
 #include "kernels/device_query.h"
 #endif

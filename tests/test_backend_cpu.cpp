@@ -7,10 +7,10 @@
 #include <random>
 #include <vector>
 
-#include "runtime/backend.h"
-#include "runtime/error.h"
-#include "runtime/model_config.h"
-#include "runtime/rope.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/rope.h"
 
 namespace zt {
 namespace {

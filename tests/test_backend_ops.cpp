@@ -43,10 +43,10 @@
 
 #include <fmt/format.h>
 
-#include "runtime/backend.h"
-#include "runtime/dtype.h"
-#include "runtime/error.h"
-#include "runtime/sampler.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/dtype.h"
+#include "runtime/base/error.h"
+#include "runtime/job/sampler.h"
 
 namespace zt {
 namespace {

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/backend.h"
-#include "runtime/error.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
 #include "tests/test_support.h"
 
 namespace zt {

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "runtime/backend.h"
-#include "runtime/checkpoint.h"
-#include "runtime/forward.h"
-#include "runtime/model_config.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/stream/forward.h"
+#include "runtime/model/model_config.h"
 
 namespace zt {
 namespace {

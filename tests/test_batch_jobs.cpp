@@ -31,7 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/synthetic_model.h"
+#include "runtime/model/synthetic_model.h"
 #include "job_runner.h"
 #include "test_support.h"
 

@@ -1,4 +1,4 @@
-// `ztinfer bench` (runtime/benchmark.cpp) through the binary, on the CPU backend at tiny sizes: every table runs,
+// `ztinfer bench` (runtime/bench/benchmark.cpp) through the binary, on the CPU backend at tiny sizes: every table runs,
 // verifies what it moved (#wrong == 0), and writes the JSON figures docs are made from; the streamed decode
 // step's link efficiency is in (0, 1.5]; the nvme table is skipped with a line without --nvme-path; bad options
 // and an unusable --device cuda fail clearly; under mpirun -np 2 the all-gather table prints busbw.
@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/backend.h"
+#include "runtime/backend/backend.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/checkpoint.h"
-#include "runtime/error.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/base/error.h"
 #include "tests/test_support.h"
 
 using namespace zt;

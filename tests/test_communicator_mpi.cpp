@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "runtime/backend.h"
-#include "runtime/error.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
 #include "test_support.h"
 
 namespace {

@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "runtime/dtype.h"
+#include "runtime/model/dtype.h"
 
 using namespace zt;
 

@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/embedding_output.h"
-#include "runtime/error.h"
+#include "runtime/job/embedding_output.h"
+#include "runtime/base/error.h"
 #include "tests/test_support.h"
 
 using namespace zt;

@@ -12,12 +12,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/backend.h"
-#include "runtime/checkpoint.h"
-#include "runtime/error.h"
-#include "runtime/forward.h"
-#include "runtime/model_config.h"
-#include "runtime/rope.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/base/error.h"
+#include "runtime/stream/forward.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/rope.h"
 
 namespace zt {
 namespace {

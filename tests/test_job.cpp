@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/job.h"
-#include "runtime/safetensors.h"
-#include "runtime/synthetic_model.h"
+#include "runtime/job/job.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/model/synthetic_model.h"
 
 using namespace zt;
 using json = nlohmann::json;

@@ -2,8 +2,8 @@
 // are errors naming the key.
 #include <gtest/gtest.h>
 
-#include "runtime/error.h"
-#include "runtime/job_config.h"
+#include "runtime/base/error.h"
+#include "runtime/job/job_config.h"
 
 using namespace zt;
 using json = nlohmann::json;

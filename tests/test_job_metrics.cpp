@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/error.h"
-#include "runtime/job_config.h"
-#include "runtime/job_metrics.h"
+#include "runtime/base/error.h"
+#include "runtime/job/job_config.h"
+#include "runtime/job/job_metrics.h"
 #include "tests/test_support.h"
 
 using namespace zt;

@@ -13,8 +13,8 @@
 #include <memory>
 #include <random>
 
-#include "runtime/error.h"
-#include "runtime/layer_partition.h"
+#include "runtime/base/error.h"
+#include "runtime/stream/layer_partition.h"
 
 using namespace zt;
 

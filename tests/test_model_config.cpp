@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/error.h"
-#include "runtime/model_config.h"
+#include "runtime/base/error.h"
+#include "runtime/model/model_config.h"
 #include "tests/test_support.h"
 
 using namespace zt;

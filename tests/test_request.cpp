@@ -2,8 +2,8 @@
 // line and what is wrong; good lines carry defaults from the job config.
 #include <gtest/gtest.h>
 
-#include "runtime/request.h"
-#include "runtime/unicode_text.h"
+#include "runtime/job/request.h"
+#include "runtime/model/unicode_text.h"
 
 using namespace zt;
 

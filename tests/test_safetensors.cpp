@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.h"
-#include "runtime/safetensors.h"
+#include "runtime/base/error.h"
+#include "runtime/model/safetensors.h"
 #include "tests/test_support.h"
 
 using namespace zt;

@@ -6,7 +6,7 @@
 #include <set>
 #include <vector>
 
-#include "runtime/sampler.h"
+#include "runtime/job/sampler.h"
 
 using namespace zt;
 

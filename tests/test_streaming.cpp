@@ -24,7 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "runtime/synthetic_model.h"
+#include "runtime/model/synthetic_model.h"
 #include "job_runner.h"
 #include "test_support.h"
 

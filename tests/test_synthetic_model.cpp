@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/checkpoint.h"
-#include "runtime/error.h"
-#include "runtime/synthetic_model.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/base/error.h"
+#include "runtime/model/synthetic_model.h"
 #include "tests/test_support.h"
 
 using namespace zt;

@@ -18,12 +18,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "runtime/backend.h"
-#include "runtime/checkpoint.h"
-#include "runtime/embedding_output.h"
-#include "runtime/forward.h"
-#include "runtime/model_config.h"
-#include "runtime/synthetic_model.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/job/embedding_output.h"
+#include "runtime/stream/forward.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/synthetic_model.h"
 #include "job_runner.h"
 #include "test_support.h"
 

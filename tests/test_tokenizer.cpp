@@ -15,8 +15,8 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/error.h"
-#include "runtime/tokenizer.h"
+#include "runtime/base/error.h"
+#include "runtime/model/tokenizer.h"
 #include "tests/test_support.h"
 
 using namespace zt;

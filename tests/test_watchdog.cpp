@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "comm/watchdog.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
+#include "runtime/base/error.h"
+#include "runtime/base/log.h"
 #include "test_support.h"
 
 namespace {

@@ -15,11 +15,11 @@
 #include <mutex>
 #include <random>
 
-#include "runtime/backend.h"
-#include "runtime/error.h"
-#include "runtime/layer_partition.h"
-#include "runtime/nvme_file.h"
-#include "runtime/weight_store.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
+#include "runtime/stream/layer_partition.h"
+#include "runtime/stream/nvme_file.h"
+#include "runtime/stream/weight_store.h"
 #include "tests/test_support.h"
 
 using namespace zt;

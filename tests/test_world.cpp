@@ -2,7 +2,7 @@
 #include <map>
 
 #include "comm/world.h"
-#include "runtime/error.h"
+#include "runtime/base/error.h"
 #include "test_support.h"
 
 namespace {

@@ -48,10 +48,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "runtime/checkpoint.h"
-#include "runtime/layer_partition.h"
-#include "runtime/model_config.h"
-#include "runtime/synthetic_model.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/stream/layer_partition.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/synthetic_model.h"
 
 namespace {
 

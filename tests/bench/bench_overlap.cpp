@@ -22,15 +22,15 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/communicator.h"
-#include "runtime/backend.h"
-#include "runtime/checkpoint.h"
-#include "runtime/dtype.h"
-#include "runtime/forward.h"
-#include "runtime/layer_partition.h"
-#include "runtime/model_config.h"
-#include "runtime/schedule.h"
-#include "runtime/trace.h"
-#include "runtime/weight_store.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/model/dtype.h"
+#include "runtime/stream/forward.h"
+#include "runtime/stream/layer_partition.h"
+#include "runtime/model/model_config.h"
+#include "runtime/stream/schedule.h"
+#include "runtime/base/trace.h"
+#include "runtime/stream/weight_store.h"
 
 namespace {
 

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "runtime/error.h"
-#include "runtime/safetensors.h"
+#include "runtime/base/error.h"
+#include "runtime/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     // Copy into an exact-size heap buffer so that ASan catches any read past the end.

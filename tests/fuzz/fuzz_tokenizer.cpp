@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/error.h"
-#include "runtime/tokenizer.h"
+#include "runtime/base/error.h"
+#include "runtime/model/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     std::string input(reinterpret_cast<const char *>(data), size);

@@ -1,8 +1,8 @@
 // kernel_emulation_test: every launcher of kernels/kernels.h, built from the current kernels/*.cu by transform.py
 // and run on the CPU by the emulator of this directory (cuda/cuda_runtime.h: one fiber per CUDA thread, real
 // barrier and warp-shuffle semantics, cp.async queued until its wait, NaN-filled dynamic shared memory), against
-// the CPU backend (runtime/backend.h, make_cpu_backend) on small odd sizes: NMSE = sum((a-b)^2)/sum(b^2) <= 1e-7
-// (b = CPU), sampled ids equal, widen/narrow bit-exact against runtime/dtype.h, add_bias exact against a loop.
+// the CPU backend (runtime/backend/backend.h, make_cpu_backend) on small odd sizes: NMSE = sum((a-b)^2)/sum(b^2) <= 1e-7
+// (b = CPU), sampled ids equal, widen/narrow bit-exact against runtime/model/dtype.h, add_bias exact against a loop.
 // Every output lies between guard bytes that must stay intact, and outputs that must be written entirely start
 // as NaN. No GPU and no CUDA installation are needed; CI runs it as the ctest `kernel_emulation`.
 // The largest NMSE per op is printed at the end ("NMSE max ...").
@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "runtime/backend.h"
-#include "runtime/dtype.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/dtype.h"
 
 namespace {
 

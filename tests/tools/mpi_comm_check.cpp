@@ -30,9 +30,9 @@
 
 #include "comm/communicator.h"
 #include "comm/world.h"
-#include "runtime/backend.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
+#include "runtime/backend/backend.h"
+#include "runtime/base/error.h"
+#include "runtime/base/log.h"
 
 namespace {
 

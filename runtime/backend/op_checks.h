@@ -1,0 +1,36 @@
+// Argument checks every backend runs before an op (the same checks and messages on CPU and CUDA): tensors that
+// must be F32, weights that must be F32/F16/BF16, rows x cols views, and a sequence's place in the KV cache.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+
+namespace zt {
+
+void check_f32(const Tensor & t, const char * op, const char * name);
+void check_weight(const Tensor & t, const char * op, const char * name);
+// Rows of a tensor whose last dim is `cols` (its numel must be a multiple of cols).
+int64_t rows_of(const Tensor & t, int64_t cols, const char * op, const char * name);
+// A sequence of a step fits S cache slots of M positions and the step's T token rows.
+void check_seq(const AttentionSeq & q, int64_t S, int64_t M, int64_t T, const char * op);
+
+// Per-op checks of Backend's ops (runtime/backend/backend.h gives the shapes); each returns the sizes the op works with.
+struct RmsnormDims { int64_t R, C; };
+RmsnormDims check_rmsnorm(const Tensor & out, const Tensor & x, const Tensor & w);
+struct MatmulDims { int64_t T, N, K; };
+MatmulDims check_matmul(const Tensor & out, const Tensor & x, const Tensor & w, const Tensor & bias);
+struct RopeDims { int64_t T, H, D; };
+RopeDims check_rope(const Tensor & x, const Tensor & positions, const Tensor & inv_freq);
+struct KvStoreDims { int64_t S, M, row, T; };   // row = KV*D
+KvStoreDims check_kv_store(const Tensor & k_cache, const Tensor & v_cache, const Tensor & k, const Tensor & v,
+                           const std::vector<AttentionSeq> & seqs);
+struct AttentionDims { int64_t T, H, D, S, M, KV; };
+AttentionDims check_attention(const Tensor & out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
+                              const std::vector<AttentionSeq> & seqs);
+struct PoolDims { int64_t T, C, B; };
+PoolDims check_pool(const Tensor & out, const Tensor & x, const std::vector<AttentionSeq> & seqs);
+struct SampleDims { int64_t R, V; };
+SampleDims check_sample(const Tensor & ids, const Tensor & logits, const std::vector<SampleRow> & rows);
+
+}  // namespace zt

@@ -1,0 +1,492 @@
+// The job (see job.h): load -> partition and stream the weights -> read and validate requests -> the task's loop
+// (generate_loop.cpp / embed_loop.cpp), every rank in lockstep -> records (rank 0 writes them all) -> metrics.
+#include "runtime/job/job.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cmath>
+#include <deque>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "comm/communicator.h"
+#include "runtime/backend/backend.h"
+#include "runtime/backend/backend_cuda.h"
+#include "runtime/model/checkpoint.h"
+#include "runtime/job/embedding_output.h"
+#include "runtime/base/error.h"
+#include "runtime/job/job_run.h"
+#include "runtime/stream/forward.h"
+#include "runtime/stream/layer_partition.h"
+#include "runtime/base/memory_usage.h"
+#include "runtime/model/model_config.h"
+#include "runtime/job/progress.h"
+#include "runtime/job/request.h"
+#include "runtime/job/result_writer.h"
+#include "runtime/job/sampler.h"
+#include "runtime/stream/schedule.h"
+#include "runtime/model/tokenizer.h"
+#include "runtime/base/trace.h"
+#include "runtime/stream/weight_store.h"
+
+namespace zt {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// End-of-sequence ids: the tokenizer's EOS, config.json's and generation_config.json's eos_token_id.
+std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & mc, const Tokenizer * tok) {
+    std::set<int32_t> ids;
+    if (tok) if (auto e = tok->eos_id()) ids.insert(*e);
+    for (int64_t e : mc.eos_token_ids) ids.insert(int32_t(e));
+    std::ifstream gen(model_dir + "/generation_config.json");
+    if (gen.good()) {
+        try {
+            const json g = json::parse(gen);
+            if (g.contains("eos_token_id")) {
+                const auto & e = g["eos_token_id"];
+                if (e.is_number_integer()) ids.insert(e.get<int32_t>());
+                if (e.is_array()) for (const auto & x : e) if (x.is_number_integer()) ids.insert(x.get<int32_t>());
+            }
+        } catch (const json::exception & e) {
+            spdlog::warn("{}/generation_config.json is not valid JSON ({}); ignoring it", model_dir, e.what());
+        }
+    }
+    return ids;
+}
+
+OffloadTier tier_of(const std::string & device) {
+    if (device == "cpu") return OffloadTier::cpu;
+    if (device == "nvme") return OffloadTier::nvme;
+    return OffloadTier::none;
+}
+
+double mib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
+
+}  // namespace
+
+std::atomic<bool> & job_stop_flag() {
+    static std::atomic<bool> flag{false};
+    return flag;
+}
+
+namespace {
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
+                      Communicator & comm, Clock::time_point t_load);
+}  // namespace
+
+namespace {
+std::string host_name() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
+    return buf;
+}
+
+// "cuda:1": which device a rank's backend runs on, to find ranks that share one.
+std::string device_label(const Backend & backend) {
+#ifdef ZT_HAVE_CUDA
+    if (is_cuda_backend(backend)) return fmt::format("cuda:{}", cuda_device_of(backend));
+#endif
+    return backend.name();
+}
+}  // namespace
+
+std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo & world, int n_threads) {
+    const StreamingConfig & st = cfg.streaming;
+    const bool cuda_usable = cuda_backend_compiled() && cuda_unavailable_reason().empty();
+    if (cfg.device == "cuda" || (cfg.device == "auto" && cuda_usable)) {
+        ZT_CHECK(cuda_usable, "{}: \"ztinfer.device\" is \"cuda\" but {} (rank {})", cfg.config_path,
+                 cuda_unavailable_reason(), world.rank);
+        ZT_CHECK(st.test_link_gbps == 0 && st.test_race_delay_us == 0, "{}: ztinfer.test_link_gbps and "
+                 "test_race_delay_us are CPU-backend test options: remove them for \"device\": \"cuda\"",
+                 cfg.config_path);
+        CudaBackendOptions co;
+        co.device = device_for_local_rank(world.local_rank, cuda_visible_device_count());
+        co.max_memory_bytes = cfg.gpu.max_memory_bytes;
+        co.max_memory_fraction = cfg.gpu.max_memory_fraction;
+        co.compute_dtype = cfg.gpu.compute_dtype;
+        return make_cuda_backend(co);
+    }
+    CpuBackendOptions bo;
+    bo.n_threads = n_threads;
+    bo.link_gbps = st.test_link_gbps;
+    bo.race_delay_us = st.test_race_delay_us;
+    bo.race_seed = uint64_t(world.rank) + 1;
+    return make_cpu_backend(bo);
+}
+
+std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend) {
+    const int rank = world.rank, n_ranks = world.size;
+    std::unique_ptr<Communicator> comm;
+    if (n_ranks > 1 || world.via_mpi_launcher()) {
+        ZT_CHECK(mpi_available() || n_ranks == 1, "{} ranks were launched ({}) but this build has no MPI: install "
+                 "libopenmpi-dev and rebuild", n_ranks, world.source);
+        if (mpi_available()) comm = make_mpi_communicator(backend, MpiOptions{cfg.streaming.collective_timeout_s});
+    }
+    if (!comm) comm = make_local_communicator(&backend);
+    ZT_CHECK(comm->world_size() == n_ranks && comm->rank() == rank, "the launcher says rank {} of {} ({}) but {} "
+             "says rank {} of {}: launch with mpirun/srun, or unset RANK/WORLD_SIZE", rank, n_ranks, world.source,
+             comm->name(), comm->rank(), comm->world_size());
+    if (n_ranks == 1 || backend.host_can_access(MemKind::device) || cfg.gpu.communicator == "mpi") return comm;
+
+    // GPU ranks: NCCL when every rank has a GPU of its own, else MPI with device buffers staged through the host
+    // (several ranks sharing one GPU, as on a one-GPU test machine). Every rank learns the same answer.
+    const std::string where = fmt::format("{}:{}", host_name(), device_label(backend));
+    const std::vector<std::string> all = comm->gather_strings(where);
+    int shared = 0;
+    if (rank == 0) shared = std::set<std::string>(all.begin(), all.end()).size() < all.size() ? 1 : 0;
+    comm->broadcast(&shared, sizeof shared, 0);
+    if (cfg.gpu.communicator == "nccl") {
+        ZT_CHECK(!shared, "{}: \"ztinfer.communicator\" is \"nccl\" but several ranks share one GPU ({}), which NCCL "
+                 "refuses: give each rank its own GPU or use \"mpi\"", cfg.config_path, where);
+        return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
+    }
+    if (shared || !nccl_available()) {
+        if (rank == 0)
+            spdlog::info("communicator: MPI with device buffers staged through host memory ({})",
+                         shared ? "several ranks share a GPU" : "this build has no NCCL");
+        return comm;
+    }
+    return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
+}
+
+JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
+    const auto t_load = Clock::now();
+    const int rank = world.rank, n_ranks = world.size;
+    if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
+
+    // --- backend and communicator ------------------------------------------------------------------
+    const int n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
+    std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
+    try {
+        JobStats stats = run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
+        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher())) {
+            // The launcher is stopping the job (Slurm preemption, or mpirun forwarding SIGTERM, which SIGKILLs the
+            // ranks odls_base_sigkill_timeout = 1 s later): MPI_Finalize would wait for the launcher's teardown and
+            // be killed inside it. Every output is synced, so leave MPI without finalizing and exit now.
+            (void)comm.release();
+        }
+        return stats;
+    } catch (const std::exception & e) {
+        if (n_ranks == 1) throw;
+        // The other ranks would wait for this one in the next collective: log why, then end every rank now.
+        if (const auto * ze = dynamic_cast<const Error *>(&e)) spdlog::error("{}: {}", ze->location(), ze->message());
+        else spdlog::error("unexpected error: {}", e.what());
+        spdlog::error("rank {} failed: stopping all {} ranks (MPI_Abort); fix the error above and rerun (finished "
+                      "requests are kept and skipped)", rank, n_ranks);
+        comm->abort(1);   // does not return
+    }
+    return {};
+}
+
+namespace {
+
+// Prompt-length bucket: requests of one bucket (lengths within a factor of two) run side by side, longest first,
+// so a micro-batch's prompts are about as long as each other and the long ones do not finish last.
+int length_bucket(size_t n) {
+    int b = 0;
+    while ((size_t(1) << b) < n) ++b;
+    return b;
+}
+
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
+                      Communicator & comm, Clock::time_point t_load) {
+    JobStats stats;
+    const int rank = world.rank, n_ranks = world.size;
+    const StreamingConfig & st = cfg.streaming;
+    const bool embed = cfg.task == "embed";
+
+    // --- model, tokenizer, weights -------------------------------------------------------------------
+    const ModelConfig mc = ModelConfig::load(cfg.model);
+    std::optional<Tokenizer> tok;
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) tok.emplace(Tokenizer::load(cfg.model));
+    else spdlog::warn("{} has no tokenizer.json: requests must give token ids{}", cfg.model,
+                      embed ? "" : ", and results have no text");
+    const MemoryUsage mem_before = memory_usage();
+    auto ckpt = std::make_unique<Checkpoint>(cfg.model);
+    const ModelWeights weights = bind_weights(*ckpt, mc);
+    ZT_CHECK(embed || weights.lm_head.data != nullptr, "{} has no lm_head (a base-model save): it can compute "
+             "embeddings (\"ztinfer.task\": \"embed\") but not generate text", cfg.model);
+    ZT_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
+             "{}: tokenizer has {} tokens but config.json vocab_size is {}: the tokenizer belongs to another model",
+             cfg.model, tok ? tok->vocab_size() : 0, mc.vocab_size);
+    PartitionOptions po;
+    po.world = n_ranks;
+    po.persistence_threshold = st.persistence_threshold;
+    po.resident_layers = int(st.resident_layers);
+    po.partition_embeddings = st.partition_embeddings;
+    po.stream = st.offload_device != "none";
+    const PartitionPlan plan = plan_partition(mc, weights, po);
+    WeightStoreOptions so;
+    so.tier = tier_of(st.offload_device);
+    so.nvme_path = st.nvme_path;
+    so.aio_block_size = size_t(st.aio_block_size);
+    so.aio_queue_depth = int(st.aio_queue_depth);
+    so.buffer_count = int(st.buffer_count);
+    WeightStore store(plan, rank, backend, so);
+    ckpt.reset();   // this rank's bytes are in the store now: unmap the checkpoint
+    Tracer tracer(rank, !st.trace.empty());
+    Schedule schedule(plan, store, backend, comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
+    ForwardOptions fo;
+    fo.kv_offload = cfg.batch.kv_offload == "cpu";
+    Forward forward(mc, plan, schedule, backend, fo, &tracer);
+    const MemoryUsage mem_after = memory_usage();
+    const WeightMemory wm = store.memory();
+    stats.weight_host_bytes = wm.total() + schedule.ring_bytes();
+    stats.rss_growth_bytes = mem_after.rss_bytes > mem_before.rss_bytes ? mem_after.rss_bytes - mem_before.rss_bytes : 0;
+    spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB in all, own slices {:.1f} MiB, "
+                 "staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS grew by {:.1f} MiB "
+                 "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
+                 mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), schedule.ring_buffers(),
+                 mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
+    const int64_t vocab = mc.vocab_size, max_ctx = mc.max_context();
+    if (rank == 0)
+        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; task {}; {} rank(s) over {}, backend {} "
+                     "({} threads), prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size,
+                     vocab, max_ctx, cfg.task, n_ranks, comm.name(), backend.name(), n_threads, st.prefetch_depth,
+                     st.overlap ? "on" : "off");
+
+    JobRun run(cfg, rank, n_ranks, backend, comm, mc, tok ? &*tok : nullptr, forward, stats);
+    if (!embed) run.eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
+
+    // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
+    // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
+    FinishedRequests done_before;
+    if (cfg.resume) done_before = embed ? EmbeddingOutput::read_finished(cfg.output)
+                                        : (std::ifstream(cfg.output).good() ? ResultWriter::read_finished(cfg.output)
+                                                                            : FinishedRequests{});
+    comm.barrier();
+    std::ifstream in(cfg.input, std::ios::binary);
+    ZT_CHECK(in.good(), "cannot open input {}: check \"ztinfer.input\" in {}", cfg.input, cfg.config_path);
+    std::set<std::string> seen;
+    auto fail = [&](const RequestError & e) { run.fail(e); };
+    std::string line;
+    int64_t line_no = 0, n_valid = 0;
+    while (std::getline(in, line)) {
+        ++line_no;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;   // blank lines are not requests
+        const int64_t row = stats.requests++;
+        auto parsed = embed ? parse_embed_request(line, line_no, cfg.embedding.instruction)
+                            : parse_request(line, line_no, cfg.sampling);
+        if (done_before.lines.count(line_no)) {   // resume: this line already has its error record
+            if (auto * r = std::get_if<Request>(&parsed)) seen.insert(r->custom_id);
+            else if (const auto & id = std::get<RequestError>(parsed).custom_id) seen.insert(*id);
+            ++stats.skipped;
+            continue;
+        }
+        if (auto * e = std::get_if<RequestError>(&parsed)) {
+            if (e->custom_id && !seen.insert(*e->custom_id).second) e->code = "duplicate_custom_id",
+                e->message = fmt::format("line {}: custom_id \"{}\" was used by an earlier line (and this line is "
+                                         "invalid too: {})", line_no, *e->custom_id, e->message);
+            if (rank == 0) fail(*e);   // every rank sees it; rank 0 reports it
+            continue;
+        }
+        Request r = std::move(std::get<Request>(parsed));
+        r.row = row;
+        if (!seen.insert(r.custom_id).second) {
+            if (rank == 0)
+                fail({line_no, r.custom_id, "duplicate_custom_id",
+                      fmt::format("line {}: custom_id \"{}\" was used by an earlier line: custom_ids must be unique",
+                                  line_no, r.custom_id)});
+            continue;
+        }
+        if (done_before.custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
+        ++run.total;
+        if ((n_valid++ % n_ranks) != rank) continue;   // another rank's request
+        if (r.prompt) {
+            if (!tok) {
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
+                      "tokenizer.json: give token ids instead", line_no, embed ? "input" : "prompt", cfg.model)});
+                continue;
+            }
+            try {
+                r.prompt_ids = tok->encode(*r.prompt, /*add_special_tokens=*/true);
+            } catch (const Error & e) {
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
+                      line_no, embed ? "input" : "prompt", e.message())});
+                continue;
+            }
+        }
+        bool ids_ok = !r.prompt_ids.empty();
+        for (int32_t id : r.prompt_ids) {
+            if (id >= vocab) {
+                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
+                      "vocabulary has {} tokens", line_no, id, vocab)});
+                ids_ok = false;
+                break;
+            }
+        }
+        if (!ids_ok) continue;
+        const int64_t n_prompt = int64_t(r.prompt_ids.size());
+        if (embed && n_prompt > max_ctx) {
+            fail({line_no, r.custom_id, "context_length_exceeded",
+                  fmt::format("line {}: the input has {} tokens, more than the model's context of {} ({}); shorten "
+                              "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
+            continue;
+        }
+        if (!embed && n_prompt + r.max_tokens > max_ctx) {
+            fail({line_no, r.custom_id, "context_length_exceeded",
+                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} > the model's context of {} "
+                              "({}); shorten the prompt or lower max_tokens", line_no, n_prompt, r.max_tokens,
+                              n_prompt + r.max_tokens, max_ctx, mc.max_context_reason())});
+            continue;
+        }
+        run.queue.push_back(std::move(r));
+    }
+    std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
+        return length_bucket(a.prompt_ids.size()) > length_bucket(b.prompt_ids.size());
+    });
+    if (stats.skipped && rank == 0)
+        spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
+
+    // --- the writer (rank 0) ----------------------------------------------------------------------------
+    std::unique_ptr<ResultWriter> out;
+    std::unique_ptr<EmbeddingOutput> emb_out;
+    if (rank == 0) {
+        if (embed) {
+            emb_out = std::make_unique<EmbeddingOutput>(cfg.output, stats.requests, mc.hidden_size, cfg.resume);
+            run.write_record = [&](const std::string & text) {
+                const json r = json::parse(text);
+                if (r.contains("error")) { emb_out->write_error(r); return; }
+                const std::vector<float> v = r["embedding"].get<std::vector<float>>();
+                emb_out->write(r["row"].get<int64_t>(), r["custom_id"].get<std::string>(), v.data(),
+                               r["usage"]["prompt_tokens"].get<int64_t>());
+            };
+            run.sync_output = [&] { emb_out->sync(); };
+        } else {
+            out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
+            run.write_record = [&](const std::string & text) { out->write_line(text); };
+            run.sync_output = [&] { out->sync(); };
+        }
+    }
+
+    // KV cache: micro_batches x batch_size slots, each as long as the longest request of this rank needs
+    int64_t max_len = 1;
+    for (const auto & r : run.queue)
+        max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens));
+    const int64_t want_slots = cfg.batch_size * cfg.batch.micro_batches;
+    run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+    const int32_t n_slots = run.n_slots;
+    forward.reserve(n_slots, int32_t(max_len));
+    stats.load_seconds = seconds_since(t_load);
+    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "
+                 "({} micro-batch(es) of {}), prefill chunk {} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s",
+                 run.queue.size(), rank, run.total, stats.failed, stats.skipped, n_slots,
+                 (n_slots + cfg.batch_size - 1) / cfg.batch_size, std::min<int64_t>(cfg.batch_size, n_slots),
+                 cfg.batch.prefill_chunk, mib(forward.kv_cache_bytes()),
+                 fo.kv_offload ? " in pinned host memory (offloaded)" : "", stats.load_seconds);
+
+    // --- the task's loop: all ranks step together ----------------------------------------------------
+    const auto t_loop = Clock::now();
+    if (rank == 0) run.progress.emplace(embed ? "embeddings" : "requests", run.total);
+    run.exchange_records();   // validation errors found while reading
+    if (embed) run_embed_loop(run);
+    else run_generate_loop(run);
+    if (run.progress) run.progress->finish();
+    if (run.sync_output) run.sync_output();
+    stats.generate_seconds = seconds_since(t_loop);
+    if (stats.interrupted && rank == 0)
+        spdlog::warn("stopped by a signal (SIGTERM/SIGINT, e.g. Slurm preemption): {} of {} requests are unfinished. "
+                     "Everything finished is in {} (synced). To finish the rest, rerun the same command: finished "
+                     "custom_ids are skipped (\"ztinfer.resume\" is on by default)", run.total - run.finished_all,
+                     run.total, cfg.output);
+    if (!st.trace.empty()) {
+        const std::vector<std::string> all = comm.gather_strings(tracer.events_json());
+        if (rank == 0) {
+            Tracer::write_file(st.trace, all);
+            spdlog::info("trace of {} steps written to {} (open it in https://ui.perfetto.dev)", stats.steps, st.trace);
+        }
+    }
+
+    // --- metrics: every rank's stats -> rank 0 -> <output>.metrics.json -------------------------------
+    stats.fetch_seconds = tracer.total_us("fetch") * 1e-6;
+    stats.all_gather_seconds = tracer.total_us("all_gather") * 1e-6;
+    stats.compute_seconds = tracer.total_us("compute") * 1e-6;
+    stats.kv_seconds = tracer.total_us("kv") * 1e-6;
+    stats.bytes_fetched = schedule.bytes_fetched();
+    stats.kv_bytes_moved = forward.kv_bytes_moved();
+    stats.wall_seconds = seconds_since(t_load);
+    const std::vector<std::string> all = comm.gather_strings(stats_to_json(stats).dump());
+    if (rank == 0) {
+        std::vector<JobStats> per_rank;
+        for (const auto & text : all) per_rank.push_back(stats_from_json(json::parse(text)));
+        const std::string path = metrics_path_for(cfg.output);
+        const json metrics = job_metrics_json(cfg, per_rank);
+        write_metrics_file(path, metrics);
+        spdlog::info("metrics written to {}: {:.1f} tokens/s, {:.0f} bytes fetched per token, link busy {:.0f}% of the loop",
+                     path, metrics.value("tokens_per_second", 0.0), metrics.value("bytes_fetched_per_token", 0.0),
+                     100.0 * metrics["link"].value("efficiency", 0.0));
+    }
+    comm.barrier();
+    return stats;
+}
+
+}  // namespace
+
+// --- JobRun: records and the per-step collective ------------------------------------------------------
+
+std::string error_record_text(const RequestError & e) {
+    json r;
+    r["custom_id"] = e.custom_id ? json(*e.custom_id) : json(nullptr);
+    r["line"] = e.line;
+    r["error"] = {{"code", e.code}, {"message", e.message}};
+    return r.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void JobRun::fail(const RequestError & e) {
+    pending.push_back(error_record_text(e));
+    ++stats.failed;
+}
+
+// Sends this rank's new records to rank 0, which appends them to the output (one writer, any filesystem).
+// Payload: "<requests finished> <tokens done>\n" then one record per line.
+void JobRun::exchange_records() {
+    std::string payload = fmt::format("{} {}\n", finished_unsent, tokens_unsent);
+    for (const auto & r : pending) payload += r + "\n";
+    pending.clear();
+    finished_unsent = tokens_unsent = 0;
+    const std::vector<std::string> all = comm.gather_strings(payload);
+    if (rank != 0) return;
+    const auto t0 = Clock::now();
+    for (const auto & p : all) {
+        const size_t nl = p.find('\n');
+        int64_t f = 0, g = 0;
+        if (std::sscanf(p.c_str(), "%" SCNd64 " %" SCNd64, &f, &g) == 2) finished_all += f, tokens_all += g;
+        size_t at = nl == std::string::npos ? p.size() : nl + 1;
+        while (at < p.size()) {
+            const size_t end = p.find('\n', at);
+            write_record(p.substr(at, end - at));
+            at = end + 1;
+        }
+    }
+    stats.write_seconds += seconds_since(t0);
+    if (progress) progress->update(finished_all, tokens_all);
+}
+
+bool JobRun::keep_stepping(bool have_work) {
+    // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
+    int flags[2] = {have_work ? 1 : 0, job_stop_flag().load() ? 1 : 0};
+    comm.all_reduce_max(flags, 2, nullptr);
+    if (flags[1]) {
+        stats.interrupted = true;
+        return false;
+    }
+    return flags[0] != 0;   // every rank is done: no step is wasted
+}
+
+}  // namespace zt

@@ -1,0 +1,274 @@
+// Parsing and validation of ds.json + its "ztinfer" section (see job_config.h).
+#include "runtime/job/job_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <set>
+
+#include "runtime/base/error.h"
+
+namespace fs = std::filesystem;
+
+namespace zt {
+
+namespace {
+
+// DeepSpeed keys: those honoured are read below; every other known DeepSpeed key is accepted (inference and
+// training configs are often shared) but named in a warning, since it changes nothing here.
+const std::set<std::string> kDeepSpeedKeys = {
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "steps_per_print",
+    "wall_clock_breakdown", "zero_optimization", "fp16", "bf16", "amp", "aio", "optimizer", "scheduler",
+    "gradient_clipping", "prescale_gradients", "zero_allow_untested_optimizer", "activation_checkpointing",
+    "flops_profiler", "tensorboard", "wandb", "csv_monitor", "comms_logger", "tensor_parallel", "dtype",
+    "replace_with_kernel_inject", "communication_data_type", "seq_parallel_communication_data_type",
+    "elasticity", "checkpoint", "data_types", "compression_training", "monitor_config", "autotuning",
+    "memory_breakdown", "dump_state", "hybrid_engine", "nebula", "zero_force_ds_cpu_optimizer"};
+const std::set<std::string> kHonouredTop = {"zero_optimization", "aio"};
+const std::set<std::string> kHonouredZero = {"stage", "offload_param", "stage3_param_persistence_threshold"};
+const std::set<std::string> kHonouredOffload = {"device", "nvme_path", "buffer_count", "pin_memory"};
+const std::set<std::string> kHonouredAio = {"block_size", "queue_depth"};
+
+const std::set<std::string> kZtKeys = {
+    "model", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
+    "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
+    "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
+    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding"};
+const std::set<std::string> kKvCacheKeys = {"offload"};
+const std::set<std::string> kEmbeddingKeys = {"pooling", "normalize", "instruction"};
+
+std::string resolve(const fs::path & base, const std::string & p) {
+    if (p.empty()) return p;
+    fs::path path(p);
+    return (path.is_absolute() ? path : base / path).lexically_normal().string();
+}
+
+template <typename T>
+T get_as(const nlohmann::json & z, const char * key, T fallback, const std::string & path,
+         const char * section = "ztinfer") {
+    if (!z.contains(key) || z[key].is_null()) return fallback;
+    try {
+        return z[key].get<T>();
+    } catch (const nlohmann::json::exception &) {
+        ZT_FAIL("{}: \"{}.{}\" has the wrong type ({}): fix it in the config", path, section, key, z[key].dump());
+    }
+}
+
+// Names the keys of object `o` (at `where`) that are not in `honoured`, as one "accepted but not used" warning;
+// with `known`, only keys in it (the others are unknown keys, warned about separately).
+void warn_unused(const nlohmann::json & o, const std::set<std::string> & honoured, const std::string & where,
+                 std::vector<std::string> & warnings, const std::set<std::string> * known = nullptr) {
+    if (!o.is_object()) return;
+    std::string names;
+    for (const auto & [k, v] : o.items())
+        if (!honoured.count(k) && (!known || known->count(k))) names += (names.empty() ? "" : ", ") + where + k;
+    if (!names.empty())
+        warnings.push_back(fmt::format("DeepSpeed keys accepted but not used by ztinfer (they change nothing): {}", names));
+}
+
+// zero_optimization / aio -> StreamingConfig, with a warning for every DeepSpeed key that is not honoured.
+void read_deepspeed(const nlohmann::json & j, const fs::path & base, const std::string & path, JobConfig & c) {
+    StreamingConfig & st = c.streaming;
+    warn_unused(j, kHonouredTop, "", c.warnings, &kDeepSpeedKeys);
+    if (j.contains("zero_optimization")) {
+        const auto & z = j["zero_optimization"];
+        ZT_CHECK(z.is_object(), "{}: \"zero_optimization\" must be an object", path);
+        warn_unused(z, kHonouredZero, "zero_optimization.", c.warnings);
+        const int64_t stage = get_as<int64_t>(z, "stage", 3, path, "zero_optimization");
+        st.persistence_threshold = get_as<int64_t>(z, "stage3_param_persistence_threshold", st.persistence_threshold,
+                                                   path, "zero_optimization");
+        if (z.contains("offload_param") && !z["offload_param"].is_null()) {
+            const auto & o = z["offload_param"];
+            ZT_CHECK(o.is_object(), "{}: \"zero_optimization.offload_param\" must be an object", path);
+            warn_unused(o, kHonouredOffload, "zero_optimization.offload_param.", c.warnings);
+            st.offload_device = get_as<std::string>(o, "device", "none", path, "zero_optimization.offload_param");
+            st.nvme_path = resolve(base, get_as<std::string>(o, "nvme_path", "", path, "zero_optimization.offload_param"));
+            st.buffer_count = get_as<int64_t>(o, "buffer_count", st.buffer_count, path, "zero_optimization.offload_param");
+            if (!get_as<bool>(o, "pin_memory", true, path, "zero_optimization.offload_param"))
+                c.warnings.push_back("zero_optimization.offload_param.pin_memory = false is not honoured: slices are "
+                                     "always kept in pinned memory (that is what lets copies overlap compute)");
+        }
+        if (stage != 3 && st.offload_device != "none")
+            c.warnings.push_back(fmt::format("zero_optimization.stage is {}: parameters are partitioned as in stage 3 "
+                                             "anyway, because offload_param.device is \"{}\"", stage, st.offload_device));
+    }
+    if (j.contains("aio")) {
+        const auto & a = j["aio"];
+        ZT_CHECK(a.is_object(), "{}: \"aio\" must be an object", path);
+        warn_unused(a, kHonouredAio, "aio.", c.warnings);
+        st.aio_block_size = get_as<int64_t>(a, "block_size", st.aio_block_size, path, "aio");
+        st.aio_queue_depth = get_as<int64_t>(a, "queue_depth", st.aio_queue_depth, path, "aio");
+    }
+    ZT_CHECK(st.offload_device == "none" || st.offload_device == "cpu" || st.offload_device == "nvme",
+             "{}: \"zero_optimization.offload_param.device\" is \"{}\": use \"cpu\" (pinned host memory), \"nvme\" "
+             "(with nvme_path) or \"none\" (every rank keeps the whole model)", path, st.offload_device);
+    ZT_CHECK(st.offload_device != "nvme" || !st.nvme_path.empty(), "{}: offload_param.device is \"nvme\" but "
+             "\"zero_optimization.offload_param.nvme_path\" is missing: set it to a folder on a fast local disk", path);
+    ZT_CHECK(st.buffer_count >= 1 && st.buffer_count <= 64, "{}: \"zero_optimization.offload_param.buffer_count\" = {} "
+             "must be in [1, 64]", path, st.buffer_count);
+    ZT_CHECK(st.persistence_threshold >= 0, "{}: \"zero_optimization.stage3_param_persistence_threshold\" = {} must "
+             "be >= 0", path, st.persistence_threshold);
+    ZT_CHECK(st.aio_block_size >= 4096 && st.aio_block_size % 4096 == 0 && st.aio_block_size <= (int64_t(1) << 30),
+             "{}: \"aio.block_size\" = {} must be a multiple of 4096 in [4096, 1 GiB] (O_DIRECT reads)", path,
+             st.aio_block_size);
+    ZT_CHECK(st.aio_queue_depth >= 1 && st.aio_queue_depth <= 1024, "{}: \"aio.queue_depth\" = {} must be in [1, 1024]",
+             path, st.aio_queue_depth);
+}
+
+}  // namespace
+
+JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & path) {
+    ZT_CHECK(j.is_object(), "{}: the config must be a JSON object (DeepSpeed ds.json with a \"ztinfer\" section)", path);
+    ZT_CHECK(j.contains("ztinfer") && j["ztinfer"].is_object(),
+             "{}: no \"ztinfer\" object: add one with at least \"model\", \"input\" and \"output\" "
+             "(see configs/demo.json)", path);
+    JobConfig c;
+    c.config_path = fs::absolute(path).lexically_normal().string();
+    c.deepspeed = j;
+    const fs::path base = fs::path(c.config_path).parent_path();
+    const auto & z = j["ztinfer"];
+
+    for (const auto & [k, v] : j.items())
+        if (k != "ztinfer" && !kDeepSpeedKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"{}\" (ignored)", k));
+    read_deepspeed(j, base, path, c);
+    for (const auto & [k, v] : z.items())
+        if (!kZtKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.{}\" (ignored)", k));
+
+    c.model = resolve(base, get_as<std::string>(z, "model", "", path));
+    c.task = get_as<std::string>(z, "task", c.task, path);
+    c.input = resolve(base, get_as<std::string>(z, "input", "", path));
+    c.output = resolve(base, get_as<std::string>(z, "output", "", path));
+    c.device = get_as<std::string>(z, "device", c.device, path);
+    c.batch_size = get_as<int64_t>(z, "batch_size", c.batch_size, path);
+    c.threads = get_as<int64_t>(z, "threads", c.threads, path);
+    c.resume = get_as<bool>(z, "resume", c.resume, path);
+    auto & s = c.sampling;
+    s.max_new_tokens = get_as<int64_t>(z, "max_new_tokens", s.max_new_tokens, path);
+    s.temperature = get_as<double>(z, "temperature", s.temperature, path);
+    s.top_k = get_as<int64_t>(z, "top_k", s.top_k, path);
+    s.top_p = get_as<double>(z, "top_p", s.top_p, path);
+    s.seed = get_as<uint64_t>(z, "seed", s.seed, path);
+    auto & st = c.streaming;
+    st.resident_layers = get_as<int64_t>(z, "resident_layers", st.resident_layers, path);
+    st.prefetch_depth = get_as<int64_t>(z, "prefetch_depth", st.prefetch_depth, path);
+    st.overlap = get_as<bool>(z, "overlap", st.overlap, path);
+    st.partition_embeddings = get_as<bool>(z, "partition_embeddings", st.partition_embeddings, path);
+    st.trace = resolve(base, get_as<std::string>(z, "trace", "", path));
+    st.collective_timeout_s = get_as<double>(z, "collective_timeout_s", st.collective_timeout_s, path);
+    st.test_link_gbps = get_as<double>(z, "test_link_gbps", st.test_link_gbps, path);
+    st.test_race_delay_us = get_as<int64_t>(z, "test_race_delay_us", st.test_race_delay_us, path);
+    auto & g = c.gpu;
+    if (z.contains("max_gpu_memory")) {
+        const auto & m = z["max_gpu_memory"];
+        if (m.is_string()) {
+            g.max_memory_bytes = parse_byte_size(m.get<std::string>(), path + ": \"ztinfer.max_gpu_memory\"");
+        } else if (m.is_number()) {
+            const double v = m.get<double>();
+            ZT_CHECK(v > 0, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0: a share of the card in (0, 1], bytes, "
+                     "or a string such as \"24GiB\"", path, v);
+            if (v <= 1) g.max_memory_fraction = v;
+            else g.max_memory_bytes = size_t(v);
+        } else {
+            ZT_FAIL("{}: \"ztinfer.max_gpu_memory\" must be a number (a share of the card in (0, 1], or bytes) or a "
+                    "string such as \"24GiB\"", path);
+        }
+    }
+    g.compute_dtype = get_as<std::string>(z, "compute_dtype", g.compute_dtype, path);
+    g.communicator = get_as<std::string>(z, "communicator", g.communicator, path);
+    ZT_CHECK(g.compute_dtype == "auto" || g.compute_dtype == "fp32" || g.compute_dtype == "bf16" ||
+             g.compute_dtype == "fp16", "{}: \"ztinfer.compute_dtype\" is \"{}\": use \"auto\" (the weights' dtype), "
+             "\"fp32\", \"bf16\" or \"fp16\"", path, g.compute_dtype);
+    ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi",
+             "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\" or \"mpi\"", path, g.communicator);
+    auto & b = c.batch;
+    b.micro_batches = get_as<int64_t>(z, "micro_batches", b.micro_batches, path);
+    b.prefill_chunk = get_as<int64_t>(z, "prefill_chunk", b.prefill_chunk, path);
+    if (z.contains("kv_cache") && !z["kv_cache"].is_null()) {
+        const auto & kv = z["kv_cache"];
+        ZT_CHECK(kv.is_object(), "{}: \"ztinfer.kv_cache\" must be an object such as {{\"offload\": \"cpu\"}}", path);
+        for (const auto & [k, v] : kv.items())
+            if (!kKvCacheKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.kv_cache.{}\" (ignored)", k));
+        b.kv_offload = get_as<std::string>(kv, "offload", b.kv_offload, path, "ztinfer.kv_cache");
+    }
+    ZT_CHECK(b.kv_offload == "none" || b.kv_offload == "cpu", "{}: \"ztinfer.kv_cache.offload\" is \"{}\": use "
+             "\"none\" (KV cache in device memory) or \"cpu\" (pinned host memory, streamed per layer)", path,
+             b.kv_offload);
+    ZT_CHECK(b.micro_batches >= 1 && b.micro_batches <= 4096, "{}: \"ztinfer.micro_batches\" = {} must be in "
+             "[1, 4096]", path, b.micro_batches);
+    ZT_CHECK(b.prefill_chunk >= 1, "{}: \"ztinfer.prefill_chunk\" = {} must be >= 1 (tokens)", path, b.prefill_chunk);
+    if (z.contains("embedding") && !z["embedding"].is_null()) {
+        const auto & e = z["embedding"];
+        ZT_CHECK(e.is_object(), "{}: \"ztinfer.embedding\" must be an object such as {{\"pooling\": \"last\", "
+                 "\"normalize\": true}}", path);
+        for (const auto & [k, v] : e.items())
+            if (!kEmbeddingKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.embedding.{}\" (ignored)", k));
+        auto & em = c.embedding;
+        em.pooling = get_as<std::string>(e, "pooling", em.pooling, path, "ztinfer.embedding");
+        em.normalize = get_as<bool>(e, "normalize", em.normalize, path, "ztinfer.embedding");
+        em.instruction = get_as<std::string>(e, "instruction", em.instruction, path, "ztinfer.embedding");
+        ZT_CHECK(em.pooling == "last" || em.pooling == "mean", "{}: \"ztinfer.embedding.pooling\" is \"{}\": use "
+                 "\"last\" (last token, as gte-Qwen2) or \"mean\"", path, em.pooling);
+    }
+    ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
+    ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
+             "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
+    ZT_CHECK(st.collective_timeout_s > 0, "{}: \"ztinfer.collective_timeout_s\" = {} must be > 0", path,
+             st.collective_timeout_s);
+    ZT_CHECK(st.test_link_gbps >= 0 && st.test_race_delay_us >= 0, "{}: ztinfer.test_link_gbps and "
+             "ztinfer.test_race_delay_us must be >= 0", path);
+
+    ZT_CHECK(!c.model.empty(), "{}: \"ztinfer.model\" is missing: set it to a Hugging Face model directory "
+             "(config.json, *.safetensors, tokenizer.json)", path);
+    ZT_CHECK(c.task == "generate" || c.task == "embed", "{}: \"ztinfer.task\" is \"{}\": supported tasks are "
+             "\"generate\" and \"embed\"", path, c.task);
+    ZT_CHECK(!c.input.empty(), "{}: \"ztinfer.input\" is missing: set it to a JSONL file of requests", path);
+    ZT_CHECK(!c.output.empty(), "{}: \"ztinfer.output\" is missing: set it to the JSONL file to write", path);
+    ZT_CHECK(c.output != c.input, "{}: \"ztinfer.output\" is the input file {}: results would be appended to the "
+             "requests; write them to another file", path, c.input);
+    ZT_CHECK(c.device == "cpu" || c.device == "cuda" || c.device == "auto",
+             "{}: \"ztinfer.device\" is \"{}\": use \"cpu\", \"cuda\" or \"auto\"", path, c.device);
+    ZT_CHECK(c.batch_size >= 1 && c.batch_size <= 65536, "{}: \"ztinfer.batch_size\" = {} must be in [1, 65536]", path, c.batch_size);
+    ZT_CHECK(c.threads >= 0, "{}: \"ztinfer.threads\" = {} must be >= 0 (0 = all cores)", path, c.threads);
+    ZT_CHECK(s.max_new_tokens >= 1, "{}: \"ztinfer.max_new_tokens\" = {} must be >= 1", path, s.max_new_tokens);
+    ZT_CHECK(s.temperature >= 0, "{}: \"ztinfer.temperature\" = {} must be >= 0 (0 = greedy)", path, s.temperature);
+    ZT_CHECK(s.top_k >= 0, "{}: \"ztinfer.top_k\" = {} must be >= 0 (0 = off)", path, s.top_k);
+    ZT_CHECK(s.top_p > 0 && s.top_p <= 1, "{}: \"ztinfer.top_p\" = {} must be in (0, 1]", path, s.top_p);
+    return c;
+}
+
+size_t parse_byte_size(const std::string & text, const std::string & what) {
+    size_t i = 0;
+    double v = 0;
+    try {
+        v = std::stod(text, &i);
+    } catch (const std::exception &) {
+        ZT_FAIL("{} = \"{}\" is not a size: write e.g. \"24GiB\", \"40GB\", \"512MiB\" or a number of bytes", what, text);
+    }
+    std::string unit = text.substr(i);
+    unit.erase(std::remove(unit.begin(), unit.end(), ' '), unit.end());
+    std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+    static const std::map<std::string, double> kUnits = {
+        {"", 1}, {"b", 1}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"k", 1024.0}, {"m", 1048576.0},
+        {"g", 1073741824.0}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+    const auto it = kUnits.find(unit);
+    ZT_CHECK(it != kUnits.end(), "{} = \"{}\": unknown unit \"{}\"; use B, KB, MB, GB, TB (powers of 1000) or KiB, "
+             "MiB, GiB, TiB (powers of 1024)", what, text, unit);
+    ZT_CHECK(v > 0 && v * it->second < 1.8e19, "{} = \"{}\" must be a positive size", what, text);
+    return size_t(v * it->second);
+}
+
+JobConfig JobConfig::load(const std::string & path) {
+    std::ifstream in(path);
+    ZT_CHECK(in.good(), "cannot open config {}: check the path given to --config", path);
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(in, nullptr, true, /*ignore_comments=*/true);
+    } catch (const nlohmann::json::exception & e) {
+        ZT_FAIL("{} is not valid JSON: {}", path, e.what());
+    }
+    return from_json(j, path);
+}
+
+}  // namespace zt

@@ -1,0 +1,180 @@
+// Checkpoint: opens a Hugging Face model directory's safetensors (one file, or shards listed by
+// model.safetensors.index.json) and binds the tensors a ModelConfig needs, checking presence, shape and dtype.
+#include "runtime/model/checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/base/error.h"
+
+namespace zt {
+
+namespace {
+
+bool file_exists(const std::string & p) {
+    struct stat st{};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string shape_str(const std::vector<int64_t> & s) {
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + (s.size() == 1 ? ",)" : ")");
+}
+
+}  // namespace
+
+Checkpoint::Checkpoint(const std::string & model_dir) : dir_(model_dir) {
+    const std::string single = model_dir + "/model.safetensors";
+    const std::string index_path = model_dir + "/model.safetensors.index.json";
+    std::map<std::string, std::string> weight_map;   // tensor -> shard file name (sharded checkpoints only)
+    if (file_exists(single)) {
+        files_.push_back(std::make_unique<SafetensorsFile>(single));
+    } else if (file_exists(index_path)) {
+        std::ifstream f(index_path, std::ios::binary);
+        ZT_CHECK(f.good(), "{}: cannot open", index_path);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(ss.str());
+        } catch (const nlohmann::json::exception & e) {
+            ZT_FAIL("{}: not valid JSON: {}", index_path, e.what());
+        }
+        ZT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+                 "{}: has no \"weight_map\" object (tensor name -> shard file)", index_path);
+        std::vector<std::string> shards;
+        for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+            ZT_CHECK(it->is_string(), "{}: weight_map entry for '{}' is not a file name", index_path, it.key());
+            const std::string shard = it->get<std::string>();
+            ZT_CHECK(!shard.empty() && shard[0] != '/' && shard.find("..") == std::string::npos,
+                     "{}: weight_map entry for '{}' names \"{}\", which is not a file inside the model directory",
+                     index_path, it.key(), shard);
+            weight_map[it.key()] = shard;
+            if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+        }
+        ZT_CHECK(!shards.empty(), "{}: weight_map is empty", index_path);
+        for (const auto & s : shards) {
+            const std::string p = model_dir + "/" + s;
+            ZT_CHECK(file_exists(p), "{}: shard {} (listed in {}) is missing; the download is incomplete", p, s,
+                     index_path);
+        }
+        for (const auto & s : shards) files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + s));
+    } else {
+        ZT_FAIL("{}: no model.safetensors or model.safetensors.index.json found; a model directory needs its "
+                "weights as safetensors (convert .bin/.pth checkpoints with transformers' save_pretrained)",
+                model_dir);
+    }
+
+    for (const auto & f : files_)
+        for (const auto & e : f->header().entries) index_.emplace_back(e.name, f.get());
+    std::sort(index_.begin(), index_.end(), [](const auto & a, const auto & b) { return a.first < b.first; });
+    for (size_t i = 1; i < index_.size(); ++i) {
+        ZT_CHECK(index_[i].first != index_[i - 1].first, "{}: tensor '{}' is in two shards, {} and {}; the checkpoint "
+                 "is inconsistent", model_dir, index_[i].first, index_[i - 1].second->path(), index_[i].second->path());
+    }
+    for (const auto & [name, shard] : weight_map) {
+        const std::string p = model_dir + "/" + shard;
+        auto it = std::lower_bound(index_.begin(), index_.end(), name,
+                                   [](const auto & a, const std::string & n) { return a.first < n; });
+        ZT_CHECK(it != index_.end() && it->first == name && it->second->path() == p, "{}: tensor '{}' is listed in "
+                 "model.safetensors.index.json for this shard but the shard does not hold it{}", p, name,
+                 (it != index_.end() && it->first == name) ? fmt::format(" (it is in {})", it->second->path()) : "");
+    }
+}
+
+bool Checkpoint::has(const std::string & name) const {
+    auto it = std::lower_bound(index_.begin(), index_.end(), name,
+                               [](const auto & a, const std::string & n) { return a.first < n; });
+    return it != index_.end() && it->first == name;
+}
+
+Tensor Checkpoint::tensor(const std::string & name) const {
+    auto it = std::lower_bound(index_.begin(), index_.end(), name,
+                               [](const auto & a, const std::string & n) { return a.first < n; });
+    ZT_CHECK(it != index_.end() && it->first == name, "{}: tensor '{}' is not in the checkpoint", dir_, name);
+    return it->second->tensor(*it->second->find(name));
+}
+
+std::vector<std::string> Checkpoint::names() const {
+    std::vector<std::string> out;
+    out.reserve(index_.size());
+    for (const auto & p : index_) out.push_back(p.first);
+    return out;
+}
+
+ModelWeights bind_weights(const Checkpoint & ckpt, const ModelConfig & cfg) {
+    // Causal-LM saves name tensors "model.…"; base-model saves (e.g. gte-Qwen2's Qwen2Model) have no prefix.
+    std::string prefix = "model.";
+    if (!ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight")) prefix = "";
+
+    bool have_dtype = false;
+    DType dtype = DType::F32;
+    std::string first_name;
+    auto get = [&](const std::string & name, std::vector<int64_t> shape) -> Tensor {
+        ZT_CHECK(ckpt.has(name), "{}: tensor '{}' is missing; the checkpoint does not match config.json (model_type "
+                 "{}, {} layers)", ckpt.dir(), name, cfg.model_type, cfg.num_hidden_layers);
+        Tensor t = ckpt.tensor(name);
+        ZT_CHECK(t.shape == shape, "{}: tensor '{}' has shape {} but config.json (model_type {}) expects {}; the "
+                 "checkpoint does not match config.json", ckpt.dir(), name, shape_str(t.shape), cfg.model_type,
+                 shape_str(shape));
+        ZT_CHECK(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16, "{}: tensor '{}' has "
+                 "dtype {}; weights must be F32, F16 or BF16", ckpt.dir(), name, dtype_name(t.dtype));
+        if (!have_dtype) {
+            have_dtype = true;
+            dtype = t.dtype;
+            first_name = name;
+        }
+        ZT_CHECK(t.dtype == dtype, "{}: tensor '{}' has dtype {} but '{}' has {}; all weights must share one dtype",
+                 ckpt.dir(), name, dtype_name(t.dtype), first_name, dtype_name(dtype));
+        // The safetensors writers order tensors by alignment, so this holds for real checkpoints; kernels rely on it.
+        ZT_CHECK(reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) == 0, "{}: tensor '{}' data is not "
+                 "aligned to its {}-byte elements in the file; re-save the checkpoint with the safetensors library",
+                 ckpt.dir(), name, dtype_size(t.dtype));
+        return t;
+    };
+
+    const int64_t V = cfg.vocab_size, C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim;
+    const int64_t HD = cfg.num_attention_heads * D, KVD = cfg.num_key_value_heads * D;
+    ModelWeights w;
+    w.embed = get(prefix + "embed_tokens.weight", {V, C});
+    w.layers.resize(size_t(cfg.num_hidden_layers));
+    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+        const std::string p = prefix + "layers." + std::to_string(i) + ".";
+        LayerWeights & l = w.layers[size_t(i)];
+        l.input_norm = get(p + "input_layernorm.weight", {C});
+        l.q = get(p + "self_attn.q_proj.weight", {HD, C});
+        l.k = get(p + "self_attn.k_proj.weight", {KVD, C});
+        l.v = get(p + "self_attn.v_proj.weight", {KVD, C});
+        l.o = get(p + "self_attn.o_proj.weight", {C, HD});
+        if (cfg.attention_bias) {
+            l.q_bias = get(p + "self_attn.q_proj.bias", {HD});
+            l.k_bias = get(p + "self_attn.k_proj.bias", {KVD});
+            l.v_bias = get(p + "self_attn.v_proj.bias", {KVD});
+        }
+        if (cfg.attention_out_bias) l.o_bias = get(p + "self_attn.o_proj.bias", {C});
+        if (cfg.qk_norm) {
+            l.q_norm = get(p + "self_attn.q_norm.weight", {D});
+            l.k_norm = get(p + "self_attn.k_norm.weight", {D});
+        }
+        l.post_norm = get(p + "post_attention_layernorm.weight", {C});
+        l.gate = get(p + "mlp.gate_proj.weight", {I, C});
+        l.up = get(p + "mlp.up_proj.weight", {I, C});
+        l.down = get(p + "mlp.down_proj.weight", {C, I});
+    }
+    w.final_norm = get(prefix + "norm.weight", {C});
+    if (cfg.tie_word_embeddings) {
+        w.lm_head = w.embed;   // HF ties lm_head to the embedding even when a copy is saved
+    } else if (ckpt.has("lm_head.weight")) {
+        w.lm_head = get("lm_head.weight", {V, C});
+    }   // else: base-model save, no LM head (embeddings only)
+    return w;
+}
+
+}  // namespace zt

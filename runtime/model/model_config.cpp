@@ -1,0 +1,282 @@
+// ModelConfig: reads a Hugging Face config.json (model_type llama, mistral, qwen2, qwen3) with the same defaults
+// as transformers' config classes, and rejects anything that would change results and is not implemented
+// (other rope types, partial rotary, non-SiLU activations, MLP biases).
+#include "runtime/model/model_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/base/error.h"
+
+namespace zt {
+
+const char * arch_name(Arch a) {
+    switch (a) {
+        case Arch::llama: return "llama";
+        case Arch::mistral: return "mistral";
+        case Arch::qwen2: return "qwen2";
+        case Arch::qwen3: return "qwen3";
+    }
+    return "?";
+}
+
+namespace {
+
+using json = nlohmann::json;
+
+// j[key] when present and not null, else nullptr.
+const json * field(const json & j, const char * key) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return nullptr;
+    return &*it;
+}
+
+int64_t get_int(const json & j, const char * key, const std::string & path, bool required, int64_t def) {
+    const json * v = field(j, key);
+    if (!v) {
+        ZT_CHECK(!required, "{}: \"{}\" is missing; config.json must give it for this model", path, key);
+        return def;
+    }
+    ZT_CHECK(v->is_number_integer(), "{}: \"{}\" must be an integer, found {}", path, key, v->dump());
+    if (v->is_number_unsigned()) {
+        ZT_CHECK(v->get<uint64_t>() <= uint64_t(INT64_MAX), "{}: \"{}\" = {} is too large", path, key, v->dump());
+    }
+    return v->get<int64_t>();
+}
+
+double get_double(const json & j, const char * key, const std::string & path, double def) {
+    const json * v = field(j, key);
+    if (!v) return def;
+    ZT_CHECK(v->is_number(), "{}: \"{}\" must be a number, found {}", path, key, v->dump());
+    return v->get<double>();
+}
+
+bool get_bool(const json & j, const char * key, const std::string & path, bool def) {
+    const json * v = field(j, key);
+    if (!v) return def;
+    ZT_CHECK(v->is_boolean(), "{}: \"{}\" must be true or false, found {}", path, key, v->dump());
+    return v->get<bool>();
+}
+
+void check_range(int64_t v, int64_t lo, int64_t hi, const char * key, const std::string & path) {
+    ZT_CHECK(v >= lo && v <= hi, "{}: \"{}\" = {} is out of range [{}, {}]; config.json is corrupt or not a "
+             "supported model", path, key, v, lo, hi);
+}
+
+DType dtype_from_torch_name(const std::string & s) {
+    if (s == "bfloat16") return DType::BF16;
+    if (s == "float16" || s == "half") return DType::F16;
+    return DType::F32;   // "float32", "auto", anything else: informational only
+}
+
+void parse_rope(ModelConfig & c, const json & j, const std::string & path) {
+    // transformers 4.x writes "rope_theta" + "rope_scaling"; 5.x writes "rope_parameters" {rope_type, rope_theta,
+    // ...}. As in transformers, rope_scaling wins over rope_parameters when both are there.
+    const json * rp = field(j, "rope_scaling");
+    if (!rp || (rp->is_object() && rp->empty())) rp = field(j, "rope_parameters");
+    c.rope_theta = get_double(j, "rope_theta", path, 10000.0);
+    double partial = get_double(j, "partial_rotary_factor", path, 1.0);
+    if (rp) {
+        ZT_CHECK(rp->is_object(), "{}: \"rope_scaling\"/\"rope_parameters\" must be an object or null, found {}",
+                 path, rp->dump());
+        c.rope_theta = get_double(*rp, "rope_theta", path, c.rope_theta);
+        partial = get_double(*rp, "partial_rotary_factor", path, partial);
+        std::string type = "default";
+        if (const json * t = field(*rp, "rope_type")) type = t->is_string() ? t->get<std::string>() : t->dump();
+        else if (const json * t2 = field(*rp, "type")) type = t2->is_string() ? t2->get<std::string>() : t2->dump();
+        if (type == "default") {
+            c.rope_scaling.type = RopeScaling::Type::none;
+        } else if (type == "linear") {
+            c.rope_scaling.type = RopeScaling::Type::linear;
+            ZT_CHECK(field(*rp, "factor"), "{}: rope_scaling type \"linear\" needs \"factor\"", path);
+            c.rope_scaling.factor = get_double(*rp, "factor", path, 1.0);
+        } else if (type == "llama3") {
+            c.rope_scaling.type = RopeScaling::Type::llama3;
+            for (const char * k : {"factor", "low_freq_factor", "high_freq_factor"})
+                ZT_CHECK(field(*rp, k), "{}: rope_scaling type \"llama3\" needs \"{}\"", path, k);
+            c.rope_scaling.factor = get_double(*rp, "factor", path, 1.0);
+            c.rope_scaling.low_freq_factor = get_double(*rp, "low_freq_factor", path, 1.0);
+            c.rope_scaling.high_freq_factor = get_double(*rp, "high_freq_factor", path, 4.0);
+            c.rope_scaling.original_max_position_embeddings =
+                get_int(*rp, "original_max_position_embeddings", path, false,
+                        get_int(j, "original_max_position_embeddings", path, false, c.max_position_embeddings));
+            ZT_CHECK(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor,
+                     "{}: llama3 rope_scaling needs high_freq_factor > low_freq_factor (found {} and {})", path,
+                     c.rope_scaling.high_freq_factor, c.rope_scaling.low_freq_factor);
+            check_range(c.rope_scaling.original_max_position_embeddings, 1, int64_t(1) << 40,
+                        "rope_scaling.original_max_position_embeddings", path);
+        } else {
+            ZT_FAIL("{}: rope_scaling type \"{}\" is not supported (supported: default, linear, llama3); results "
+                    "would differ from Hugging Face, so this model cannot run", path, type);
+        }
+        ZT_CHECK(c.rope_scaling.factor > 0, "{}: rope_scaling factor must be > 0, found {}", path,
+                 c.rope_scaling.factor);
+    }
+    ZT_CHECK(partial == 1.0, "{}: partial_rotary_factor = {} is not supported (only full-width RoPE, 1.0)", path,
+             partial);
+    ZT_CHECK(c.rope_theta > 0, "{}: rope_theta must be > 0, found {}", path, c.rope_theta);
+}
+
+// The window in force, or 0. Mistral: "sliding_window" (default 4096 when the key is absent, as MistralConfig).
+// Qwen2/3: only with use_sliding_window, and only on layers typed "sliding_attention" (explicit layer_types, or
+// i >= max_window_layers, as Qwen2Config derives them).
+int64_t parse_sliding_window(const ModelConfig & c, const json & j, const std::string & path) {
+    if (c.arch == Arch::llama) return 0;
+    const bool present = j.contains("sliding_window");
+    const int64_t window = get_int(j, "sliding_window", path, false, 0);
+    if (c.arch == Arch::mistral) {
+        if (!present) return 4096;
+        ZT_CHECK(j.at("sliding_window").is_null() || window > 0, "{}: \"sliding_window\" must be > 0 or null, found "
+                 "{}", path, window);
+        return j.at("sliding_window").is_null() ? 0 : window;
+    }
+    if (!get_bool(j, "use_sliding_window", path, false)) return 0;
+    const int64_t w = present ? window : 4096;
+    if (present && j.at("sliding_window").is_null()) return 0;
+    ZT_CHECK(w > 0, "{}: \"sliding_window\" must be > 0 or null, found {}", path, w);
+    bool any_sliding = false;
+    if (const json * lt = field(j, "layer_types")) {
+        ZT_CHECK(lt->is_array(), "{}: \"layer_types\" must be a list", path);
+        for (const auto & t : *lt) any_sliding = any_sliding || (t.is_string() && t.get<std::string>() == "sliding_attention");
+    } else {
+        const int64_t max_window_layers = get_int(j, "max_window_layers", path, false, 28);
+        any_sliding = c.num_hidden_layers > max_window_layers;
+    }
+    return any_sliding ? w : 0;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json & j, const std::string & path) {
+    ZT_CHECK(j.is_object(), "{}: config.json must hold a JSON object", path);
+    ModelConfig c;
+    const json * mt = field(j, "model_type");
+    ZT_CHECK(mt && mt->is_string(), "{}: \"model_type\" is missing; this is not a Hugging Face model config "
+             "(supported model_type: llama, mistral, qwen2, qwen3)", path);
+    c.model_type = mt->get<std::string>();
+    if (c.model_type == "llama") c.arch = Arch::llama;
+    else if (c.model_type == "mistral") c.arch = Arch::mistral;
+    else if (c.model_type == "qwen2") c.arch = Arch::qwen2;
+    else if (c.model_type == "qwen3") c.arch = Arch::qwen3;
+    else ZT_FAIL("{}: model_type \"{}\" is not supported (supported: llama, mistral, qwen2, qwen3)", path, c.model_type);
+
+    if (const json * a = field(j, "architectures")) {
+        ZT_CHECK(a->is_array(), "{}: \"architectures\" must be a list of strings", path);
+        for (const auto & s : *a) {
+            ZT_CHECK(s.is_string(), "{}: \"architectures\" must be a list of strings", path);
+            c.architectures.push_back(s.get<std::string>());
+        }
+    }
+
+    if (const json * act = field(j, "hidden_act")) {
+        ZT_CHECK(act->is_string() && act->get<std::string>() == "silu", "{}: hidden_act {} is not supported (only "
+                 "\"silu\")", path, act->dump());
+    }
+    ZT_CHECK(!get_bool(j, "mlp_bias", path, false), "{}: mlp_bias = true is not supported", path);
+
+    c.vocab_size = get_int(j, "vocab_size", path, true, 0);
+    c.hidden_size = get_int(j, "hidden_size", path, true, 0);
+    c.intermediate_size = get_int(j, "intermediate_size", path, true, 0);
+    c.num_hidden_layers = get_int(j, "num_hidden_layers", path, true, 0);
+    c.num_attention_heads = get_int(j, "num_attention_heads", path, true, 0);
+    check_range(c.vocab_size, 1, int64_t(1) << 24, "vocab_size", path);
+    check_range(c.hidden_size, 1, int64_t(1) << 20, "hidden_size", path);
+    check_range(c.intermediate_size, 1, int64_t(1) << 22, "intermediate_size", path);
+    check_range(c.num_hidden_layers, 1, 10000, "num_hidden_layers", path);
+    check_range(c.num_attention_heads, 1, 1 << 16, "num_attention_heads", path);
+
+    // HF class defaults when the key is absent: llama -> heads; mistral -> 8; qwen2/qwen3 -> 32. null -> heads.
+    const int64_t kv_default = c.arch == Arch::llama ? c.num_attention_heads : c.arch == Arch::mistral ? 8 : 32;
+    c.num_key_value_heads = j.contains("num_key_value_heads") ? get_int(j, "num_key_value_heads", path, false,
+                                                                        c.num_attention_heads)
+                                                              : kv_default;
+    check_range(c.num_key_value_heads, 1, c.num_attention_heads, "num_key_value_heads", path);
+    ZT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, "{}: num_attention_heads = {} is not a multiple "
+             "of num_key_value_heads = {} (grouped-query attention needs whole groups)", path, c.num_attention_heads,
+             c.num_key_value_heads);
+
+    if (field(j, "head_dim")) {
+        c.head_dim = get_int(j, "head_dim", path, false, 0);
+    } else if (c.arch == Arch::qwen3) {
+        c.head_dim = 128;   // Qwen3Config default
+    } else {
+        ZT_CHECK(c.hidden_size % c.num_attention_heads == 0, "{}: hidden_size = {} is not a multiple of "
+                 "num_attention_heads = {}, and no head_dim is given", path, c.hidden_size, c.num_attention_heads);
+        c.head_dim = c.hidden_size / c.num_attention_heads;
+    }
+    check_range(c.head_dim, 1, 1 << 14, "head_dim", path);
+    ZT_CHECK(c.head_dim % 2 == 0, "{}: head_dim = {} must be even for RoPE", path, c.head_dim);
+
+    const int64_t max_pos_default = c.arch == Arch::llama ? 2048 : c.arch == Arch::mistral ? 131072 : 32768;
+    c.max_position_embeddings = get_int(j, "max_position_embeddings", path, false, max_pos_default);
+    check_range(c.max_position_embeddings, 1, int64_t(1) << 40, "max_position_embeddings", path);
+
+    c.rms_norm_eps = get_double(j, "rms_norm_eps", path, 1e-6);
+    ZT_CHECK(c.rms_norm_eps > 0 && c.rms_norm_eps < 1, "{}: rms_norm_eps = {} is out of range (0, 1)", path,
+             c.rms_norm_eps);
+    parse_rope(c, j, path);
+
+    c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", path, false);
+    switch (c.arch) {
+        case Arch::qwen2: c.attention_bias = true; c.attention_out_bias = false; break;
+        case Arch::mistral: c.attention_bias = c.attention_out_bias = false; break;
+        case Arch::llama:
+        case Arch::qwen3: c.attention_bias = c.attention_out_bias = get_bool(j, "attention_bias", path, false); break;
+    }
+    c.qk_norm = c.arch == Arch::qwen3;
+    c.is_causal = get_bool(j, "is_causal", path, true);
+    c.sliding_window = parse_sliding_window(c, j, path);
+
+    const json * dt = field(j, "torch_dtype");
+    if (!dt) dt = field(j, "dtype");
+    if (dt && dt->is_string()) c.torch_dtype = dtype_from_torch_name(dt->get<std::string>());
+
+    if (const json * e = field(j, "eos_token_id")) {
+        if (e->is_array()) {
+            for (const auto & x : *e) {
+                ZT_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0, "{}: eos_token_id entries must be "
+                         "non-negative integers, found {}", path, x.dump());
+                c.eos_token_ids.push_back(x.get<int64_t>());
+            }
+        } else {
+            ZT_CHECK(e->is_number_integer() && e->get<int64_t>() >= 0, "{}: eos_token_id must be a non-negative "
+                     "integer or a list of them, found {}", path, e->dump());
+            c.eos_token_ids.push_back(e->get<int64_t>());
+        }
+    }
+    c.bos_token_id = get_int(j, "bos_token_id", path, false, -1);
+    return c;
+}
+
+ModelConfig ModelConfig::load(const std::string & model_dir) {
+    const std::string path = model_dir + "/config.json";
+    std::ifstream f(path, std::ios::binary);
+    ZT_CHECK(f.good(), "{}: cannot open; a model directory needs the Hugging Face config.json", path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    json j;
+    try {
+        j = json::parse(ss.str());
+    } catch (const json::exception & e) {
+        ZT_FAIL("{}: not valid JSON: {}", path, e.what());
+    }
+    return from_json(j, path);
+}
+
+int64_t ModelConfig::max_context() const {
+    if (sliding_window > 0) return std::min(max_position_embeddings, sliding_window);
+    return max_position_embeddings;
+}
+
+std::string ModelConfig::max_context_reason() const {
+    if (sliding_window > 0 && sliding_window < max_position_embeddings) {
+        return fmt::format("sliding_window={} attention is not implemented; sequences longer than the window would "
+                           "differ from HF (max_position_embeddings={})", sliding_window, max_position_embeddings);
+    }
+    return fmt::format("max_position_embeddings={}", max_position_embeddings);
+}
+
+}  // namespace zt

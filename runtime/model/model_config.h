@@ -1,0 +1,63 @@
+// ModelConfig: the parts of a Hugging Face config.json that decide the forward pass, for model_type
+// llama, mistral, qwen2, qwen3. Anything that would change results and is not implemented is a clear error.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "runtime/model/dtype.h"
+
+namespace zt {
+
+enum class Arch { llama, mistral, qwen2, qwen3 };
+const char * arch_name(Arch a);
+
+struct RopeScaling {
+    enum class Type { none, linear, llama3 };
+    Type type = Type::none;
+    double factor = 1.0;                              // linear and llama3
+    double low_freq_factor = 1.0;                     // llama3
+    double high_freq_factor = 4.0;                    // llama3
+    int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct ModelConfig {
+    Arch arch = Arch::llama;
+    std::string model_type;              // as written in config.json
+    std::vector<std::string> architectures;
+    int64_t vocab_size = 0;
+    int64_t hidden_size = 0;
+    int64_t intermediate_size = 0;
+    int64_t num_hidden_layers = 0;
+    int64_t num_attention_heads = 0;
+    int64_t num_key_value_heads = 0;     // GQA; defaults to num_attention_heads
+    int64_t head_dim = 0;                // defaults to hidden_size / num_attention_heads
+    int64_t max_position_embeddings = 0;
+    double rms_norm_eps = 1e-6;
+    double rope_theta = 10000.0;
+    RopeScaling rope_scaling;
+    bool tie_word_embeddings = false;
+    bool attention_bias = false;         // q/k/v projections carry a bias (qwen2 always; llama "attention_bias")
+    bool attention_out_bias = false;     // o_proj carries a bias too (llama/qwen3 "attention_bias"; never qwen2)
+    bool qk_norm = false;                // per-head RMSNorm on q and k before RoPE (qwen3)
+    bool is_causal = true;               // `is_causal: false` in config.json -> bidirectional attention
+    int64_t sliding_window = 0;          // > 0: attention window that is in force (not implemented: limits context)
+    DType torch_dtype = DType::F32;      // dtype named by config.json (informational)
+    std::vector<int64_t> eos_token_ids;  // from config.json (int or list); may be empty
+    int64_t bos_token_id = -1;
+
+    // Parses and validates config.json content; `path` names the file in errors.
+    static ModelConfig from_json(const nlohmann::json & j, const std::string & path);
+    // Reads <model_dir>/config.json.
+    static ModelConfig load(const std::string & model_dir);
+
+    // Longest sequence (prompt + generated) this engine computes exactly as HF does: max_position_embeddings,
+    // or less where a sliding window is in force (tokens beyond it would need the window, not implemented).
+    int64_t max_context() const;
+    // Why max_context() is what it is, for per-request error messages.
+    std::string max_context_reason() const;
+};
+
+}  // namespace zt

@@ -1,0 +1,236 @@
+// Layer partitions: packs each unit's tensors (embed, every layer, head) into a flat buffer of world equal,
+// align-sized slices plus a persistent block for small tensors, copies a rank's slice out of the checkpoint
+// (touching only the source bytes inside it), and binds tensor views over the gathered buffers.
+#include "runtime/stream/layer_partition.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "runtime/base/error.h"
+
+namespace zt {
+
+namespace {
+
+constexpr size_t kTensorAlign = 256;   // every packed tensor starts 256-byte aligned (flat buffer and persistent block)
+
+size_t add_checked(size_t a, size_t b, const std::string & what) {
+    ZT_CHECK(a <= std::numeric_limits<size_t>::max() - b,
+             "layer partition: size overflow computing {} ({} + {}): the model is too large for this platform",
+             what, a, b);
+    return a + b;
+}
+
+size_t mul_checked(size_t a, size_t b, const std::string & what) {
+    ZT_CHECK(b == 0 || a <= std::numeric_limits<size_t>::max() / b,
+             "layer partition: size overflow computing {} ({} * {}): the model is too large for this platform",
+             what, a, b);
+    return a * b;
+}
+
+size_t round_up_checked(size_t x, size_t a, const std::string & what) {
+    const size_t r = x % a;
+    return r == 0 ? x : add_checked(x, a - r, what);
+}
+
+// Bytes of a tensor, with the element count computed without overflow.
+size_t tensor_bytes_checked(const Tensor & t, const std::string & name) {
+    size_t n = 1;
+    for (int64_t d : t.shape) {
+        ZT_CHECK(d >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name, t.shape_str());
+        n = mul_checked(n, size_t(d), "the element count of " + name);
+    }
+    return mul_checked(n, dtype_size(t.dtype), "the byte size of " + name);
+}
+
+int64_t numel_of(const Tensor & t) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n = (d != 0 && n > std::numeric_limits<int64_t>::max() / d) ? std::numeric_limits<int64_t>::max() : n * d;
+    return n;
+}
+
+// (member, HF-style suffix) of every LayerWeights tensor in canonical order.
+struct LayerField {
+    Tensor LayerWeights::* field;
+    const char * name;
+};
+constexpr LayerField kLayerFields[] = {
+    {&LayerWeights::input_norm, "input_norm"}, {&LayerWeights::q, "q"},       {&LayerWeights::q_bias, "q_bias"},
+    {&LayerWeights::q_norm, "q_norm"},         {&LayerWeights::k, "k"},       {&LayerWeights::k_bias, "k_bias"},
+    {&LayerWeights::k_norm, "k_norm"},         {&LayerWeights::v, "v"},       {&LayerWeights::v_bias, "v_bias"},
+    {&LayerWeights::o, "o"},                   {&LayerWeights::o_bias, "o_bias"},
+    {&LayerWeights::post_norm, "post_norm"},   {&LayerWeights::gate, "gate"}, {&LayerWeights::up, "up"},
+    {&LayerWeights::down, "down"},
+};
+
+void add_tensor(PartitionUnit & u, const std::string & name, const Tensor & t, Tensor LayerWeights::* field) {
+    if (t.data == nullptr) return;   // absent optional tensor
+    PackedTensor p;
+    p.name = name;
+    p.source = t;
+    p.field = field;
+    u.tensors.push_back(std::move(p));
+}
+
+// Assigns offsets, sizes and the streamed flag of a unit whose tensors are listed.
+void layout_unit(PartitionUnit & u, const PartitionOptions & opt) {
+    size_t flat_end = 0, pers_end = 0;
+    for (PackedTensor & t : u.tensors) {
+        const size_t bytes = tensor_bytes_checked(t.source, t.name);
+        t.persistent = numel_of(t.source) < opt.persistence_threshold;
+        size_t & end = t.persistent ? pers_end : flat_end;
+        t.offset = round_up_checked(end, kTensorAlign, "the offset of " + t.name);
+        end = add_checked(t.offset, bytes, "the end of " + t.name);
+    }
+    u.packed_bytes = flat_end;
+    u.persistent_bytes = pers_end;
+    if (flat_end == 0) {
+        u.slice_bytes = u.flat_bytes = 0;
+        u.streamed = false;
+        return;
+    }
+    const size_t world = size_t(opt.world);
+    const size_t per_rank = flat_end / world + (flat_end % world != 0 ? 1 : 0);
+    u.slice_bytes = round_up_checked(per_rank, opt.align, "the slice size of " + u.name);
+    u.flat_bytes = mul_checked(world, u.slice_bytes, "the flat buffer size of " + u.name);
+    bool want = false;
+    if (u.kind == UnitKind::layer) want = u.layer >= opt.resident_layers;
+    else want = opt.partition_embeddings;
+    u.streamed = opt.stream && want;
+}
+
+// Copies bytes [lo, hi) of the unit's flat buffer to dst, reading only the overlapping source bytes; gaps are zero.
+void copy_range(const PartitionUnit & unit, size_t lo, size_t hi, uint8_t * dst) {
+    size_t cursor = lo;
+    for (const PackedTensor & t : unit.tensors) {
+        if (t.persistent) continue;
+        const size_t a = t.offset, b = t.offset + t.source.bytes();
+        const size_t s = std::max(a, lo), e = std::min(b, hi);
+        if (s >= e) continue;
+        if (s > cursor) std::memset(dst + (cursor - lo), 0, s - cursor);
+        std::memcpy(dst + (s - lo), static_cast<const uint8_t *>(t.source.data) + (s - a), e - s);
+        cursor = e;
+    }
+    if (hi > cursor) std::memset(dst + (cursor - lo), 0, hi - cursor);
+}
+
+Tensor view_of(const PartitionUnit & unit, const PackedTensor & t, const void * flat, const void * persistent) {
+    const void * base = t.persistent ? persistent : flat;
+    ZT_CHECK(base != nullptr, "bind {}: tensor {} lives in the {} buffer, but none was given", unit.name, t.name,
+             t.persistent ? "persistent" : "flat");
+    return Tensor(const_cast<uint8_t *>(static_cast<const uint8_t *>(base)) + t.offset, t.source.dtype,
+                  t.source.shape);
+}
+
+}  // namespace
+
+size_t PartitionPlan::streamed_bytes() const {
+    size_t n = 0;
+    for (const PartitionUnit & u : units)
+        if (u.streamed) n = add_checked(n, u.flat_bytes, "the streamed bytes");
+    return n;
+}
+
+size_t PartitionPlan::resident_bytes() const {
+    size_t n = 0;
+    for (const PartitionUnit & u : units) {
+        if (!u.streamed) n = add_checked(n, u.flat_bytes, "the resident bytes");
+        n = add_checked(n, u.persistent_bytes, "the resident bytes");
+    }
+    return n;
+}
+
+size_t PartitionPlan::max_flat_bytes() const {
+    size_t n = 0;
+    for (const PartitionUnit & u : units)
+        if (u.streamed) n = std::max(n, u.flat_bytes);
+    return n;
+}
+
+size_t PartitionPlan::max_slice_bytes() const {
+    size_t n = 0;
+    for (const PartitionUnit & u : units)
+        if (u.streamed) n = std::max(n, u.slice_bytes);
+    return n;
+}
+
+PartitionPlan plan_partition(const ModelConfig & cfg, const ModelWeights & weights, const PartitionOptions & opt) {
+    ZT_CHECK(opt.world >= 1, "layer partition: world size must be >= 1, got {}", opt.world);
+    ZT_CHECK(opt.align >= 1, "layer partition: slice alignment must be >= 1 byte, got {}", opt.align);
+    ZT_CHECK(opt.resident_layers >= 0, "ztinfer.resident_layers must be >= 0, got {}", opt.resident_layers);
+    ZT_CHECK(cfg.num_hidden_layers <= 0 || int64_t(weights.layers.size()) == cfg.num_hidden_layers,
+             "layer partition: the weights have {} layers but config.json says num_hidden_layers = {}",
+             weights.layers.size(), cfg.num_hidden_layers);
+    ZT_CHECK(weights.embed.data != nullptr, "layer partition: the weights have no embedding (embed_tokens)");
+
+    PartitionPlan plan;
+    plan.world = opt.world;
+    plan.units.reserve(weights.layers.size() + 2);
+
+    PartitionUnit embed;
+    embed.kind = UnitKind::embed;
+    embed.name = "embed";
+    add_tensor(embed, "embed_tokens", weights.embed, nullptr);
+    plan.units.push_back(std::move(embed));
+
+    for (size_t i = 0; i < weights.layers.size(); ++i) {
+        PartitionUnit u;
+        u.kind = UnitKind::layer;
+        u.layer = int(i);
+        u.name = "layer " + std::to_string(i);
+        const std::string prefix = "layers." + std::to_string(i) + ".";
+        for (const LayerField & f : kLayerFields) add_tensor(u, prefix + f.name, weights.layers[i].*(f.field), f.field);
+        plan.units.push_back(std::move(u));
+    }
+
+    PartitionUnit head;
+    head.kind = UnitKind::head;
+    head.name = "head";
+    add_tensor(head, "norm", weights.final_norm, nullptr);
+    add_tensor(head, "lm_head", weights.lm_head, nullptr);   // may alias embed (tied): still its own copy here
+    plan.units.push_back(std::move(head));
+
+    for (PartitionUnit & u : plan.units) layout_unit(u, opt);
+    return plan;
+}
+
+void copy_slice(const PartitionUnit & unit, int rank, void * dst) {
+    if (unit.slice_bytes == 0) return;
+    const size_t world = unit.flat_bytes / unit.slice_bytes;
+    ZT_CHECK(rank >= 0 && size_t(rank) < world, "copy_slice of {}: rank {} is outside world size {}", unit.name,
+             rank, world);
+    const size_t lo = size_t(rank) * unit.slice_bytes;
+    copy_range(unit, lo, lo + unit.slice_bytes, static_cast<uint8_t *>(dst));
+}
+
+void copy_flat(const PartitionUnit & unit, void * dst) {
+    if (unit.flat_bytes == 0) return;
+    copy_range(unit, 0, unit.flat_bytes, static_cast<uint8_t *>(dst));
+}
+
+void copy_persistent(const PartitionUnit & unit, void * dst) {
+    if (unit.persistent_bytes == 0) return;
+    uint8_t * out = static_cast<uint8_t *>(dst);
+    std::memset(out, 0, unit.persistent_bytes);
+    for (const PackedTensor & t : unit.tensors)
+        if (t.persistent) std::memcpy(out + t.offset, t.source.data, t.source.bytes());
+}
+
+LayerWeights bind_layer(const PartitionUnit & unit, const void * flat, const void * persistent) {
+    ZT_CHECK(unit.kind == UnitKind::layer, "bind_layer: unit {} is not a decoder layer", unit.name);
+    LayerWeights lw;
+    for (const PackedTensor & t : unit.tensors) {
+        ZT_CHECK(t.field != nullptr, "bind_layer: tensor {} of {} has no LayerWeights field", t.name, unit.name);
+        lw.*(t.field) = view_of(unit, t, flat, persistent);
+    }
+    return lw;
+}
+
+Tensor bind_single(const PartitionUnit & unit, const void * flat, const void * persistent, size_t index) {
+    ZT_CHECK(index < unit.tensors.size(), "bind_single: unit {} has {} tensors, asked for #{}", unit.name,
+             unit.tensors.size(), index);
+    return view_of(unit, unit.tensors[index], flat, persistent);
+}
+
+}  // namespace zt
