@@ -318,7 +318,8 @@ TEST(Checkpoint, IdentityFollowsTheFilesNotTheirTensorData) {
     EXPECT_EQ(id.size(), 32u);
     EXPECT_EQ(Checkpoint(a).identity(), id) << "stable for the same files";
     // same config and tensor layout, another file (another write time) -> another identity
-    fs::last_write_time(b + "/model.safetensors", fs::last_write_time(a + "/model.safetensors") + std::chrono::seconds(5));
+    const auto written = fs::last_write_time(a + "/model.safetensors");
+    fs::last_write_time(b + "/model.safetensors", written + std::chrono::seconds(5));
     EXPECT_NE(Checkpoint(b).identity(), id);
     // the same file touched, or config.json changed -> another identity
     const auto t = fs::last_write_time(a + "/model.safetensors");

@@ -366,7 +366,7 @@ TEST(Streaming, TwoJobsOfDifferentModelsOnOneNvmePathEachComputeWithTheirOwnWeig
     zt::synthesize_model(o);
     const std::string dir = make_temp_dir("nvme_share");
     {
-        std::ofstream a(dir + "/in_a.jsonl"), b(dir + "/in_b.jsonl");
+        std::ofstream a(dir + "/in_a.jsonl"), b(dir + "/in_b.jsonl");   // inputs (outputs are <name>.jsonl)
         for (int i = 0; i < 4; ++i)
             a << json{{"custom_id", "a" + std::to_string(i)}, {"prompt", "Once upon a time"}, {"max_tokens", 200},
                       {"logprobs", true}}.dump() << "\n";
@@ -382,14 +382,15 @@ TEST(Streaming, TwoJobsOfDifferentModelsOnOneNvmePathEachComputeWithTheirOwnWeig
         std::ofstream(path) << ds.dump(2);
         return path;
     };
-    const JobRunResult ref_a = run_job_command(job_command(0, write_config(dir, "ref_a", demo_model_dir(), dir + "/in_a.jsonl", {}, 200)));
+    const std::string in_a = dir + "/in_a.jsonl", in_b = dir + "/in_b.jsonl";
+    const JobRunResult ref_a = run_job_command(job_command(0, write_config(dir, "ref_a", demo_model_dir(), in_a, {}, 200)));
     ASSERT_EQ(ref_a.status, 0) << ref_a.log;
-    const JobRunResult ref_b = run_job_command(job_command(0, write_config(dir, "ref_b", model_b, dir + "/in_b.jsonl", {}, 200)));
+    const JobRunResult ref_b = run_job_command(job_command(0, write_config(dir, "ref_b", model_b, in_b, {}, 200)));
     ASSERT_EQ(ref_b.status, 0) << ref_b.log;
-    BackgroundJob job_a(job_command(2, nvme_config("a", demo_model_dir(), dir + "/in_a.jsonl")), dir);
+    BackgroundJob job_a(job_command(2, nvme_config("a", demo_model_dir(), in_a)), dir);
     ASSERT_TRUE(job_a.wait_until_generating()) << job_a.log();
     // b starts, writes its slices and ends while a generates
-    const JobRunResult b = run_job_command(job_command(2, nvme_config("b", model_b, dir + "/in_b.jsonl")));
+    const JobRunResult b = run_job_command(job_command(2, nvme_config("b", model_b, in_b)));
     ASSERT_EQ(b.status, 0) << b.log;
     int status = 0;
     ASSERT_EQ(waitpid(job_a.launcher, &status, WNOHANG), 0) << "job a ended before job b wrote its slices: the test "

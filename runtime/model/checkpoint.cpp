@@ -143,7 +143,8 @@ std::string Checkpoint::identity() const {
             for (int64_t d : e.shape) desc += " " + std::to_string(d);
             desc += "\n";
         }
-        for (const auto & [k, v] : f->header().metadata) desc += fmt::format("meta {} {} {} {}\n", k.size(), k, v.size(), v);
+        for (const auto & [k, v] : f->header().metadata)
+            desc += fmt::format("meta {} {} {} {}\n", k.size(), k, v.size(), v);
     }
     return fmt::format("{:016x}{:016x}", hash64(desc, 0), hash64(desc, 0x9e3779b97f4a7c15ull));
 }

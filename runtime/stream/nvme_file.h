@@ -35,9 +35,10 @@ class NvmeFile {
 public:
     static constexpr size_t kAlign = 4096;   // offsets, read sizes and read buffers (O_DIRECT)
 
-    // Creates a fresh nameless file in the folder of `path` for writing; `path` (e.g. <nvme_path>/ztinfer-rank0.weights)
-    // only labels it: path() is "<path> (unlinked, pid <pid>)". Leftovers of the fallback's names (a kill between
-    // its open and unlink) are removed. Throws zt::Error naming the file and nvme_path on failure.
+    // Creates a fresh nameless file in the folder of `path` for writing; `path` (such as
+    // <nvme_path>/ztinfer-rank0.weights) only labels it: path() is "<path> (unlinked, pid <pid>)". Leftovers of
+    // the fallback's names (a kill between its open and unlink) are removed. Throws zt::Error naming the file and
+    // nvme_path on failure.
     NvmeFile(std::string path, NvmeFileOptions options);
     ~NvmeFile();                              // closes the file, which frees it
     NvmeFile(const NvmeFile &) = delete;

@@ -188,8 +188,9 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
         if (::lstat(label.c_str(), &st) == 0)   // older ztinfer versions wrote (and left) a file under this name
             spdlog::warn("{} is {} that this ztinfer never reads or writes (older versions kept rank {}'s weights "
                          "there and left the file behind when killed): delete it once no job of an older ztinfer "
-                         "uses {}", label, S_ISLNK(st.st_mode) ? "a symbolic link" : "a file of " + mib(size_t(st.st_size)),
-                         rank, options.nvme_path);
+                         "uses {}", label,
+                         S_ISLNK(st.st_mode) ? "a symbolic link" : "a file of " + mib(size_t(st.st_size)), rank,
+                         options.nvme_path);
         NvmeFileOptions fo;
         fo.nvme_path = options.nvme_path;
         fo.block_size = options.aio_block_size;
