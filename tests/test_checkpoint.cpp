@@ -1,10 +1,13 @@
 // Checkpoint + bind_weights: single-file and sharded checkpoints, base-model saves without the "model." prefix,
 // tied embeddings, and checkpoint != config faults (missing tensor, wrong shape, wrong/mixed dtype, missing
-// shard, tensor not in its shard, duplicate tensors). Checkpoints are written to temp dirs by write_safetensors.
+// shard, tensor not in its shard, duplicate tensors), a symlink loop or dangling link named as such (not "not
+// found"), and the checkpoint identity (stable for the same files, changed by another file, mtime or config).
+// Checkpoints are written to temp dirs by write_safetensors.
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -279,4 +282,53 @@ TEST(Checkpoint, TruncatedShardNamesTheFile) {
     const std::string msg = bind_error(dir, c);
     EXPECT_HAS(msg, shard);
     EXPECT_HAS(msg, "truncated");
+}
+
+TEST(Checkpoint, SymlinkLoopOrDanglingLinkIsNamedNotNotFound) {
+    namespace fs = std::filesystem;
+    const std::string dir = make_temp_dir("ckpt_link");
+    const std::string file = dir + "/model.safetensors";
+    fs::create_symlink(file, file);   // a loop: stat says ELOOP
+    std::string msg = bind_error(dir, ModelConfig::from_json(tiny_config("llama"), "config.json"));
+    EXPECT_HAS(msg, file + " is a symlink loop (or too many levels of links): fix or remove the link");
+    fs::remove(file);
+    // a shard of an index that loops through two links
+    std::ofstream(dir + "/model.safetensors.index.json") << R"({"weight_map": {"a": "s.safetensors"}})";
+    fs::create_symlink(dir + "/t.safetensors", dir + "/s.safetensors");
+    fs::create_symlink(dir + "/s.safetensors", dir + "/t.safetensors");
+    msg = bind_error(dir, ModelConfig::from_json(tiny_config("llama"), "config.json"));
+    EXPECT_HAS(msg, dir + "/s.safetensors is a symlink loop");
+    fs::remove(dir + "/model.safetensors.index.json");
+    // a dangling link (an interrupted Hugging Face cache download)
+    fs::create_symlink(dir + "/blobs/0123abcd", file);
+    msg = bind_error(dir, ModelConfig::from_json(tiny_config("llama"), "config.json"));
+    EXPECT_HAS(msg, file + " is a symbolic link to " + dir + "/blobs/0123abcd, which does not exist");
+    fs::remove_all(dir);
+}
+
+TEST(Checkpoint, IdentityFollowsTheFilesNotTheirTensorData) {
+    namespace fs = std::filesystem;
+    const ModelConfig c = ModelConfig::from_json(tiny_config("llama"), "config.json");
+    const std::string a = make_temp_dir("ckpt_id"), b = make_temp_dir("ckpt_id");
+    for (const std::string & d : {a, b}) {
+        write_checkpoint(d, tensor_shapes(c, "model.", true));
+        std::ofstream(d + "/config.json") << tiny_config("llama").dump();
+    }
+    const std::string id = Checkpoint(a).identity();
+    EXPECT_EQ(id.size(), 32u);
+    EXPECT_EQ(Checkpoint(a).identity(), id) << "stable for the same files";
+    // same config and tensor layout, another file (another write time) -> another identity
+    const auto written = fs::last_write_time(a + "/model.safetensors");
+    fs::last_write_time(b + "/model.safetensors", written + std::chrono::seconds(5));
+    EXPECT_NE(Checkpoint(b).identity(), id);
+    // the same file touched, or config.json changed -> another identity
+    const auto t = fs::last_write_time(a + "/model.safetensors");
+    fs::last_write_time(a + "/model.safetensors", t + std::chrono::seconds(1));
+    EXPECT_NE(Checkpoint(a).identity(), id);
+    fs::last_write_time(a + "/model.safetensors", t);
+    EXPECT_EQ(Checkpoint(a).identity(), id);
+    std::ofstream(a + "/config.json") << tiny_config("mistral").dump();
+    EXPECT_NE(Checkpoint(a).identity(), id);
+    fs::remove_all(a);
+    fs::remove_all(b);
 }

@@ -4,6 +4,8 @@
 //  - race-hunting delays in the copy/comm threads change nothing;
 //  - ranks that run out of work early keep stepping and nobody hangs; every input line is answered once;
 //  - kill -9 of one rank ends every rank with an error within 60 s; a truncated NVMe file is a clear error;
+//  - NVMe slice files have no name while the job runs and nothing is left in nvme_path after kill -9 of the job;
+//    a job of another model started on the same nvme_path while one runs changes neither job's results;
 //  - a rank's host memory for weights is about 1/N of the model plus the ring;
 //  - --trace writes a Chrome trace with fetch/all-gather/compute spans of every rank.
 #include <gtest/gtest.h>
@@ -26,6 +28,7 @@
 
 #include "runtime/model/synthetic_model.h"
 #include "job_runner.h"
+#include "nvme_slices.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -301,11 +304,16 @@ TEST(Streaming, TruncatedNvmeFileIsAClearErrorNotAHang) {
     Streaming s;
     s.offload = "nvme";
     const std::string cfg = write_config(dir, "trunc", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
+    const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
     BackgroundJob job(job_command(2, cfg), dir);
     ASSERT_TRUE(job.wait_until_generating()) << job.log();
-    const std::string file = dir + "/nvme-trunc/ztinfer-rank1.weights";
+    // The file has no name: truncate it through the descriptor a rank holds (what a foreign writer could do).
+    const std::string pid = command_output(ranks + " | tail -1");
+    ASSERT_FALSE(pid.empty()) << job.log();
+    const auto files = open_files_in(pid_t(std::stol(pid)), dir + "/nvme-trunc");
+    ASSERT_EQ(files.size(), 1u) << job.log();
     std::error_code ec;
-    fs::resize_file(file, 4096, ec);
+    fs::resize_file(files[0], 4096, ec);
     ASSERT_FALSE(ec) << ec.message() << "\n" << job.log();
     int status = 0;
     double seconds = 0;
@@ -315,9 +323,87 @@ TEST(Streaming, TruncatedNvmeFileIsAClearErrorNotAHang) {
     EXPECT_LT(seconds, 60.0) << log;
     EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
     EXPECT_HAS(log, "short read");
-    EXPECT_HAS(log, "ztinfer-rank1.weights");
+    EXPECT_HAS(log, "/nvme-trunc/ztinfer-rank");
     read_records(dir + "/trunc.jsonl");
     fs::remove_all(dir);
+}
+
+TEST(Streaming, NvmePathHoldsNoSliceFileWhileTheJobRunsNorAfterKill9) {
+    REQUIRE_MPI();
+    const std::string dir = make_temp_dir("nvme_kill");
+    Streaming s;
+    s.offload = "nvme";
+    const std::string nvme = dir + "/nvme-kill";
+    const std::string cfg = write_config(dir, "kill", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
+    const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
+    BackgroundJob job(job_command(2, cfg), dir);
+    ASSERT_TRUE(job.wait_until_generating()) << job.log();
+    EXPECT_EQ(folder_names(nvme), std::vector<std::string>{}) << "slice files have names another job can open";
+    const std::string pids = command_output(ranks);
+    std::vector<pid_t> rank_pids;
+    for (size_t at = 0; at < pids.size();) {
+        const size_t end = pids.find('\n', at);
+        rank_pids.push_back(pid_t(std::stol(pids.substr(at, end - at))));
+        at = end == std::string::npos ? pids.size() : end + 1;
+    }
+    ASSERT_EQ(rank_pids.size(), 2u) << pids << job.log();
+    for (pid_t p : rank_pids) EXPECT_EQ(open_files_in(p, nvme).size(), 1u) << "rank pid " << p;
+    for (pid_t p : rank_pids) kill(p, SIGKILL);
+    int status = 0;
+    double seconds = 0;
+    ASSERT_TRUE(job.wait_exit(70, status, seconds)) << job.log();
+    EXPECT_EQ(folder_names(nvme), std::vector<std::string>{}) << "kill -9 left slice files behind";
+    fs::remove_all(dir);
+}
+
+TEST(Streaming, TwoJobsOfDifferentModelsOnOneNvmePathEachComputeWithTheirOwnWeights) {
+    REQUIRE_MPI();
+    // model b: the demo model's shapes with other weights, so b's slices fit a's file layout exactly
+    const std::string model_b = make_temp_dir("nvme_model_b");
+    zt::SynthOptions o;
+    o.arch = "llama"; o.layers = 4; o.hidden = 256; o.heads = 8; o.kv_heads = 4; o.intermediate = 688;
+    o.dtype = "bf16"; o.seed = 2; o.tokenizer_dir = demo_tokenizer_dir(); o.out_dir = model_b;
+    zt::synthesize_model(o);
+    const std::string dir = make_temp_dir("nvme_share");
+    {
+        std::ofstream a(dir + "/in_a.jsonl"), b(dir + "/in_b.jsonl");   // inputs (outputs are <name>.jsonl)
+        for (int i = 0; i < 4; ++i)
+            a << json{{"custom_id", "a" + std::to_string(i)}, {"prompt", "Once upon a time"}, {"max_tokens", 200},
+                      {"logprobs", true}}.dump() << "\n";
+        b << json{{"custom_id", "b"}, {"prompt", "Hello"}, {"max_tokens", 4}, {"logprobs", true}}.dump() << "\n";
+    }
+    // Both nvme jobs on one nvme_path.
+    auto nvme_config = [&](const std::string & name, const std::string & model, const std::string & input) {
+        Streaming s;
+        s.offload = "nvme";
+        const std::string path = write_config(dir, name, model, input, s, 200);
+        json ds = json::parse(read_file(path));
+        ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/shared-nvme";
+        std::ofstream(path) << ds.dump(2);
+        return path;
+    };
+    const std::string in_a = dir + "/in_a.jsonl", in_b = dir + "/in_b.jsonl";
+    const JobRunResult ref_a = run_job_command(job_command(0, write_config(dir, "ref_a", demo_model_dir(), in_a, {}, 200)));
+    ASSERT_EQ(ref_a.status, 0) << ref_a.log;
+    const JobRunResult ref_b = run_job_command(job_command(0, write_config(dir, "ref_b", model_b, in_b, {}, 200)));
+    ASSERT_EQ(ref_b.status, 0) << ref_b.log;
+    BackgroundJob job_a(job_command(2, nvme_config("a", demo_model_dir(), in_a)), dir);
+    ASSERT_TRUE(job_a.wait_until_generating()) << job_a.log();
+    // b starts, writes its slices and ends while a generates
+    const JobRunResult b = run_job_command(job_command(2, nvme_config("b", model_b, in_b)));
+    ASSERT_EQ(b.status, 0) << b.log;
+    int status = 0;
+    ASSERT_EQ(waitpid(job_a.launcher, &status, WNOHANG), 0) << "job a ended before job b wrote its slices: the test "
+        "needs longer requests for a\n" << job_a.log();
+    double seconds = 0;
+    ASSERT_TRUE(job_a.wait_exit(120, status, seconds)) << job_a.log();
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << job_a.log();
+    EXPECT_EQ(essence(read_records(dir + "/a.jsonl")), essence(read_records(dir + "/ref_a.jsonl")))
+        << "job a computed with other weights";
+    EXPECT_EQ(essence(read_records(dir + "/b.jsonl")), essence(read_records(dir + "/ref_b.jsonl")));
+    EXPECT_EQ(folder_names(dir + "/shared-nvme"), std::vector<std::string>{});
+    fs::remove_all(dir);
+    fs::remove_all(model_b);
 }
 
 TEST(Streaming, RankHoldsAboutOneNthOfTheWeights) {

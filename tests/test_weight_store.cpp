@@ -1,12 +1,15 @@
 // WeightStore and NvmeFile: for tiers none / cpu / nvme and world 1..3, every rank's fetch_slice of every streamed
 // unit equals copy_slice, resident units and persistent blocks equal copy_flat / copy_persistent, memory() adds
-// up, and the NVMe file exists while the store lives and is removed after. Faults: a truncated NVMe file is a
+// up, and the NVMe file is open (nameless: the folder lists nothing) while the store lives and gone after; the
+// NvmeFile fallback without O_TMPFILE leaves no name either and removes its own leftovers, never through a link.
+// Faults: a truncated NVMe file is a
 // "short read" error naming the file within bounded time; EIO on the first 2 attempts is retried to the right
 // bytes; EIO always is an "Input/output error" after max_retries; the pread and buffered fallbacks read the same.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -19,7 +22,9 @@
 #include "runtime/base/error.h"
 #include "runtime/stream/layer_partition.h"
 #include "runtime/stream/nvme_file.h"
+#include "runtime/stream/slice_header.h"
 #include "runtime/stream/weight_store.h"
+#include "tests/nvme_slices.h"
 #include "tests/test_support.h"
 
 using namespace zt;
@@ -144,8 +149,9 @@ TEST(WeightStore, EveryRankFetchesItsOwnSlices) {
                     EXPECT_EQ(store.tier(), tier);
                     file = store.nvme_file();
                     if (tier == OffloadTier::nvme) {
-                        EXPECT_EQ(file, tmp + "/nvme/ztinfer-rank" + std::to_string(r) + ".weights");
-                        EXPECT_TRUE(fs::exists(file));
+                        EXPECT_HAS(file, tmp + "/nvme/ztinfer-rank" + std::to_string(r) + ".weights");
+                        EXPECT_TRUE(folder_names(tmp + "/nvme").empty()) << "the file has no name";
+                        ASSERT_EQ(open_files_in(getpid(), tmp + "/nvme").size(), 1u);
                     } else {
                         EXPECT_TRUE(file.empty());
                     }
@@ -184,12 +190,16 @@ TEST(WeightStore, EveryRankFetchesItsOwnSlices) {
                         EXPECT_EQ(mem.slices, 0u);
                         EXPECT_GE(mem.staging, 2 * plan.max_slice_bytes());
                         EXPECT_LE(mem.staging, 2 * (plan.max_slice_bytes() + 8192));
-                        EXPECT_EQ(fs::file_size(file), plan.streamed_bytes() / size_t(world));
+                        size_t file_bytes = kSliceHeaderBytes;   // header + each slice's extent (slice, tag)
+                        for (const PartitionUnit & pu : plan.units)
+                            if (pu.streamed) file_bytes += slice_extent(pu.slice_bytes);
+                        EXPECT_EQ(fs::file_size(open_files_in(getpid(), tmp + "/nvme").at(0)), file_bytes);
                     }
                     EXPECT_EQ(mem.total(), mem.slices + mem.staging + mem.resident);
                 }
                 if (tier == OffloadTier::nvme) {
-                    EXPECT_FALSE(fs::exists(file)) << "the destructor removes the file";
+                    EXPECT_TRUE(open_files_in(getpid(), tmp + "/nvme").empty()) << "the destructor closes the file";
+                    EXPECT_TRUE(folder_names(tmp + "/nvme").empty());
                 }
             }
         }
@@ -230,7 +240,9 @@ TEST(WeightStore, TruncatedNvmeFileIsAShortReadError) {
     o.nvme_path = tmp;
     o.aio_block_size = 8192;
     WeightStore store(plan, 1, *be, o);
-    ASSERT_EQ(truncate(store.nvme_file().c_str(), 0), 0);
+    const auto files = open_files_in(getpid(), tmp);
+    ASSERT_EQ(files.size(), 1u);
+    ASSERT_EQ(truncate(files[0].c_str(), 0), 0);
     const int u = first_streamed(plan);
     const auto t0 = std::chrono::steady_clock::now();
     const std::string err = fetch_error(store, *be, plan.units[size_t(u)], u);
@@ -262,7 +274,8 @@ TEST(WeightStore, TransientEioIsRetried) {
     const int u = first_streamed(plan);
     const PartitionUnit & pu = plan.units[size_t(u)];
     EXPECT_EQ(fetch(store, *be, pu, u), expected_slice(pu, 0));
-    ASSERT_EQ(attempts.size(), (pu.slice_bytes + 8191) / 8192) << "one entry per chunk";
+    // the read covers the slice's extent in the file (slice, padding, tag)
+    ASSERT_EQ(attempts.size(), (slice_extent(pu.slice_bytes) + 8191) / 8192) << "one entry per chunk";
     for (const auto & [off, n] : attempts) EXPECT_EQ(n, 3) << "chunk at " << off;
     fs::remove_all(tmp);
 }
@@ -294,17 +307,23 @@ TEST(NvmeFile, FallbacksReadTheSameBytesAndRetry) {
     std::vector<uint8_t> data(5 * 4096 + 100);
     std::mt19937 rng(3);
     for (uint8_t & b : data) b = uint8_t(rng());
-    for (bool uring : {true, false}) {
-        for (bool direct : {true, false}) {
-            SCOPED_TRACE(testing::Message() << "uring " << uring << " direct " << direct);
+    for (int mode = 0; mode < 8; ++mode) {
+        const bool uring = mode & 1, direct = mode & 2, tmpfile = mode & 4;
+        {
+            SCOPED_TRACE(testing::Message() << "uring " << uring << " direct " << direct << " tmpfile " << tmpfile);
             NvmeFileOptions o;
             o.nvme_path = tmp;
             o.block_size = 4096;
             o.queue_depth = 4;
             o.use_uring = uring;
             o.use_direct = direct;
+            o.use_tmpfile = tmpfile;
             const std::string path = tmp + "/f.weights";
             NvmeFile f(path, o);
+            EXPECT_HAS(f.path(), path);
+            EXPECT_TRUE(folder_names(tmp).empty()) << "the file has no name";
+            const auto open = open_files_in(getpid(), tmp);
+            ASSERT_EQ(open.size(), 1u);
             f.reserve(8192 + data.size());
             f.write(8192, data.data(), data.size());
             f.finish_writes();
@@ -325,7 +344,7 @@ TEST(NvmeFile, FallbacksReadTheSameBytesAndRetry) {
                 EXPECT_EQ(0, std::memcmp(raw, data.data(), data.size()));
                 EXPECT_EQ(n, 7) << "6 chunks + 1 retry";
             }
-            ASSERT_EQ(truncate(path.c_str(), 8192 + 4096), 0);
+            ASSERT_EQ(truncate(open[0].c_str(), 8192 + 4096), 0);
             try {
                 f.read(8192, raw, data.size());
                 ADD_FAILURE() << "expected a short read";
@@ -336,7 +355,34 @@ TEST(NvmeFile, FallbacksReadTheSameBytesAndRetry) {
             std::free(raw);
         }
     }
-    EXPECT_TRUE(fs::is_empty(tmp)) << "NvmeFile removes its file";
+    EXPECT_TRUE(fs::is_empty(tmp)) << "NvmeFile leaves nothing";
+    EXPECT_TRUE(open_files_in(getpid(), tmp).empty()) << "NvmeFile closes its file";
+    fs::remove_all(tmp);
+}
+
+TEST(NvmeFile, FallbackRemovesItsLeftoversButNeverFollowsALink) {
+    const std::string tmp = make_temp_dir("nvme_left");
+    const std::string nvme = tmp + "/nvme", victim = tmp + "/victim";
+    fs::create_directories(nvme);
+    write_file(victim, "not yours");
+    // A leftover of a job killed between the fallback's open and unlink, and a link planted with such a name.
+    write_file(nvme + "/ztinfer-rank0.weights.zt-unlinked-Ab12Cd", std::string(4096, 'x'));
+    fs::create_symlink(victim, nvme + "/ztinfer-rank1.weights.zt-unlinked-Ef34Gh");
+    write_file(nvme + "/notes.txt", "a file of the user's");
+    NvmeFileOptions o;
+    o.nvme_path = nvme;
+    o.use_tmpfile = false;
+    {
+        NvmeFile f(nvme + "/ztinfer-rank0.weights", o);
+        const std::string data(4096, 'z');
+        f.write(0, data.data(), data.size());
+        f.finish_writes();
+        auto names = folder_names(nvme);
+        std::sort(names.begin(), names.end());
+        EXPECT_EQ(names, (std::vector<std::string>{"notes.txt", "ztinfer-rank1.weights.zt-unlinked-Ef34Gh"}));
+    }
+    EXPECT_EQ(read_file(victim), "not yours");
+    EXPECT_EQ(read_file(nvme + "/notes.txt"), "a file of the user's");
     fs::remove_all(tmp);
 }
 

@@ -234,6 +234,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     WeightStoreOptions so;
     so.tier = tier_of(st.offload_device);
     so.nvme_path = st.nvme_path;
+    if (so.tier == OffloadTier::nvme) so.checkpoint = ckpt->identity();   // the NVMe file's header names it
     so.aio_block_size = size_t(st.aio_block_size);
     so.aio_queue_depth = int(st.aio_queue_depth);
     so.buffer_count = int(st.buffer_count);

@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -17,9 +20,29 @@ namespace zt {
 
 namespace {
 
+// Whether p is a regular file (after links). A link loop or a dangling link is an error naming it: "not found"
+// would send the user looking for a file that is there.
 bool file_exists(const std::string & p) {
     struct stat st{};
-    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+    if (::stat(p.c_str(), &st) == 0) return S_ISREG(st.st_mode);
+    const int err = errno;
+    ZT_CHECK(err != ELOOP, "{} is a symlink loop (or too many levels of links): fix or remove the link", p);
+    if (err == ENOENT && ::lstat(p.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+        std::error_code ec;
+        const std::string target = std::filesystem::read_symlink(p, ec).string();
+        ZT_FAIL("{} is a symbolic link to {}, which does not exist (an interrupted download leaves such links in the "
+                "Hugging Face cache): download the model again or fix the link", p, target);
+    }
+    return false;
+}
+
+// 64-bit FNV-1a from `seed`, finished with splitmix64 (two seeds make the 128-bit checkpoint identity).
+uint64_t hash64(const std::string & s, uint64_t seed) {
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27; h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
 std::string shape_str(const std::vector<int64_t> & s) {
@@ -100,6 +123,30 @@ Tensor Checkpoint::tensor(const std::string & name) const {
                                [](const auto & a, const std::string & n) { return a.first < n; });
     ZT_CHECK(it != index_.end() && it->first == name, "{}: tensor '{}' is not in the checkpoint", dir_, name);
     return it->second->tensor(*it->second->find(name));
+}
+
+std::string Checkpoint::identity() const {
+    std::string desc;
+    {
+        std::ifstream cfg(dir_ + "/config.json", std::ios::binary);
+        std::stringstream ss;
+        ss << cfg.rdbuf();
+        desc = "config.json " + std::to_string(ss.str().size()) + "\n" + ss.str() + "\n";
+    }
+    for (const auto & f : files_) {
+        struct stat st{};
+        ZT_CHECK(::stat(f->path().c_str(), &st) == 0, "{}: cannot stat: {}", f->path(), std::strerror(errno));
+        desc += fmt::format("file {} {} {}.{:09}\n", std::filesystem::path(f->path()).filename().string(),
+                            st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        for (const auto & e : f->header().entries) {
+            desc += fmt::format("{} {} {} {} {}", e.name, dtype_name(e.dtype), e.file_offset, e.bytes, e.shape.size());
+            for (int64_t d : e.shape) desc += " " + std::to_string(d);
+            desc += "\n";
+        }
+        for (const auto & [k, v] : f->header().metadata)
+            desc += fmt::format("meta {} {} {} {}\n", k.size(), k, v.size(), v);
+    }
+    return fmt::format("{:016x}{:016x}", hash64(desc, 0), hash64(desc, 0x9e3779b97f4a7c15ull));
 }
 
 std::vector<std::string> Checkpoint::names() const {

@@ -26,6 +26,10 @@ public:
     bool has(const std::string & name) const;
     Tensor tensor(const std::string & name) const;         // throws zt::Error naming the tensor when absent
     std::vector<std::string> names() const;                // every tensor in every shard
+    // A cheap identity of these files (32 hex digits): a hash of config.json's bytes and, per safetensors file,
+    // its name, size, modification time and header (tensor names, dtypes, shapes, offsets, metadata). Reads no
+    // tensor data. The same for the same files; changes when a file is replaced, rewritten or touched.
+    std::string identity() const;
     const std::string & dir() const { return dir_; }
 
 private:

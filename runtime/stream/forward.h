@@ -1,7 +1,7 @@
 // Wing runtime/stream/: how weights move and meet the activations: the flat padded partition of every unit
-// (layer_partition), where a rank's slices live (weight_store: pinned host or an NVMe file via nvme_file), the
-// prefetch/all-gather loop (schedule), the KV cache (kv_cache, offloadable) and the decoder forward pass over a
-// batch of sequences (forward).
+// (layer_partition), where a rank's slices live (weight_store: pinned host or an NVMe file via nvme_file, its
+// header and slice tags in slice_header), the prefetch/all-gather loop (schedule), the KV cache (kv_cache,
+// offloadable) and the decoder forward pass over a batch of sequences (forward).
 //
 // Forward: the decoder forward pass of a loaded model on a Backend, over a batch of sequences that each
 // bring some new tokens (a prompt chunk, or one generated token) and own a slot of the KV cache.

@@ -1,8 +1,11 @@
-// NvmeFile (see nvme_file.h): start-up writes with pwrite + fsync, then O_DIRECT reads through io_uring in
-// block_size chunks (queue_depth in flight), bounded retries with backoff, and the pread / buffered fallbacks.
+// NvmeFile (see nvme_file.h): a nameless file (O_TMPFILE, or O_EXCL + unlink), start-up writes with pwrite +
+// fsync, then O_DIRECT reads through io_uring in block_size chunks (queue_depth in flight), bounded retries with
+// backoff, and the pread / buffered fallbacks.
 #include "runtime/stream/nvme_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -66,6 +70,27 @@ int64_t with_fault(const NvmeFile::FaultHook * hook, const Chunk & c, int64_t re
     return res;
 }
 
+// The fallback's names: <label>.zt-unlinked-XXXXXX (mkostemp). Nothing ever opens such a file by name: its
+// creator unlinks it right after open and keeps only the descriptor. So one that is still there (its creator was
+// killed between open and unlink) is garbage, and removing one at any time harms nobody.
+constexpr char kFallbackInfix[] = ".zt-unlinked-";
+
+void remove_fallback_leftovers(const std::string & dir) {
+    DIR * d = ::opendir(dir.c_str());
+    if (!d) return;   // the open below reports a missing or unreadable folder
+    const size_t infix = sizeof kFallbackInfix - 1;
+    while (const dirent * e = ::readdir(d)) {
+        const std::string n = e->d_name;
+        const size_t at = n.rfind(kFallbackInfix);
+        if (at == std::string::npos || at == 0 || n.size() != at + infix + 6) continue;
+        struct stat st{};
+        if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (::unlinkat(::dirfd(d), e->d_name, 0) == 0)
+            spdlog::info("removed {}/{}: an NVMe weight file left by a job killed while it created the file", dir, n);
+    }
+    ::closedir(d);
+}
+
 std::chrono::milliseconds backoff(int failures) {   // 10 ms, 20 ms, 40 ms, ... (capped at ~1 s)
     return std::chrono::milliseconds(10LL << std::min(failures - 1, 7));
 }
@@ -83,15 +108,30 @@ NvmeFile::NvmeFile(std::string path, NvmeFileOptions options) : path_(std::move(
     // one io_uring read is at most 2^31 bytes and a ring at most 4096 entries: clamp rather than fail later
     opt_.block_size = size_t(round_up(std::min<size_t>(std::max<size_t>(opt_.block_size, 1), size_t(1) << 30), kAlign));
     opt_.queue_depth = std::min(opt_.queue_depth, 4096);
-    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const std::filesystem::path label(path_);
+    const std::string dir = label.has_parent_path() ? label.parent_path().string() : ".";
+    remove_fallback_leftovers(dir);
+    int err = 0;
+    if (opt_.use_tmpfile) {
+        fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        err = errno;
+    }
+    if (fd_ < 0 && (!opt_.use_tmpfile || err == EOPNOTSUPP || err == EISDIR || err == EINVAL)) {
+        // No O_TMPFILE here: a fresh name (O_CREAT | O_EXCL: never an existing file, never through a link), then
+        // unlink it. Its unlink may find it gone (another job's remove_fallback_leftovers): harmless.
+        std::string name = path_ + kFallbackInfix + "XXXXXX";
+        fd_ = ::mkostemp(name.data(), O_CLOEXEC);
+        err = errno;
+        if (fd_ >= 0) ::unlink(name.c_str());
+    }
     ZT_CHECK(fd_ >= 0, "cannot create the NVMe weight file {}: {}: check that offload_param.nvme_path ({}) is a "
-             "writable folder on a local disk", path_, std::strerror(errno), opt_.nvme_path);
+             "writable folder on a local disk", path_, std::strerror(err), opt_.nvme_path);
+    path_ = fmt::format("{} (unlinked, pid {})", path_, ::getpid());
 }
 
 NvmeFile::~NvmeFile() {
     ring_.reset();
-    if (fd_ >= 0) ::close(fd_);
-    ::unlink(path_.c_str());
+    if (fd_ >= 0) ::close(fd_);   // the file has no name: closing frees it
 }
 
 bool NvmeFile::uses_uring() const { return ring_ != nullptr; }
@@ -143,13 +183,12 @@ void NvmeFile::finish_writes() {
              "free space under offload_param.nvme_path ({})", path_, file_bytes_, std::strerror(errno), opt_.nvme_path);
     ZT_CHECK(::fsync(fd_) == 0, "fsync of the NVMe weight file {} failed: {}: check the device under "
              "offload_param.nvme_path ({}) and its free space", path_, std::strerror(errno), opt_.nvme_path);
-    ::close(fd_);
-    fd_ = -1;
 
+    // The file has no name to reopen: the same descriptor switches to O_DIRECT (EINVAL where unsupported).
     direct_ = false;
     if (opt_.use_direct) {
-        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
-        if (fd_ >= 0) {
+        const int flags = ::fcntl(fd_, F_GETFL);
+        if (flags >= 0 && ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0) {
             direct_ = true;
         } else if (errno == EINVAL) {
             std::call_once(g_warn_direct, [&] {
@@ -158,14 +197,9 @@ void NvmeFile::finish_writes() {
                              "on a local NVMe filesystem such as ext4 or xfs", opt_.nvme_path);
             });
         } else {
-            ZT_FAIL("cannot open the NVMe weight file {} for reading: {}: check that nothing else writes under "
+            ZT_FAIL("cannot switch the NVMe weight file {} to O_DIRECT reads: {}: check the filesystem under "
                     "offload_param.nvme_path ({})", path_, std::strerror(errno), opt_.nvme_path);
         }
-    }
-    if (fd_ < 0) {
-        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-        ZT_CHECK(fd_ >= 0, "cannot open the NVMe weight file {} for reading: {}: check that nothing else writes "
-                 "under offload_param.nvme_path ({})", path_, std::strerror(errno), opt_.nvme_path);
     }
 
     if (opt_.use_uring) {

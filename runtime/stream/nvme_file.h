@@ -1,4 +1,8 @@
-// NvmeFile: one rank's weight file on the NVMe tier. Written once at start-up (buffered pwrite, each piece at a
+// NvmeFile: one rank's weight file on the NVMe tier. The file has no name: it is made with O_TMPFILE in the
+// folder (or, where the filesystem lacks O_TMPFILE, under a fresh random name with O_CREAT | O_EXCL, which never
+// opens an existing file nor follows a planted link, and unlinked at once), so no other process can open,
+// truncate or rewrite it by name, two jobs never share one, and a killed job leaves nothing behind: its blocks
+// are freed when the last descriptor closes. Written once at start-up (buffered pwrite, each piece at a
 // 4096-aligned offset, then fsync), then read many times with O_DIRECT through io_uring: a read is split into
 // block_size chunks with up to queue_depth in flight. A short read or an error (EIO...) is resubmitted up to
 // max_retries times with a doubling backoff (10 ms, 20 ms, ...), then a zt::Error naming the file and offset.
@@ -24,15 +28,19 @@ struct NvmeFileOptions {
     int max_retries = 3;            // resubmissions of a failed or short chunk before the error
     bool use_uring = true;          // false: the pread loop (tests; the fallback when io_uring is unavailable)
     bool use_direct = true;         // false: buffered reads (tests; the fallback when O_DIRECT is refused)
+    bool use_tmpfile = true;        // false: a random name unlinked after open (tests; the fallback without O_TMPFILE)
 };
 
 class NvmeFile {
 public:
     static constexpr size_t kAlign = 4096;   // offsets, read sizes and read buffers (O_DIRECT)
 
-    // Creates (or truncates) `path` for writing. Throws zt::Error naming the file and nvme_path on failure.
+    // Creates a fresh nameless file in the folder of `path` for writing; `path` (such as
+    // <nvme_path>/ztinfer-rank0.weights) only labels it: path() is "<path> (unlinked, pid <pid>)". Leftovers of
+    // the fallback's names (a kill between its open and unlink) are removed. Throws zt::Error naming the file and
+    // nvme_path on failure.
     NvmeFile(std::string path, NvmeFileOptions options);
-    ~NvmeFile();                              // closes and removes the file
+    ~NvmeFile();                              // closes the file, which frees it
     NvmeFile(const NvmeFile &) = delete;
     NvmeFile & operator=(const NvmeFile &) = delete;
 
@@ -40,8 +48,8 @@ public:
     void reserve(uint64_t bytes);
     // Start-up: writes `bytes` at `offset` (a multiple of 4096). ENOSPC -> an error naming nvme_path and bytes.
     void write(uint64_t offset, const void * src, size_t bytes);
-    // Ends the write phase: pads the file to a multiple of 4096, fsyncs, reopens it for reads (O_DIRECT) and
-    // sets up io_uring. Must be called once before read().
+    // Ends the write phase: pads the file to a multiple of 4096, fsyncs, switches the descriptor to O_DIRECT
+    // (fcntl) and sets up io_uring. Must be called once before read().
     void finish_writes();
 
     // Reads [offset, offset + bytes) into dst. offset is a multiple of 4096; dst is 4096-aligned and has room for
@@ -49,7 +57,7 @@ public:
     // zt::Error after max_retries failed resubmissions of a chunk.
     void read(uint64_t offset, void * dst, size_t bytes);
 
-    const std::string & path() const { return path_; }
+    const std::string & path() const { return path_; }   // a label for messages: the file has no name
     uint64_t size() const { return file_bytes_; }
     bool uses_uring() const;                  // io_uring is the read engine (after finish_writes)
     bool uses_direct() const { return direct_; }

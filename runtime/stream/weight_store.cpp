@@ -1,18 +1,23 @@
 // WeightStore (see weight_store.h): at start-up copies this rank's bytes out of the checkpoint into the offload
 // tier ("none": whole units in backend memory; "cpu": own slices in one pinned host buffer; "nvme": own slices in
-// <nvme_path>/ztinfer-rank<r>.weights plus a ring of pinned staging buffers), and queues slice fetches on a stream.
+// a nameless NVMe file with a header page and a tag per slice (slice_header.h) plus a ring of pinned staging
+// buffers), and queues slice fetches on a stream (NVMe: read the slice's extent, check its tag, copy).
 #include "runtime/stream/weight_store.h"
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <random>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/base/error.h"
 #include "runtime/stream/nvme_file.h"
+#include "runtime/stream/slice_header.h"
 
 namespace zt {
 
@@ -58,7 +63,8 @@ struct WeightStore::Impl {
         std::string name;
         bool streamed = false;
         size_t slice_bytes = 0;
-        size_t slice_offset = 0;     // offset of this rank's slice in the pinned buffer ("cpu") or the file ("nvme")
+        size_t slice_offset = 0;     // offset of this rank's slice in the pinned buffer ("cpu") or of its extent in
+                                     // the file ("nvme")
         Buffer flat;                 // resident: the whole flat buffer (backend memory)
         Buffer persistent;           // the persistent block (backend memory)
     };
@@ -71,7 +77,8 @@ struct WeightStore::Impl {
 
     Buffer slices;                   // "cpu": own slices back to back
     std::unique_ptr<NvmeFile> file;  // "nvme"
-    std::string file_path;
+    std::string file_path;           // its label (the file has no name)
+    SliceFileHeader header;          // "nvme": what page 0 of the file says
     std::vector<Buffer> staging;     // "nvme": the ring (each holds max slice rounded to 4096, 4096-aligned inside)
     std::vector<uint8_t *> staging_ptr;
     size_t next_staging = 0;
@@ -79,6 +86,18 @@ struct WeightStore::Impl {
     std::mutex mu;
 
     Impl(Backend & b, int r, const WeightStoreOptions & o) : backend(b), rank(r), opt(o) {}
+
+    // The tag that ends unit u's extent in the NVMe file.
+    SliceTag tag_of(size_t u) const {
+        SliceTag t;
+        t.nonce = header.nonce;
+        t.checkpoint = slice_checkpoint_hash(header.checkpoint);
+        t.unit = uint32_t(u);
+        t.rank = uint32_t(rank);
+        t.offset = units[u].slice_offset;
+        t.bytes = units[u].slice_bytes;
+        return t;
+    }
 
     // Fills a backend-memory buffer of `bytes` with `fill(host_ptr)` through a host temporary and copy_async
     // (device memory need not be host-visible).
@@ -122,7 +141,9 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
 
     // Resident units and persistent blocks: whole in backend memory.
     std::vector<uint8_t> tmp;
-    size_t own_total = 0, max_slice = 0, streamed_units = 0;
+    const bool nvme = options.tier == OffloadTier::nvme;
+    // own_total: the pinned buffer ("cpu") or the file ("nvme": header page + one extent per slice)
+    size_t own_total = nvme ? kSliceHeaderBytes : 0, max_extent = kSliceHeaderBytes, streamed_units = 0;
     m.units.resize(plan.units.size());
     for (size_t i = 0; i < plan.units.size(); ++i) {
         const PartitionUnit & u = plan.units[i];
@@ -140,8 +161,9 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
         }
         if (u.streamed) {
             d.slice_offset = own_total;
-            own_total += round_up(u.slice_bytes, kSliceAlign);
-            max_slice = std::max(max_slice, u.slice_bytes);
+            const size_t extent = nvme ? slice_extent(u.slice_bytes) : round_up(u.slice_bytes, kSliceAlign);
+            own_total += extent;
+            max_extent = std::max(max_extent, extent);
             ++streamed_units;
         }
     }
@@ -160,26 +182,50 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
         std::filesystem::create_directories(options.nvme_path, ec);
         ZT_CHECK(!ec, "cannot create offload_param.nvme_path {}: {}: point it at a writable folder on a local NVMe "
                  "disk", options.nvme_path, ec.message());
-        m.file_path = (std::filesystem::path(options.nvme_path) / fmt::format("ztinfer-rank{}.weights", rank)).string();
+        const std::string label =
+            (std::filesystem::path(options.nvme_path) / fmt::format("ztinfer-rank{}.weights", rank)).string();
+        struct stat st{};
+        if (::lstat(label.c_str(), &st) == 0)   // older ztinfer versions wrote (and left) a file under this name
+            spdlog::warn("{} is {} that this ztinfer never reads or writes (older versions kept rank {}'s weights "
+                         "there and left the file behind when killed): delete it once no job of an older ztinfer "
+                         "uses {}", label,
+                         S_ISLNK(st.st_mode) ? "a symbolic link" : "a file of " + mib(size_t(st.st_size)), rank,
+                         options.nvme_path);
         NvmeFileOptions fo;
         fo.nvme_path = options.nvme_path;
         fo.block_size = options.aio_block_size;
         fo.queue_depth = options.aio_queue_depth;
         fo.max_retries = options.max_retries;
-        m.file = std::make_unique<NvmeFile>(m.file_path, fo);
+        m.file = std::make_unique<NvmeFile>(label, fo);
+        m.file_path = m.file->path();
+        m.header.checkpoint = options.checkpoint;
+        m.header.nonce = (uint64_t(std::random_device{}()) << 32) ^ uint64_t(std::random_device{}());
+        m.header.rank = uint32_t(rank);
+        m.header.world = uint32_t(plan.world);
+        m.header.units = uint32_t(streamed_units);
+        m.header.data_bytes = own_total - kSliceHeaderBytes;
         m.file->reserve(own_total);
         {
             // One unit at a time through one reusable aligned temporary: peak memory stays ~one slice.
-            AlignedHost w(max_slice);
+            AlignedHost w(max_extent);
+            uint8_t * p = static_cast<uint8_t *>(w.p);
+            encode_slice_header(m.header, p);
+            m.file->write(0, p, kSliceHeaderBytes);
             for (size_t i = 0; i < plan.units.size(); ++i) {
                 const PartitionUnit & u = plan.units[i];
                 if (!u.streamed) continue;
-                copy_slice(u, rank, w.p);
-                m.file->write(m.units[i].slice_offset, w.p, u.slice_bytes);
+                const size_t extent = slice_extent(u.slice_bytes);
+                copy_slice(u, rank, p);
+                std::memset(p + u.slice_bytes, 0, extent - u.slice_bytes);
+                encode_slice_tag(m.tag_of(i), p + extent - kSliceTagBytes);
+                m.file->write(m.units[i].slice_offset, p, extent);
             }
+            m.file->finish_writes();
+            // Read the header back through the read path (O_DIRECT): the file is this job's and reads work.
+            m.file->read(0, p, kSliceHeaderBytes);
+            check_slice_header(p, m.header, m.file_path);
         }
-        m.file->finish_writes();
-        const size_t stage_bytes = round_up(max_slice, kSliceAlign);   // reads cover the 4096 padding
+        const size_t stage_bytes = max_extent;   // a read covers the slice's whole extent (padding and tag)
         for (int k = 0; k < options.buffer_count; ++k) {
             uint8_t * p = nullptr;
             m.staging.push_back(m.alloc_aligned_pinned(stage_bytes, &p));
@@ -249,8 +295,12 @@ void WeightStore::fetch_slice(int unit, void * dst, Stream * s) {
         m.next_staging = (m.next_staging + 1) % m.staging_ptr.size();
     }
     NvmeFile * file = m.file.get();
-    const size_t off = u.slice_offset, bytes = u.slice_bytes;
-    m.backend.host_task(s, [file, off, stage, bytes] { file->read(off, stage, bytes); });
+    const size_t off = u.slice_offset, bytes = u.slice_bytes, extent = slice_extent(bytes);
+    m.backend.host_task(s, [file, off, stage, extent, tag = m.tag_of(size_t(unit)), label = m.file_path,
+                            name = u.name] {
+        file->read(off, stage, extent);
+        check_slice_tag(stage + extent - kSliceTagBytes, tag, label, name);   // this job's slice, or an error
+    });
     m.backend.copy_async(dst, stage, bytes, s);
 }
 

@@ -2,10 +2,13 @@
 // zero_optimization.offload_param.device), and how a slice gets from there to the backend:
 //   "none": every unit whole in backend memory (the reference; nothing is fetched);
 //   "cpu":  this rank's slices in pinned host memory (Backend::alloc pinned_host); fetch = copy_async;
-//   "nvme": this rank's slices written once at start-up to <nvme_path>/ztinfer-rank<r>.weights and read back
-//           every step with io_uring + O_DIRECT (aio.block_size chunks, aio.queue_depth in flight) into a ring
-//           of buffer_count pinned staging buffers, then copy_async'ed; short reads / EIO are retried a bounded
-//           number of times, then a clear error.
+//   "nvme": this rank's slices written once at start-up to a nameless file in nvme_path (NvmeFile: O_TMPFILE;
+//           private to this job, gone when it ends or is killed; labelled <nvme_path>/ztinfer-rank<r>.weights) and
+//           read back every step with io_uring + O_DIRECT (aio.block_size chunks, aio.queue_depth in flight) into
+//           a ring of buffer_count pinned staging buffers, then copy_async'ed; short reads / EIO are retried a
+//           bounded number of times, then a clear error. The file starts with a header page (checkpoint identity,
+//           rank, world, a per-file nonce; slice_header.h), checked once written, and every slice ends with a tag
+//           checked on every read: bytes that are not this job's slice are an error, never computed with.
 // Resident units and persistent tensors live in backend memory on every rank. At start-up each rank reads only
 // its own byte ranges of the checkpoint (plus resident units and persistent tensors).
 #pragma once
@@ -25,6 +28,7 @@ const char * offload_tier_name(OffloadTier t);
 struct WeightStoreOptions {
     OffloadTier tier = OffloadTier::none;
     std::string nvme_path;          // offload_param.nvme_path (folder), for "nvme"
+    std::string checkpoint;         // checkpoint_identity() of the model, written in the NVMe file's header
     size_t aio_block_size = 1 << 20;  // aio.block_size: bytes per read request
     int aio_queue_depth = 8;        // aio.queue_depth: reads in flight
     int buffer_count = 4;           // offload_param.buffer_count: staging buffers in the ring
@@ -42,7 +46,7 @@ class WeightStore {
 public:
     // Copies this rank's bytes out of the plan's sources (the checkpoint); afterwards the checkpoint may be closed.
     WeightStore(const PartitionPlan & plan, int rank, Backend & backend, const WeightStoreOptions & options);
-    ~WeightStore();                 // waits for queued NVMe fetches, then removes the NVMe file
+    ~WeightStore();                 // waits for queued NVMe fetches, then closes (frees) the NVMe file
     WeightStore(const WeightStore &) = delete;
     WeightStore & operator=(const WeightStore &) = delete;
 
@@ -57,7 +61,7 @@ public:
 
     WeightMemory memory() const;
     OffloadTier tier() const;
-    const std::string & nvme_file() const;   // empty unless "nvme"
+    const std::string & nvme_file() const;   // the NVMe file's label (NvmeFile::path()); empty unless "nvme"
 
     struct Impl;
 private:
