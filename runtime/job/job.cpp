@@ -25,6 +25,7 @@
 #include "runtime/job/embedding_output.h"
 #include "runtime/base/error.h"
 #include "runtime/job/job_run.h"
+#include "runtime/job/output_lock.h"
 #include "runtime/stream/forward.h"
 #include "runtime/stream/layer_partition.h"
 #include "runtime/base/memory_usage.h"
@@ -163,13 +164,26 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
     return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
 }
 
+int job_threads(const JobConfig & cfg, int rank) {
+    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+    if (cfg.threads <= 0) return cores;
+    if (cfg.threads > cores) {
+        if (rank == 0)
+            spdlog::warn("{}: \"ztinfer.threads\" = {} but this machine has {} cores: using {} threads per rank",
+                         cfg.config_path, cfg.threads, cores, cores);
+        return cores;
+    }
+    return int(cfg.threads);
+}
+
 JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
     const auto t_load = Clock::now();
     const int rank = world.rank, n_ranks = world.size;
     if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
 
+    cfg.check_paths();   // after every override (--input/--output): input readable, output not the input
     // --- backend and communicator ------------------------------------------------------------------
-    const int n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    const int n_threads = job_threads(cfg, rank);
     std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
     std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
     try {
@@ -313,11 +327,19 @@ bool prepare_request(JobRun & run, Request & r) {
                               "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
         return false;
     }
-    if (!embed && n_prompt + r.max_tokens > max_ctx) {
+    if (!embed && r.max_tokens > max_ctx - n_prompt) {   // (n_prompt + max_tokens could overflow)
         run.fail({line_no, r.custom_id, "context_length_exceeded",
-                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} > the model's context of {} "
-                              "({}); shorten the prompt or lower max_tokens", line_no, n_prompt, r.max_tokens,
-                              n_prompt + r.max_tokens, max_ctx, mc.max_context_reason())});
+                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: together more than the model's "
+                              "context of {} ({}); shorten the prompt or lower max_tokens", line_no, n_prompt,
+                              r.max_tokens, max_ctx, mc.max_context_reason())});
+        return false;
+    }
+    const int64_t positions = n_prompt + (embed ? 0 : r.max_tokens);
+    if (positions > INT32_MAX) {   // a KV-cache slot holds at most INT32_MAX positions
+        run.fail({line_no, r.custom_id, "kv_cache_exceeded",
+                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} positions, more than a KV-cache "
+                              "slot holds ({}); lower max_tokens", line_no, n_prompt, r.max_tokens, positions,
+                              INT32_MAX)});
         return false;
     }
     return true;
@@ -403,16 +425,37 @@ void open_output(JobRun & run, JobOutput & out) {
     }
 }
 
-// Step 5: the KV cache: micro_batches x batch_size slots (fewer for a short queue), each as long as the longest
-// request of this rank needs.
+// Step 5: the KV cache: micro_batches x batch_size slots (fewer for a short queue), one per request running at a
+// time, each as long as the longest request of this rank needs. When that cache cannot be had (too large, out
+// of memory) and the longest requests are the cause, they get their own error records (naming max_tokens and the
+// sizes) and the cache is sized for the others; a cache too large for every request is the job's error.
 void reserve_kv_cache(JobRun & run) {
     const bool embed = run.cfg.task == "embed";
-    int64_t max_len = 1;
-    for (const auto & r : run.queue)
-        max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens));
+    auto positions = [embed](const Request & r) { return int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens); };
     const int64_t want_slots = run.cfg.batch_size * run.cfg.batch.micro_batches;
-    run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
-    run.forward.reserve(run.n_slots, int32_t(max_len));
+    for (;;) {
+        int64_t max_len = 1;
+        for (const auto & r : run.queue) max_len = std::max(max_len, positions(r));   // <= INT32_MAX (prepare_request)
+        run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+        try {
+            run.forward.reserve(run.n_slots, int32_t(max_len));
+            return;
+        } catch (const Error & e) {
+            const bool all_longest = std::all_of(run.queue.begin(), run.queue.end(),
+                                                 [&](const Request & r) { return positions(r) == max_len; });
+            if (run.queue.empty() || (all_longest && run.n_slots > 1)) throw;
+            std::deque<Request> rest;
+            for (auto & r : run.queue) {
+                if (positions(r) < max_len) { rest.push_back(std::move(r)); continue; }
+                run.fail({r.line, r.custom_id, "kv_cache_exceeded",
+                          fmt::format("line {}: prompt has {} tokens and max_tokens is {}: the KV cache for {} slot(s) "
+                                      "of {} positions cannot be reserved ({}); lower this line's max_tokens (the "
+                                      "cache is sized for the longest request)", r.line, r.prompt_ids.size(),
+                                      r.max_tokens, run.n_slots, max_len, e.message())});
+            }
+            run.queue = std::move(rest);
+        }
+    }
 }
 
 // Step 6: the task's loop, all ranks in lockstep, then the output synced and (after SIGTERM) the rerun hint.
@@ -473,6 +516,8 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     JobStats stats;
     const int rank = world.rank, n_ranks = world.size;
     const bool embed = cfg.task == "embed";
+    std::optional<OutputLock> lock;   // rank 0, the only writer, holds the output for the job's life
+    if (rank == 0) lock.emplace(cfg.output);
     const std::unique_ptr<StreamedModel> m = load_streamed_model(cfg, rank, n_ranks, backend, comm, stats);
     const ModelConfig & mc = m->mc;
     if (rank == 0)
