@@ -118,6 +118,24 @@ TEST(Cli, OutputOverrideOntoTheInputIsRefusedAndTheInputKept) {
     fs::remove_all(d);
 }
 
+TEST(Cli, TokenizeOfDeeplyNestedLinesIsAnErrorRecordNotACrash) {
+    // 200,000 levels parse, but printing the bad id recursed once per level (stack overflow)
+    const fs::path d = temp_dir("tokdeep");
+    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/qwen3/";
+    ASSERT_EQ(std::system(("xz -dc " + src + "tokenizer.json.xz > " + (d / "tokenizer.json").string()).c_str()), 0);
+    fs::copy_file(src + "tokenizer_config.json", d / "tokenizer_config.json");
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    std::ofstream(d / "ids.jsonl") << "{\"ids\": [1, " << deep << "]}\n" << R"({"ids": [1]})" << "\n";
+    const Result r = run_cli("tokenize --decode --tokenizer " + d.string() + " --jsonl " + (d / "ids.jsonl").string());
+    EXPECT_EQ(r.status, 1) << r.out.substr(0, 500);
+    const auto nl = r.out.find('\n');
+    ASSERT_NE(nl, std::string::npos) << r.out.substr(0, 500);
+    const json first = json::parse(r.out.substr(0, nl));
+    EXPECT_NE(first["error"]["message"].get<std::string>().find("nested"), std::string::npos) << first.dump();
+    EXPECT_TRUE(json::parse(r.out.substr(nl + 1)).contains("text")) << r.out.substr(0, 500);
+    fs::remove_all(d);
+}
+
 TEST(Cli, SigtermSyncsOutputAndRerunFinishesTheRest) {
     // fault 15: SIGTERM mid-job -> exit 143 with only whole records; the same command again completes the
     // job, every custom_id exactly once.
