@@ -136,6 +136,7 @@ TEST(JobConfig, ReadsGpuKeys) {
     expect_fail({{"max_gpu_memory", "24 parsecs"}}, "unknown unit");
     expect_fail({{"max_gpu_memory", "lots"}}, "is not a size");
     expect_fail({{"max_gpu_memory", -1}}, "max_gpu_memory");
+    expect_fail({{"max_gpu_memory", 1e300}}, "max_gpu_memory");   // was size_t(1e300): undefined
     expect_fail({{"compute_dtype", "int8"}}, "compute_dtype");
     expect_fail({{"communicator", "gloo"}}, "communicator");
 }
@@ -249,4 +250,10 @@ TEST(JobConfig, TemperatureBelowTheFloorIsGreedy) {
     EXPECT_EQ(JobConfig::from_json(j, "/x/ds.json").sampling.temperature, 0.0);
     j["ztinfer"]["temperature"] = 0.5;
     EXPECT_EQ(JobConfig::from_json(j, "/x/ds.json").sampling.temperature, 0.5);
+}
+
+TEST(JobConfig, CountsThatBecomeIntAreBounded) {
+    // "resident_layers" is passed on as an int: 2^32 + 1 became 1
+    json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"resident_layers", 4294967297LL}}}};
+    EXPECT_NE(error_of(j).find("ztinfer.resident_layers"), std::string::npos) << error_of(j);
 }

@@ -191,8 +191,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
             g.max_memory_bytes = parse_byte_size(m.get<std::string>(), path + ": \"ztinfer.max_gpu_memory\"");
         } else if (m.is_number()) {
             const double v = m.get<double>();
-            ZT_CHECK(v > 0, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0: a share of the card in (0, 1], bytes, "
-                     "or a string such as \"24GiB\"", path, v);
+            ZT_CHECK(v > 0 && v < 1.8e19, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0 and < 1.8e19: a share of "
+                     "the card in (0, 1], bytes, or a string such as \"24GiB\"", path, v);
             if (v <= 1) g.max_memory_fraction = v;
             else g.max_memory_bytes = size_t(v);
         } else {
@@ -236,7 +236,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
         ZT_CHECK(em.pooling == "last" || em.pooling == "mean", "{}: \"ztinfer.embedding.pooling\" is \"{}\": use "
                  "\"last\" (last token, as gte-Qwen2) or \"mean\"", path, em.pooling);
     }
-    ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
+    ZT_CHECK(st.resident_layers >= 0 && st.resident_layers <= INT32_MAX, "{}: \"ztinfer.resident_layers\" = {} must "
+             "be in [0, {}]", path, st.resident_layers, INT32_MAX);
     ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
              "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
     ZT_CHECK(st.collective_timeout_s > 0, "{}: \"ztinfer.collective_timeout_s\" = {} must be > 0", path,
