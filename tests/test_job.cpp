@@ -358,22 +358,23 @@ TEST_F(Job, MaxTokensAbove2To31WithALargeContextIsALineError) {
 }
 
 TEST_F(Job, KvCacheTooLargeBecauseOfOneLineBlamesThatLine) {
-    // 301 slots x (2^31 - 98) positions is more KV cache than KvCache allows (2^46 bytes per K/V, checked before
-    // anything is allocated): that is the one long line's doing, not batch_size's. It gets an error record
-    // naming its max_tokens; the 300 others run with a cache sized for them.
+    // 601 slots x (2^31 - 98) positions x 128 bytes is 2^47.2 bytes per K/V: more than KvCache allows (2^46,
+    // checked before anything is allocated) and more than a 47-bit address space could map, so nothing is ever
+    // touched. That is the one long line's doing, not batch_size's: it gets an error record naming its
+    // max_tokens; the 600 others run with a cache sized for them.
     const fs::path model = huge_context_model(dir_);
     std::vector<std::string> lines;
-    for (int i = 0; i < 300; ++i)
+    for (int i = 0; i < 600; ++i)
         lines.push_back(json{{"custom_id", "s" + std::to_string(i)}, {"prompt_token_ids", {1, 2 + i % 50}},
                              {"max_tokens", 1}}.dump());
     lines.push_back(R"({"custom_id": "long", "prompt_token_ids": [1, 2], "max_tokens": 2147483548})");
     JobStats s;
-    auto r = run(lines, 512, "kvblame", false, &s, model.string());
-    EXPECT_EQ(s.completed, 300);
+    auto r = run(lines, 1024, "kvblame", false, &s, model.string());
+    EXPECT_EQ(s.completed, 600);
     EXPECT_EQ(r["long"]["error"]["code"], "kv_cache_exceeded") << r["long"].dump();
     const std::string msg = r["long"]["error"]["message"];
     EXPECT_NE(msg.find("max_tokens is 2147483548"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("301 slot"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("601 slot"), std::string::npos) << msg;
     EXPECT_FALSE(r["s0"].contains("error")) << r["s0"].dump();
 }
 
