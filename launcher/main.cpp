@@ -20,6 +20,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/job.h"
 #include "runtime/job/job_config.h"
+#include "runtime/job/json_input.h"
 #include "runtime/base/log.h"
 #include "runtime/job/request.h"
 #include "runtime/model/synthetic_model.h"
@@ -72,13 +73,13 @@ int command_tokenize(const std::string & tokenizer_dir, const std::string & json
         json out;
         try {
             if (!zt::utf8_is_valid(line)) throw std::runtime_error("not valid UTF-8");
-            const json j = json::parse(line);
+            const json j = zt::parse_json_input(line);   // nesting-limited: dumps below never recurse deeply
             if (decode) {
                 if (!j.contains("ids") || !j["ids"].is_array()) throw std::runtime_error("needs {\"ids\": [...]}");
                 std::vector<int32_t> ids;
                 for (const auto & v : j["ids"]) {
                     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size())
-                        throw std::runtime_error("id " + v.dump() + " is outside the vocabulary");
+                        throw std::runtime_error("id " + zt::quote_json(v) + " is outside the vocabulary");
                     ids.push_back(v.get<int32_t>());
                 }
                 out["text"] = tok.decode(ids, !special);

@@ -11,7 +11,9 @@
 //    running the finished job again appends nothing;
 //  - seeded (and job-seed-derived) sampling with temperature/top_p/top_k gives the same tokens on 1, 2 and 4 ranks;
 //    another job seed changes exactly the requests without a seed of their own;
-//  - requests of 1 and 20 tokens mixed on and across 3 ranks: the job ends, in lockstep, every line answered.
+//  - requests of 1 and 20 tokens mixed on and across 3 ranks: the job ends, in lockstep, every line answered;
+//  - a second job on the output of a running one fails at once naming the first's pid; the first's output holds
+//    one record per request.
 // Every run has a time limit (a hang fails the test instead of blocking the suite). Needs MPI (mpirun): skipped
 // without it.
 #include <gtest/gtest.h>
@@ -83,6 +85,7 @@ public:
 
     std::string log() const { return read_file(log_path_); }
     void signal_launcher(int sig) const { ::kill(pid_, sig); }   // mpirun only (what Ctrl-C in a script or a scheduler hits)
+    pid_t pid() const { return pid_; }   // the launcher's (for plain ztinfer: the job's own, `exec` keeps it)
 
     // SIGKILL to every process of the job at once (a node failure); returns when none is left.
     void kill_all() {
@@ -522,5 +525,29 @@ TEST(BatchJobs, EarlyEosOnOneRankDoesNotHang) {
         EXPECT_GE(s, 20);
         EXPECT_LE(s, 21) << r.log;
     }
+    fs::remove_all(dir);
+}
+
+TEST(BatchJobs, SecondJobOnTheSameOutputFailsAtOnceNamingTheFirst) {
+    REQUIRE_MPI();   // (the reference run is np 2)
+    // Two jobs appending to one output used to both succeed, interleaving records (more records than requests).
+    // Plain ztinfer (one rank, no mpirun): its pid is the Job's own.
+    ASSERT_EQ(reference_records().size(), size_t(kJobRequests));
+    const std::string dir = make_temp_dir("batch_lock");
+    const std::string out = dir + "/job.jsonl";
+    const std::string cmd = job_command(0, write_config(dir, "job", write_job_input(dir), kSlowLink));
+    Job first(cmd, dir + "/log1.txt");
+    wait_for_lines(first, out, 2);
+    ASSERT_FALSE(first.exited()) << "the first job ended before the second started: slow it down\n" << first.log();
+    const RunResult second = run(cmd, dir + "/log2.txt", 30);
+    EXPECT_NE(second.code, 0) << second.log;
+    EXPECT_LT(second.seconds, 20.0) << "the second job did not fail at once";
+    EXPECT_HAS(second.log, "pid " + std::to_string(first.pid()));
+    EXPECT_HAS(second.log, "another job");
+    ASSERT_TRUE(first.wait(120)) << first.log();
+    EXPECT_EQ(first.exit_code(), 0) << first.log();
+    const auto recs = read_records(out);
+    EXPECT_EQ(recs.size(), size_t(kJobRequests)) << "one record per request";
+    EXPECT_EQ(essence(by_id(recs)), essence(reference_records()));
     fs::remove_all(dir);
 }

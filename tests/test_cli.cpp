@@ -82,10 +82,9 @@ TEST(Cli, TokenizeRoundTrip) {
     fs::remove_all(d);
 }
 
-TEST(Cli, SigtermSyncsOutputAndRerunFinishesTheRest) {
-    // fault 15: SIGTERM mid-job -> exit 143 with only whole records; the same command again completes the
-    // job, every custom_id exactly once.
-    const fs::path d = temp_dir("sigterm");
+namespace {
+// <d>/model: a tiny llama (2 layers, hidden 32) with the Llama 2 tokenizer, written by `ztinfer synth`.
+void synth_tiny_model(const fs::path & d) {
     const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/llama2/";
     fs::create_directories(d / "tok");
     ASSERT_EQ(std::system(("xz -dc " + src + "tokenizer.json.xz > " + (d / "tok/tokenizer.json").string()).c_str()), 0);
@@ -93,6 +92,55 @@ TEST(Cli, SigtermSyncsOutputAndRerunFinishesTheRest) {
     const Result synth = run_cli("synth --arch llama --layers 2 --hidden 32 --heads 4 --kv-heads 2 --intermediate 64 "
                                  "--tokenizer " + (d / "tok").string() + " --out " + (d / "model").string());
     ASSERT_EQ(synth.status, 0) << synth.out;
+}
+std::string text_of(const fs::path & p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+}  // namespace
+
+TEST(Cli, OutputOverrideOntoTheInputIsRefusedAndTheInputKept) {
+    // --output was applied after the output == input check (which compared ds.json's strings): the job then
+    // truncated its own input ("resume": false) and appended its results to it
+    const fs::path d = temp_dir("override");
+    synth_tiny_model(d);
+    const std::string requests = json{{"custom_id", "a"}, {"prompt", "hello"}}.dump() + "\n";
+    std::ofstream(d / "in.jsonl") << requests;
+    std::ofstream(d / "ds.json") << json{{"ztinfer", {{"model", "model"}, {"input", "in.jsonl"}, {"output", "out.jsonl"},
+                                                      {"max_new_tokens", 2}, {"threads", 1}, {"resume", false}}}}.dump();
+    fs::create_symlink(d / "in.jsonl", d / "in-link.jsonl");
+    for (const std::string & out : {(d / "in.jsonl").string(), (d / "in-link.jsonl").string()}) {
+        const Result r = run_cli("--config " + (d / "ds.json").string() + " --output " + out);
+        EXPECT_EQ(r.status, 1) << r.out;
+        EXPECT_NE(r.out.find("is the input file"), std::string::npos) << r.out;
+        EXPECT_EQ(text_of(d / "in.jsonl"), requests) << "the input was overwritten through --output " << out;
+    }
+    fs::remove_all(d);
+}
+
+TEST(Cli, TokenizeOfDeeplyNestedLinesIsAnErrorRecordNotACrash) {
+    // 200,000 levels parse, but printing the bad id recursed once per level (stack overflow)
+    const fs::path d = temp_dir("tokdeep");
+    const std::string src = std::string(ZT_TEST_DATA) + "/tokenizers/qwen3/";
+    ASSERT_EQ(std::system(("xz -dc " + src + "tokenizer.json.xz > " + (d / "tokenizer.json").string()).c_str()), 0);
+    fs::copy_file(src + "tokenizer_config.json", d / "tokenizer_config.json");
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    std::ofstream(d / "ids.jsonl") << "{\"ids\": [1, " << deep << "]}\n" << R"({"ids": [1]})" << "\n";
+    const Result r = run_cli("tokenize --decode --tokenizer " + d.string() + " --jsonl " + (d / "ids.jsonl").string());
+    EXPECT_EQ(r.status, 1) << r.out.substr(0, 500);
+    const auto nl = r.out.find('\n');
+    ASSERT_NE(nl, std::string::npos) << r.out.substr(0, 500);
+    const json first = json::parse(r.out.substr(0, nl));
+    EXPECT_NE(first["error"]["message"].get<std::string>().find("nested"), std::string::npos) << first.dump();
+    EXPECT_TRUE(json::parse(r.out.substr(nl + 1)).contains("text")) << r.out.substr(0, 500);
+    fs::remove_all(d);
+}
+
+TEST(Cli, SigtermSyncsOutputAndRerunFinishesTheRest) {
+    // fault 15: SIGTERM mid-job -> exit 143 with only whole records; the same command again completes the
+    // job, every custom_id exactly once.
+    const fs::path d = temp_dir("sigterm");
+    synth_tiny_model(d);
     const int n = 40;
     {
         std::ofstream in(d / "in.jsonl");

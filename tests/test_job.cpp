@@ -2,12 +2,15 @@
 // records, per-line faults (8, 9, 10), batch-independence of seeded sampling, stop strings, resume.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/base/error.h"
 #include "runtime/job/job.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/synthetic_model.h"
@@ -225,4 +228,164 @@ TEST_F(Job, ResumeWritesNoRecordTwice) {
     int n = 0;
     for (std::string l; std::getline(f, l);) ++n;
     EXPECT_EQ(n, 5);
+}
+
+TEST_F(Job, ResumeRerunsAWholeLastRecordThatLacksItsNewline) {
+    // A crash after write(2) of a record's bytes but before its '\n' reached the disk: the last record is
+    // complete JSON without its newline. One rule (a record is a line ending in '\n') must decide both what the
+    // rerun skips and what it cuts off: the request runs again and all 6 records are there exactly once.
+    std::vector<std::string> lines;
+    for (int i = 0; i < 6; ++i)
+        lines.push_back(json{{"custom_id", "n" + std::to_string(i)}, {"prompt_token_ids", {1, 2 + i}}}.dump());
+    run(lines, 2, "nonewline", /*resume=*/false);
+    const fs::path out = dir_ / "nonewline.out.jsonl";
+    std::string text;
+    {
+        std::ifstream f(out, std::ios::binary);
+        text.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    ASSERT_EQ(text.back(), '\n');
+    fs::resize_file(out, text.size() - 1);   // the last record, whole but for its newline
+    JobStats s;
+    run(lines, 2, "nonewline", /*resume=*/true, &s);
+    EXPECT_EQ(s.skipped, 5);
+    EXPECT_EQ(s.completed, 1);
+    std::ifstream f(out, std::ios::binary);
+    std::map<std::string, int> count;
+    for (std::string l; std::getline(f, l);) ++count[json::parse(l)["custom_id"].get<std::string>()];
+    EXPECT_EQ(count.size(), 6u);
+    for (const auto & [id, n] : count) EXPECT_EQ(n, 1) << id;
+}
+
+namespace {
+// A job config over files given by absolute path (the fixture's model), resume off unless `extra` says.
+JobConfig config_for(const fs::path & dir, const fs::path & in, const fs::path & out, const json & extra = json::object()) {
+    json z = {{"model", (dir / "model").string()}, {"input", in.string()}, {"output", out.string()},
+              {"device", "cpu"}, {"batch_size", 2}, {"max_new_tokens", 4}, {"threads", 1}, {"resume", false}};
+    for (const auto & [k, v] : extra.items()) z[k] = v;
+    return JobConfig::from_json(json{{"ztinfer", z}}, (dir / "ds.json").string());
+}
+std::string text_of(const fs::path & p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+}  // namespace
+
+TEST_F(Job, OutputThatIsALinkToTheInputIsRefusedAndTheInputKept) {
+    // the old check compared path strings: a symbolic or hard link to the input was truncated ("resume": false)
+    // or "resumed from" (every request skipped)
+    const fs::path in = dir_ / "linked.in.jsonl";
+    const std::string requests = R"({"custom_id": "a", "prompt_token_ids": [1, 2]})" "\n";
+    std::ofstream(in) << requests;
+    const fs::path sym = dir_ / "linked.sym.jsonl", hard = dir_ / "linked.hard.jsonl";
+    fs::remove(sym);
+    fs::remove(hard);
+    fs::create_symlink(in, sym);
+    fs::create_hard_link(in, hard);
+    for (const fs::path & out : {sym, hard, dir_ / "sub" / ".." / "linked.in.jsonl"}) {
+        for (bool resume : {false, true}) {
+            try {
+                run_job(config_for(dir_, in, out, {{"resume", resume}}));
+                ADD_FAILURE() << out << " was accepted as the output of " << in;
+            } catch (const Error & e) {
+                EXPECT_NE(std::string(e.what()).find("is the input file"), std::string::npos) << e.what();
+            }
+            EXPECT_EQ(text_of(in), requests) << "the input was changed through " << out;
+        }
+    }
+}
+
+TEST_F(Job, InputThatIsAFolderIsAnError) {
+    const fs::path folder = dir_ / "input-folder";
+    fs::create_directories(folder);
+    try {
+        run_job(config_for(dir_, folder, dir_ / "folder.out.jsonl"));
+        ADD_FAILURE() << "a folder ran as the input";
+    } catch (const Error & e) {
+        EXPECT_NE(std::string(e.what()).find(folder.string()), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("folder"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(Job, TemperatureBelowTheFloorEqualsGreedy) {
+    auto r = run({R"({"custom_id": "greedy", "prompt_token_ids": [1, 5, 9, 13], "temperature": 0})",
+                  R"({"custom_id": "tiny", "prompt_token_ids": [1, 5, 9, 13], "temperature": 1e-320, "seed": 7})",
+                  R"({"custom_id": "small", "prompt_token_ids": [1, 5, 9, 13], "temperature": 1e-7, "seed": 8})"},
+                 3, "tinytemp");
+    ASSERT_FALSE(r["greedy"].contains("error")) << r["greedy"].dump();
+    EXPECT_EQ(r["tiny"]["token_ids"], r["greedy"]["token_ids"]) << r["tiny"].dump();
+    EXPECT_EQ(r["small"]["token_ids"], r["greedy"]["token_ids"]) << r["small"].dump();
+}
+
+TEST_F(Job, MaxTokensNearInt64MaxIsALineErrorAndTheRestRuns) {
+    // n_prompt + max_tokens overflowed and passed the context check
+    auto r = run({R"({"custom_id": "ok", "prompt_token_ids": [1, 2]})",
+                  R"({"custom_id": "max", "prompt_token_ids": [1, 2], "max_tokens": 9223372036854775807})",
+                  R"({"custom_id": "max2", "prompt_token_ids": [1, 2, 3], "max_tokens": 9223372036854775806})"},
+                 4, "int64max");
+    EXPECT_FALSE(r["ok"].contains("error")) << r["ok"].dump();
+    for (const char * id : {"max", "max2"}) {
+        EXPECT_EQ(r[id]["error"]["code"], "context_length_exceeded") << r[id].dump();
+        EXPECT_NE(r[id]["error"]["message"].get<std::string>().find("922337203685477580"), std::string::npos);
+    }
+}
+
+namespace {
+// A copy of the fixture's model whose config.json claims a context of 2^40 positions (nothing is sized by it
+// but the KV cache the job reserves).
+fs::path huge_context_model(const fs::path & dir) {
+    const fs::path m = dir / "huge-context-model";
+    if (fs::exists(m)) return m;
+    fs::create_directories(m);
+    for (const auto & e : fs::directory_iterator(dir / "model")) fs::copy_file(e.path(), m / e.path().filename());
+    json c = json::parse(text_of(m / "config.json"));
+    c["max_position_embeddings"] = int64_t(1) << 40;
+    std::ofstream(m / "config.json") << c.dump();
+    return m;
+}
+}  // namespace
+
+TEST_F(Job, MaxTokensAbove2To31WithALargeContextIsALineError) {
+    // the KV reservation took the longest request's length as int32: 2^31 + 7 became negative and the whole job
+    // died with an internal error
+    const fs::path model = huge_context_model(dir_);
+    auto r = run({R"({"custom_id": "ok", "prompt_token_ids": [1, 2]})",
+                  R"({"custom_id": "big", "prompt_token_ids": [1, 2], "max_tokens": 2147483653})"},
+                 4, "int32", false, nullptr, model.string());
+    EXPECT_FALSE(r["ok"].contains("error")) << r["ok"].dump();
+    EXPECT_EQ(r["big"]["error"]["code"], "kv_cache_exceeded") << r["big"].dump();
+    EXPECT_NE(r["big"]["error"]["message"].get<std::string>().find("max_tokens is 2147483653"), std::string::npos);
+}
+
+TEST_F(Job, KvCacheTooLargeBecauseOfOneLineBlamesThatLine) {
+    // 601 slots x (2^31 - 98) positions x 128 bytes is 2^47.2 bytes per K/V: more than KvCache allows (2^46,
+    // checked before anything is allocated) and more than a 47-bit address space could map, so nothing is ever
+    // touched. That is the one long line's doing, not batch_size's: it gets an error record naming its
+    // max_tokens; the 600 others run with a cache sized for them.
+    const fs::path model = huge_context_model(dir_);
+    std::vector<std::string> lines;
+    for (int i = 0; i < 600; ++i)
+        lines.push_back(json{{"custom_id", "s" + std::to_string(i)}, {"prompt_token_ids", {1, 2 + i % 50}},
+                             {"max_tokens", 1}}.dump());
+    lines.push_back(R"({"custom_id": "long", "prompt_token_ids": [1, 2], "max_tokens": 2147483548})");
+    JobStats s;
+    auto r = run(lines, 1024, "kvblame", false, &s, model.string());
+    EXPECT_EQ(s.completed, 600);
+    EXPECT_EQ(r["long"]["error"]["code"], "kv_cache_exceeded") << r["long"].dump();
+    const std::string msg = r["long"]["error"]["message"];
+    EXPECT_NE(msg.find("max_tokens is 2147483548"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("601 slot"), std::string::npos) << msg;
+    EXPECT_FALSE(r["s0"].contains("error")) << r["s0"].dump();
+}
+
+TEST_F(Job, ThreadsBeyondTheMachineAreCapped) {
+    // 100,000 threads exhausted the machine's process limit (and the job then ignored SIGTERM)
+    const auto t0 = std::chrono::steady_clock::now();
+    const fs::path in = dir_ / "threads.in.jsonl";
+    std::ofstream(in) << R"({"custom_id": "a", "prompt_token_ids": [1, 2]})" << "\n";
+    const JobConfig cfg = config_for(dir_, in, dir_ / "threads.out.jsonl", {{"threads", 100000}});
+    EXPECT_EQ(job_threads(cfg, 0), int(std::max(1u, std::thread::hardware_concurrency())));
+    const JobStats s = run_job(cfg);
+    EXPECT_EQ(s.completed, 1);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
 }

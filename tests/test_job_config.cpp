@@ -1,6 +1,10 @@
 // ds.json parsing: paths resolve against the config's folder, unknown keys are named warnings, bad values
 // are errors naming the key.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 
 #include "runtime/base/error.h"
 #include "runtime/job/job_config.h"
@@ -132,6 +136,7 @@ TEST(JobConfig, ReadsGpuKeys) {
     expect_fail({{"max_gpu_memory", "24 parsecs"}}, "unknown unit");
     expect_fail({{"max_gpu_memory", "lots"}}, "is not a size");
     expect_fail({{"max_gpu_memory", -1}}, "max_gpu_memory");
+    expect_fail({{"max_gpu_memory", 1e300}}, "max_gpu_memory");   // was size_t(1e300): undefined
     expect_fail({{"compute_dtype", "int8"}}, "compute_dtype");
     expect_fail({{"communicator", "gloo"}}, "communicator");
 }
@@ -174,4 +179,81 @@ TEST(JobConfig, ReadsBatchJobAndEmbeddingKeys) {
     expect_fail({{"kv_cache", {{"offload", "nvme"}}}}, "kv_cache.offload");
     expect_fail({{"kv_cache", "cpu"}}, "kv_cache");
     expect_fail({{"embedding", {{"pooling", "cls"}}}}, "pooling");
+}
+
+namespace {
+std::string write_temp(const std::string & name, const std::string & text) {
+    const std::string path = ::testing::TempDir() + "zt_job_config_" + std::to_string(::getpid()) + "_" + name;
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+}
+std::string error_of(const json & j) {
+    try {
+        JobConfig::from_json(j, "/x/ds.json");
+    } catch (const Error & e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+}  // namespace
+
+TEST(JobConfig, DeeplyNestedUnknownKeyIsAnErrorNotACrash) {
+    // 200,000 levels parse, but the config is copied (JobConfig::deepspeed) and values are printed in messages:
+    // both recursed once per level, a stack overflow
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    for (const std::string & where : {"\"mystery\": " + deep + ", \"ztinfer\": {\"model\": \"m\", \"input\": \"i\", "
+                                      "\"output\": \"o\"}",
+                                      "\"ztinfer\": {\"model\": \"m\", \"input\": \"i\", \"output\": \"o\", "
+                                      "\"batch_size\": " + deep + "}"}) {
+        const std::string path = write_temp("deep.json", "{" + where + "}");
+        try {
+            JobConfig::load(path);
+            ADD_FAILURE() << "accepted";
+        } catch (const Error & e) {
+            const std::string msg = e.what();
+            EXPECT_NE(msg.find("nested"), std::string::npos) << msg.substr(0, 500);
+            EXPECT_NE(msg.find(path), std::string::npos) << msg.substr(0, 500);
+            EXPECT_LT(msg.size(), 600u);
+        }
+        std::remove(path.c_str());
+    }
+}
+
+TEST(JobConfig, NonIntegersAreRejectedWithTheirValue) {
+    const json base = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+    json j = base;
+    j["ztinfer"]["batch_size"] = 8.7;   // was truncated to 8 silently
+    std::string msg = error_of(j);
+    EXPECT_NE(msg.find("ztinfer.batch_size"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("8.7"), std::string::npos) << msg;
+    j = base;
+    j["ztinfer"]["max_new_tokens"] = 1e300;   // was rejected as "-9223372036854775808 must be >= 1"
+    msg = error_of(j);
+    EXPECT_NE(msg.find("ztinfer.max_new_tokens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("= 1e+300"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("= -9223372036854775808"), std::string::npos) << msg;
+    j = base;
+    j["ztinfer"]["seed"] = -1;
+    EXPECT_NE(error_of(j).find("ztinfer.seed"), std::string::npos);
+    j = base;
+    j["ztinfer"]["threads"] = std::string(300, '9');
+    msg = error_of(j);
+    EXPECT_NE(msg.find("characters)"), std::string::npos) << msg;   // a long value is cut in the message
+    EXPECT_LT(msg.size(), 500u) << msg;
+    j = base;
+    j["ztinfer"]["batch_size"] = 16;
+    EXPECT_EQ(JobConfig::from_json(j, "/x/ds.json").batch_size, 16);
+}
+
+TEST(JobConfig, TemperatureBelowTheFloorIsGreedy) {
+    json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"temperature", 1e-320}}}};
+    EXPECT_EQ(JobConfig::from_json(j, "/x/ds.json").sampling.temperature, 0.0);
+    j["ztinfer"]["temperature"] = 0.5;
+    EXPECT_EQ(JobConfig::from_json(j, "/x/ds.json").sampling.temperature, 0.5);
+}
+
+TEST(JobConfig, CountsThatBecomeIntAreBounded) {
+    // "resident_layers" is passed on as an int: 2^32 + 1 became 1
+    json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"resident_layers", 4294967297LL}}}};
+    EXPECT_NE(error_of(j).find("ztinfer.resident_layers"), std::string::npos) << error_of(j);
 }

@@ -91,3 +91,52 @@ TEST(Request, Utf8Validator) {
     EXPECT_FALSE(utf8_is_valid("\xe4\xbd"));          // truncated
     EXPECT_FALSE(utf8_is_valid("\xf4\x90\x80\x80"));  // > U+10FFFF
 }
+
+namespace {
+std::string nested(size_t levels, const std::string & inner = "1") {
+    return std::string(levels, '[') + inner + std::string(levels, ']');
+}
+}  // namespace
+
+TEST(Request, DeeplyNestedValuesAreAnErrorRecordNotACrash) {
+    // 200,000 levels parse fine, but copying or printing them recursed once per level: a stack overflow
+    const std::string deep = nested(200000);
+    for (const std::string & line : {R"({"custom_id": )" + deep + R"(, "prompt": "x"})",
+                                     R"({"custom_id": "d", "prompt_token_ids": [1, )" + deep + "]}"}) {
+        const RequestError e = expect_error(line, "invalid_json", "nested");
+        EXPECT_LT(e.message.size(), 500u) << e.message.substr(0, 500);
+    }
+    auto emb = parse_embed_request(R"({"custom_id": "e", "input": )" + deep + "}", 7, "");
+    ASSERT_TRUE(std::holds_alternative<RequestError>(emb));
+    EXPECT_EQ(std::get<RequestError>(emb).code, "invalid_json");
+    // 64 levels are still a value (here one of the wrong type)
+    expect_error(R"({"custom_id": "f", "prompt_token_ids": [1, )" + nested(62) + "]}", "invalid_request",
+                 "prompt_token_ids");
+}
+
+TEST(Request, LongValuesAreCutInMessages) {
+    std::string ids = "[";
+    for (int i = 0; i < 20000; ++i) ids += std::to_string(i) + ",";
+    ids += "\"x\"]";
+    const RequestError e = expect_error(R"({"custom_id": )" + ids + R"(, "prompt": "x"})", "invalid_request",
+                                        "custom_id");
+    EXPECT_LT(e.message.size(), 400u) << e.message.substr(0, 600);
+    EXPECT_NE(e.message.find("characters)"), std::string::npos) << e.message;
+}
+
+TEST(Request, MaxTokensTooLargeForInt64IsRejectedWithItsValue) {
+    expect_error(R"({"custom_id": "m", "prompt": "x", "max_tokens": 18446744073709551615})", "invalid_request",
+                 "18446744073709551615");
+}
+
+TEST(Request, TemperatureBelowTheFloorIsGreedy) {
+    for (const char * t : {"1e-320", "1e-7"}) {
+        auto r = parse_request(std::string(R"({"custom_id": "t", "prompt": "x", "temperature": )") + t + "}", 1,
+                               defaults());
+        ASSERT_TRUE(std::holds_alternative<Request>(r)) << t;
+        EXPECT_EQ(std::get<Request>(r).sampling.temperature, 0.0) << t;
+    }
+    auto r = parse_request(R"({"custom_id": "t", "prompt": "x", "temperature": 1e-5})", 1, defaults());
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).sampling.temperature, 1e-5);
+}

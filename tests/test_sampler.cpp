@@ -91,3 +91,17 @@ TEST(Sampler, AllMinusInfinityLogitsWithTopPReturnInsteadOfLooping) {
     EXPECT_LT(id, 3);
     EXPECT_EQ(zt::sample_token(logits.data(), 1, 1.0, 0, 0.5, 0.3, scratch), 0);
 }
+
+TEST(Sampler, TemperatureSoSmallThatItsInverseOverflowsIsGreedy) {
+    // 1 / 1e-320 = inf and (top - top) * inf = NaN: the weights were NaN and the last id came out every time
+    std::vector<float> logits(50);
+    for (int i = 0; i < 50; ++i) logits[size_t(i)] = std::cos(float(i) * 0.7f);
+    Sampler greedy({0.0, 0, 1.0, 1});
+    const int32_t want = greedy.sample(logits.data(), 50);
+    ASSERT_NE(want, 49);
+    for (const SamplingParams & p : {SamplingParams{1e-320, 0, 1.0, 3}, SamplingParams{1e-320, 5, 0.9, 3},
+                                     SamplingParams{1e-6, 0, 1.0, 3}}) {
+        Sampler s(p);
+        for (int i = 0; i < 20; ++i) EXPECT_EQ(s.sample(logits.data(), 50), want) << p.temperature;
+    }
+}

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cinttypes>
 #include <cstdio>
 #include <cmath>
 #include <deque>
@@ -25,6 +24,7 @@
 #include "runtime/job/embedding_output.h"
 #include "runtime/base/error.h"
 #include "runtime/job/job_run.h"
+#include "runtime/job/output_lock.h"
 #include "runtime/stream/forward.h"
 #include "runtime/stream/layer_partition.h"
 #include "runtime/base/memory_usage.h"
@@ -163,13 +163,26 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
     return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
 }
 
+int job_threads(const JobConfig & cfg, int rank) {
+    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+    if (cfg.threads <= 0) return cores;
+    if (cfg.threads > cores) {
+        if (rank == 0)
+            spdlog::warn("{}: \"ztinfer.threads\" = {} but this machine has {} cores: using {} threads per rank",
+                         cfg.config_path, cfg.threads, cores, cores);
+        return cores;
+    }
+    return int(cfg.threads);
+}
+
 JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
     const auto t_load = Clock::now();
     const int rank = world.rank, n_ranks = world.size;
     if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
 
+    cfg.check_paths();   // after every override (--input/--output): input readable, output not the input
     // --- backend and communicator ------------------------------------------------------------------
-    const int n_threads = cfg.threads > 0 ? int(cfg.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
+    const int n_threads = job_threads(cfg, rank);
     std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
     std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
     try {
@@ -203,19 +216,32 @@ int length_bucket(size_t n) {
     return b;
 }
 
-JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
-                      Communicator & comm, Clock::time_point t_load) {
-    JobStats stats;
-    const int rank = world.rank, n_ranks = world.size;
+// The model as this rank streams it: config, tokenizer, this rank's weight slices and the schedule and forward
+// pass over them (members depend on the ones above them).
+struct StreamedModel {
+    ModelConfig mc;
+    std::optional<Tokenizer> tok;         // empty: the model folder has no tokenizer.json
+    std::optional<PartitionPlan> plan;
+    std::unique_ptr<WeightStore> store;
+    std::unique_ptr<Tracer> tracer;
+    std::unique_ptr<Schedule> schedule;
+    std::unique_ptr<Forward> forward;
+    ForwardOptions fo;
+};
+
+// Step 1: model, tokenizer, weights: partitioned over the ranks, this rank's slices in the store, the checkpoint
+// unmapped again; logs the memory it took.
+std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int rank, int n_ranks, Backend & backend,
+                                                   Communicator & comm, JobStats & stats) {
     const StreamingConfig & st = cfg.streaming;
     const bool embed = cfg.task == "embed";
-
-    // --- model, tokenizer, weights -------------------------------------------------------------------
-    const ModelConfig mc = ModelConfig::load(cfg.model);
-    std::optional<Tokenizer> tok;
-    if (std::ifstream(cfg.model + "/tokenizer.json").good()) tok.emplace(Tokenizer::load(cfg.model));
+    auto m = std::make_unique<StreamedModel>();
+    m->mc = ModelConfig::load(cfg.model);
+    const ModelConfig & mc = m->mc;
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) m->tok.emplace(Tokenizer::load(cfg.model));
     else spdlog::warn("{} has no tokenizer.json: requests must give token ids{}", cfg.model,
                       embed ? "" : ", and results have no text");
+    const auto & tok = m->tok;
     const MemoryUsage mem_before = memory_usage();
     auto ckpt = std::make_unique<Checkpoint>(cfg.model);
     const ModelWeights weights = bind_weights(*ckpt, mc);
@@ -230,7 +256,8 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     po.resident_layers = int(st.resident_layers);
     po.partition_embeddings = st.partition_embeddings;
     po.stream = st.offload_device != "none";
-    const PartitionPlan plan = plan_partition(mc, weights, po);
+    m->plan.emplace(plan_partition(mc, weights, po));
+    const PartitionPlan & plan = *m->plan;
     WeightStoreOptions so;
     so.tier = tier_of(st.offload_device);
     so.nvme_path = st.nvme_path;
@@ -238,43 +265,96 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     so.aio_block_size = size_t(st.aio_block_size);
     so.aio_queue_depth = int(st.aio_queue_depth);
     so.buffer_count = int(st.buffer_count);
-    WeightStore store(plan, rank, backend, so);
+    m->store = std::make_unique<WeightStore>(plan, rank, backend, so);
     ckpt.reset();   // this rank's bytes are in the store now: unmap the checkpoint
-    Tracer tracer(rank, !st.trace.empty());
-    Schedule schedule(plan, store, backend, comm, ScheduleOptions{int(st.prefetch_depth), st.overlap}, &tracer);
-    ForwardOptions fo;
-    fo.kv_offload = cfg.batch.kv_offload == "cpu";
-    Forward forward(mc, plan, schedule, backend, fo, &tracer);
+    m->tracer = std::make_unique<Tracer>(rank, !st.trace.empty());
+    m->schedule = std::make_unique<Schedule>(plan, *m->store, backend, comm,
+                                             ScheduleOptions{int(st.prefetch_depth), st.overlap}, m->tracer.get());
+    m->fo.kv_offload = cfg.batch.kv_offload == "cpu";
+    m->forward = std::make_unique<Forward>(mc, plan, *m->schedule, backend, m->fo, m->tracer.get());
     const MemoryUsage mem_after = memory_usage();
-    const WeightMemory wm = store.memory();
-    stats.weight_host_bytes = wm.total() + schedule.ring_bytes();
+    const WeightMemory wm = m->store->memory();
+    stats.weight_host_bytes = wm.total() + m->schedule->ring_bytes();
     stats.rss_growth_bytes = mem_after.rss_bytes > mem_before.rss_bytes ? mem_after.rss_bytes - mem_before.rss_bytes : 0;
     spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB in all, own slices {:.1f} MiB, "
                  "staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS grew by {:.1f} MiB "
                  "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
-                 mib(wm.staging), mib(wm.resident), mib(schedule.ring_bytes()), schedule.ring_buffers(),
+                 mib(wm.staging), mib(wm.resident), mib(m->schedule->ring_bytes()), m->schedule->ring_buffers(),
                  mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
-    const int64_t vocab = mc.vocab_size, max_ctx = mc.max_context();
-    if (rank == 0)
-        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; task {}; {} rank(s) over {}, backend {} "
-                     "({} threads), prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size,
-                     vocab, max_ctx, cfg.task, n_ranks, comm.name(), backend.name(), n_threads, st.prefetch_depth,
-                     st.overlap ? "on" : "off");
+    return m;
+}
 
-    JobRun run(cfg, rank, n_ranks, backend, comm, mc, tok ? &*tok : nullptr, forward, stats);
-    if (!embed) run.eos = eos_ids_of(cfg.model, mc, tok ? &*tok : nullptr);
+// Step 2 (every rank, before rank 0 opens the output for writing): what the output already holds (resume).
+FinishedRequests read_done_before(const JobConfig & cfg) {
+    if (!cfg.resume) return {};
+    if (cfg.task == "embed") return EmbeddingOutput::read_finished(cfg.output);
+    return std::ifstream(cfg.output).good() ? ResultWriter::read_finished(cfg.output) : FinishedRequests{};
+}
 
-    // --- requests: every rank reads every line; valid request k belongs to rank k % N ---------------
-    // Every rank reads what the output already holds (resume) before rank 0 opens it for writing.
-    FinishedRequests done_before;
-    if (cfg.resume) done_before = embed ? EmbeddingOutput::read_finished(cfg.output)
-                                        : (std::ifstream(cfg.output).good() ? ResultWriter::read_finished(cfg.output)
-                                                                            : FinishedRequests{});
-    comm.barrier();
+// Step 3, per valid request of this rank: tokenizes a text prompt and checks the ids and the length against the
+// model; false (with the line's error record queued) when the request cannot run.
+bool prepare_request(JobRun & run, Request & r) {
+    const JobConfig & cfg = run.cfg;
+    const ModelConfig & mc = run.mc;
+    const bool embed = cfg.task == "embed";
+    const int64_t line_no = r.line, vocab = mc.vocab_size, max_ctx = mc.max_context();
+    if (r.prompt) {
+        if (!run.tok) {
+            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
+                      "tokenizer.json: give token ids instead", line_no, embed ? "input" : "prompt", cfg.model)});
+            return false;
+        }
+        try {
+            r.prompt_ids = run.tok->encode(*r.prompt, /*add_special_tokens=*/true);
+        } catch (const Error & e) {
+            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
+                      line_no, embed ? "input" : "prompt", e.message())});
+            return false;
+        }
+    }
+    if (r.prompt_ids.empty()) return false;
+    for (int32_t id : r.prompt_ids) {
+        if (id >= vocab) {
+            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
+                      "vocabulary has {} tokens", line_no, id, vocab)});
+            return false;
+        }
+    }
+    const int64_t n_prompt = int64_t(r.prompt_ids.size());
+    if (embed && n_prompt > max_ctx) {
+        run.fail({line_no, r.custom_id, "context_length_exceeded",
+                  fmt::format("line {}: the input has {} tokens, more than the model's context of {} ({}); shorten "
+                              "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
+        return false;
+    }
+    if (!embed && r.max_tokens > max_ctx - n_prompt) {   // (n_prompt + max_tokens could overflow)
+        run.fail({line_no, r.custom_id, "context_length_exceeded",
+                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: together more than the model's "
+                              "context of {} ({}); shorten the prompt or lower max_tokens", line_no, n_prompt,
+                              r.max_tokens, max_ctx, mc.max_context_reason())});
+        return false;
+    }
+    const int64_t positions = n_prompt + (embed ? 0 : r.max_tokens);
+    if (positions > INT32_MAX) {   // a KV-cache slot holds at most INT32_MAX positions
+        run.fail({line_no, r.custom_id, "kv_cache_exceeded",
+                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} positions, more than a KV-cache "
+                              "slot holds ({}); lower max_tokens", line_no, n_prompt, r.max_tokens, positions,
+                              INT32_MAX)});
+        return false;
+    }
+    return true;
+}
+
+// Step 3: every rank reads every line; valid request k belongs to rank k % N and goes to run.queue (longest
+// prompts first); invalid lines get their error record (from rank 0), lines done before are skipped.
+void read_requests(JobRun & run, const FinishedRequests & done_before) {
+    const JobConfig & cfg = run.cfg;
+    JobStats & stats = run.stats;
+    const int rank = run.rank, n_ranks = run.n_ranks;
+    const bool embed = cfg.task == "embed";
     std::ifstream in(cfg.input, std::ios::binary);
     ZT_CHECK(in.good(), "cannot open input {}: check \"ztinfer.input\" in {}", cfg.input, cfg.config_path);
     std::set<std::string> seen;
-    auto fail = [&](const RequestError & e) { run.fail(e); };
     std::string line;
     int64_t line_no = 0, n_valid = 0;
     while (std::getline(in, line)) {
@@ -294,136 +374,132 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
             if (e->custom_id && !seen.insert(*e->custom_id).second) e->code = "duplicate_custom_id",
                 e->message = fmt::format("line {}: custom_id \"{}\" was used by an earlier line (and this line is "
                                          "invalid too: {})", line_no, *e->custom_id, e->message);
-            if (rank == 0) fail(*e);   // every rank sees it; rank 0 reports it
+            if (rank == 0) run.fail(*e);   // every rank sees it; rank 0 reports it
             continue;
         }
         Request r = std::move(std::get<Request>(parsed));
         r.row = row;
         if (!seen.insert(r.custom_id).second) {
             if (rank == 0)
-                fail({line_no, r.custom_id, "duplicate_custom_id",
-                      fmt::format("line {}: custom_id \"{}\" was used by an earlier line: custom_ids must be unique",
-                                  line_no, r.custom_id)});
+                run.fail({line_no, r.custom_id, "duplicate_custom_id",
+                          fmt::format("line {}: custom_id \"{}\" was used by an earlier line: custom_ids must be "
+                                      "unique", line_no, r.custom_id)});
             continue;
         }
         if (done_before.custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
         ++run.total;
         if ((n_valid++ % n_ranks) != rank) continue;   // another rank's request
-        if (r.prompt) {
-            if (!tok) {
-                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
-                      "tokenizer.json: give token ids instead", line_no, embed ? "input" : "prompt", cfg.model)});
-                continue;
-            }
-            try {
-                r.prompt_ids = tok->encode(*r.prompt, /*add_special_tokens=*/true);
-            } catch (const Error & e) {
-                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
-                      line_no, embed ? "input" : "prompt", e.message())});
-                continue;
-            }
-        }
-        bool ids_ok = !r.prompt_ids.empty();
-        for (int32_t id : r.prompt_ids) {
-            if (id >= vocab) {
-                fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
-                      "vocabulary has {} tokens", line_no, id, vocab)});
-                ids_ok = false;
-                break;
-            }
-        }
-        if (!ids_ok) continue;
-        const int64_t n_prompt = int64_t(r.prompt_ids.size());
-        if (embed && n_prompt > max_ctx) {
-            fail({line_no, r.custom_id, "context_length_exceeded",
-                  fmt::format("line {}: the input has {} tokens, more than the model's context of {} ({}); shorten "
-                              "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
-            continue;
-        }
-        if (!embed && n_prompt + r.max_tokens > max_ctx) {
-            fail({line_no, r.custom_id, "context_length_exceeded",
-                  fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} > the model's context of {} "
-                              "({}); shorten the prompt or lower max_tokens", line_no, n_prompt, r.max_tokens,
-                              n_prompt + r.max_tokens, max_ctx, mc.max_context_reason())});
-            continue;
-        }
-        run.queue.push_back(std::move(r));
+        if (prepare_request(run, r)) run.queue.push_back(std::move(r));
     }
     std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
         return length_bucket(a.prompt_ids.size()) > length_bucket(b.prompt_ids.size());
     });
     if (stats.skipped && rank == 0)
         spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
+}
 
-    // --- the writer (rank 0) ----------------------------------------------------------------------------
-    std::unique_ptr<ResultWriter> out;
-    std::unique_ptr<EmbeddingOutput> emb_out;
-    if (rank == 0) {
-        if (embed) {
-            emb_out = std::make_unique<EmbeddingOutput>(cfg.output, stats.requests, mc.hidden_size, cfg.resume);
-            run.write_record = [&](const std::string & text) {
-                const json r = json::parse(text);
-                if (r.contains("error")) { emb_out->write_error(r); return; }
-                const std::vector<float> v = r["embedding"].get<std::vector<float>>();
-                emb_out->write(r["row"].get<int64_t>(), r["custom_id"].get<std::string>(), v.data(),
-                               r["usage"]["prompt_tokens"].get<int64_t>());
-            };
-            run.sync_output = [&] { emb_out->sync(); };
-        } else {
-            out = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
-            run.write_record = [&](const std::string & text) { out->write_line(text); };
-            run.sync_output = [&] { out->sync(); };
+// Step 4 (rank 0): the output, and run.write_record / run.sync_output writing to it.
+struct JobOutput {
+    std::unique_ptr<ResultWriter> lines;
+    std::unique_ptr<EmbeddingOutput> embeddings;
+};
+void open_output(JobRun & run, JobOutput & out) {
+    const JobConfig & cfg = run.cfg;
+    if (cfg.task == "embed") {
+        out.embeddings = std::make_unique<EmbeddingOutput>(cfg.output, run.stats.requests, run.mc.hidden_size,
+                                                           cfg.resume);
+        EmbeddingOutput & emb_out = *out.embeddings;
+        run.write_record = [&emb_out](const std::string & text) {
+            const json r = json::parse(text);
+            if (r.contains("error")) { emb_out.write_error(r); return; }
+            const std::vector<float> v = r["embedding"].get<std::vector<float>>();
+            emb_out.write(r["row"].get<int64_t>(), r["custom_id"].get<std::string>(), v.data(),
+                          r["usage"]["prompt_tokens"].get<int64_t>());
+        };
+        run.sync_output = [&emb_out] { emb_out.sync(); };
+    } else {
+        out.lines = std::make_unique<ResultWriter>(cfg.output, cfg.resume);
+        ResultWriter & w = *out.lines;
+        run.write_record = [&w](const std::string & text) { w.write_line(text); };
+        run.sync_output = [&w] { w.sync(); };
+    }
+}
+
+// Step 5: the KV cache: micro_batches x batch_size slots (fewer for a short queue), one per request running at a
+// time, each as long as the longest request of this rank needs. When that cache cannot be had (too large, out
+// of memory) and the longest requests are the cause, they get their own error records (naming max_tokens and the
+// sizes) and the cache is sized for the others; a cache too large for every request is the job's error.
+void reserve_kv_cache(JobRun & run) {
+    const bool embed = run.cfg.task == "embed";
+    auto positions = [embed](const Request & r) { return int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens); };
+    const int64_t want_slots = run.cfg.batch_size * run.cfg.batch.micro_batches;
+    for (;;) {
+        int64_t max_len = 1;
+        for (const auto & r : run.queue) max_len = std::max(max_len, positions(r));   // <= INT32_MAX (prepare_request)
+        run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+        try {
+            run.forward.reserve(run.n_slots, int32_t(max_len));
+            return;
+        } catch (const Error & e) {
+            const bool all_longest = std::all_of(run.queue.begin(), run.queue.end(),
+                                                 [&](const Request & r) { return positions(r) == max_len; });
+            if (run.queue.empty() || (all_longest && run.n_slots > 1)) throw;
+            std::deque<Request> rest;
+            for (auto & r : run.queue) {
+                if (positions(r) < max_len) { rest.push_back(std::move(r)); continue; }
+                run.fail({r.line, r.custom_id, "kv_cache_exceeded",
+                          fmt::format("line {}: prompt has {} tokens and max_tokens is {}: the KV cache for {} slot(s) "
+                                      "of {} positions cannot be reserved ({}); lower this line's max_tokens (the "
+                                      "cache is sized for the longest request)", r.line, r.prompt_ids.size(),
+                                      r.max_tokens, run.n_slots, max_len, e.message())});
+            }
+            run.queue = std::move(rest);
         }
     }
+}
 
-    // KV cache: micro_batches x batch_size slots, each as long as the longest request of this rank needs
-    int64_t max_len = 1;
-    for (const auto & r : run.queue)
-        max_len = std::max<int64_t>(max_len, int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens));
-    const int64_t want_slots = cfg.batch_size * cfg.batch.micro_batches;
-    run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
-    const int32_t n_slots = run.n_slots;
-    forward.reserve(n_slots, int32_t(max_len));
-    stats.load_seconds = seconds_since(t_load);
-    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "
-                 "({} micro-batch(es) of {}), prefill chunk {} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s",
-                 run.queue.size(), rank, run.total, stats.failed, stats.skipped, n_slots,
-                 (n_slots + cfg.batch_size - 1) / cfg.batch_size, std::min<int64_t>(cfg.batch_size, n_slots),
-                 cfg.batch.prefill_chunk, mib(forward.kv_cache_bytes()),
-                 fo.kv_offload ? " in pinned host memory (offloaded)" : "", stats.load_seconds);
-
-    // --- the task's loop: all ranks step together ----------------------------------------------------
+// Step 6: the task's loop, all ranks in lockstep, then the output synced and (after SIGTERM) the rerun hint.
+void run_task_loop(JobRun & run) {
+    const JobConfig & cfg = run.cfg;
+    const bool embed = cfg.task == "embed";
     const auto t_loop = Clock::now();
-    if (rank == 0) run.progress.emplace(embed ? "embeddings" : "requests", run.total);
+    if (run.rank == 0) run.progress.emplace(embed ? "embeddings" : "requests", run.total);
     run.exchange_records();   // validation errors found while reading
     if (embed) run_embed_loop(run);
     else run_generate_loop(run);
     if (run.progress) run.progress->finish();
     if (run.sync_output) run.sync_output();
-    stats.generate_seconds = seconds_since(t_loop);
-    if (stats.interrupted && rank == 0)
+    run.stats.generate_seconds = seconds_since(t_loop);
+    if (run.stats.interrupted && run.rank == 0)
         spdlog::warn("stopped by a signal (SIGTERM/SIGINT, e.g. Slurm preemption): {} of {} requests are unfinished. "
                      "Everything finished is in {} (synced). To finish the rest, rerun the same command: finished "
                      "custom_ids are skipped (\"ztinfer.resume\" is on by default)", run.total - run.finished_all,
                      run.total, cfg.output);
+}
+
+// Step 7: the trace (when asked) and the metrics: every rank's stats -> rank 0 -> <output>.metrics.json.
+void write_trace_and_metrics(JobRun & run, const StreamedModel & m, Clock::time_point t_load) {
+    const JobConfig & cfg = run.cfg;
+    const StreamingConfig & st = cfg.streaming;
+    JobStats & stats = run.stats;
+    Communicator & comm = run.comm;
+    const Tracer & tracer = *m.tracer;
     if (!st.trace.empty()) {
         const std::vector<std::string> all = comm.gather_strings(tracer.events_json());
-        if (rank == 0) {
+        if (run.rank == 0) {
             Tracer::write_file(st.trace, all);
             spdlog::info("trace of {} steps written to {} (open it in https://ui.perfetto.dev)", stats.steps, st.trace);
         }
     }
-
-    // --- metrics: every rank's stats -> rank 0 -> <output>.metrics.json -------------------------------
     stats.fetch_seconds = tracer.total_us("fetch") * 1e-6;
     stats.all_gather_seconds = tracer.total_us("all_gather") * 1e-6;
     stats.compute_seconds = tracer.total_us("compute") * 1e-6;
     stats.kv_seconds = tracer.total_us("kv") * 1e-6;
-    stats.bytes_fetched = schedule.bytes_fetched();
-    stats.kv_bytes_moved = forward.kv_bytes_moved();
+    stats.bytes_fetched = m.schedule->bytes_fetched();
+    stats.kv_bytes_moved = m.forward->kv_bytes_moved();
     stats.wall_seconds = seconds_since(t_load);
     const std::vector<std::string> all = comm.gather_strings(stats_to_json(stats).dump());
-    if (rank == 0) {
+    if (run.rank == 0) {
         std::vector<JobStats> per_rank;
         for (const auto & text : all) per_rank.push_back(stats_from_json(json::parse(text)));
         const std::string path = metrics_path_for(cfg.output);
@@ -433,61 +509,44 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
                      path, metrics.value("tokens_per_second", 0.0), metrics.value("bytes_fetched_per_token", 0.0),
                      100.0 * metrics["link"].value("efficiency", 0.0));
     }
+}
+
+JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_threads, Backend & backend,
+                      Communicator & comm, Clock::time_point t_load) {
+    JobStats stats;
+    const int rank = world.rank, n_ranks = world.size;
+    const bool embed = cfg.task == "embed";
+    std::optional<OutputLock> lock;   // rank 0, the only writer, holds the output for the job's life
+    if (rank == 0) lock.emplace(cfg.output);
+    const std::unique_ptr<StreamedModel> m = load_streamed_model(cfg, rank, n_ranks, backend, comm, stats);
+    const ModelConfig & mc = m->mc;
+    if (rank == 0)
+        spdlog::info("model {}: {} layers, hidden {}, vocab {}, context {}; task {}; {} rank(s) over {}, backend {} "
+                     "({} threads), prefetch depth {}, overlap {}", cfg.model, mc.num_hidden_layers, mc.hidden_size,
+                     mc.vocab_size, mc.max_context(), cfg.task, n_ranks, comm.name(), backend.name(), n_threads,
+                     cfg.streaming.prefetch_depth, cfg.streaming.overlap ? "on" : "off");
+    JobRun run(cfg, rank, n_ranks, backend, comm, mc, m->tok ? &*m->tok : nullptr, *m->forward, stats);
+    if (!embed) run.eos = eos_ids_of(cfg.model, mc, run.tok);
+
+    const FinishedRequests done_before = read_done_before(cfg);
+    comm.barrier();   // every rank has read the output before rank 0 opens it for writing
+    read_requests(run, done_before);
+    JobOutput out;
+    if (rank == 0) open_output(run, out);
+    reserve_kv_cache(run);
+    stats.load_seconds = seconds_since(t_load);
+    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "
+                 "({} micro-batch(es) of {}), prefill chunk {} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s",
+                 run.queue.size(), rank, run.total, stats.failed, stats.skipped, run.n_slots,
+                 (run.n_slots + cfg.batch_size - 1) / cfg.batch_size, std::min<int64_t>(cfg.batch_size, run.n_slots),
+                 cfg.batch.prefill_chunk, mib(m->forward->kv_cache_bytes()),
+                 m->fo.kv_offload ? " in pinned host memory (offloaded)" : "", stats.load_seconds);
+    run_task_loop(run);
+    write_trace_and_metrics(run, *m, t_load);
     comm.barrier();
     return stats;
 }
 
 }  // namespace
-
-// --- JobRun: records and the per-step collective ------------------------------------------------------
-
-std::string error_record_text(const RequestError & e) {
-    json r;
-    r["custom_id"] = e.custom_id ? json(*e.custom_id) : json(nullptr);
-    r["line"] = e.line;
-    r["error"] = {{"code", e.code}, {"message", e.message}};
-    return r.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-void JobRun::fail(const RequestError & e) {
-    pending.push_back(error_record_text(e));
-    ++stats.failed;
-}
-
-// Sends this rank's new records to rank 0, which appends them to the output (one writer, any filesystem).
-// Payload: "<requests finished> <tokens done>\n" then one record per line.
-void JobRun::exchange_records() {
-    std::string payload = fmt::format("{} {}\n", finished_unsent, tokens_unsent);
-    for (const auto & r : pending) payload += r + "\n";
-    pending.clear();
-    finished_unsent = tokens_unsent = 0;
-    const std::vector<std::string> all = comm.gather_strings(payload);
-    if (rank != 0) return;
-    const auto t0 = Clock::now();
-    for (const auto & p : all) {
-        const size_t nl = p.find('\n');
-        int64_t f = 0, g = 0;
-        if (std::sscanf(p.c_str(), "%" SCNd64 " %" SCNd64, &f, &g) == 2) finished_all += f, tokens_all += g;
-        size_t at = nl == std::string::npos ? p.size() : nl + 1;
-        while (at < p.size()) {
-            const size_t end = p.find('\n', at);
-            write_record(p.substr(at, end - at));
-            at = end + 1;
-        }
-    }
-    stats.write_seconds += seconds_since(t0);
-    if (progress) progress->update(finished_all, tokens_all);
-}
-
-bool JobRun::keep_stepping(bool have_work) {
-    // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
-    int flags[2] = {have_work ? 1 : 0, job_stop_flag().load() ? 1 : 0};
-    comm.all_reduce_max(flags, 2, nullptr);
-    if (flags[1]) {
-        stats.interrupted = true;
-        return false;
-    }
-    return flags[0] != 0;   // every rank is done: no step is wasted
-}
 
 }  // namespace zt

@@ -41,6 +41,10 @@ std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo
 // else MPI staging device buffers through host memory (ztinfer.communicator forces one).
 std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend);
 
+// The CPU backend's threads per rank: "ztinfer.threads", capped at this machine's cores (rank 0 warns), 0 = all
+// cores. (100,000 threads would exhaust the process limit and leave a job that cannot even be stopped.)
+int job_threads(const JobConfig & cfg, int rank);
+
 // Runs the job (cfg.task: "generate" or "embed") as rank world.rank of world.size (MPI when size > 1). Every rank
 // returns its own stats; rank 0 writes every record and, at the end, the metrics JSON beside the output.
 JobStats run_job(const JobConfig & cfg, const WorldInfo & world = WorldInfo{});

@@ -1,14 +1,26 @@
 // Parsing and validation of ds.json + its "ztinfer" section (see job_config.h).
 #include "runtime/job/job_config.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <map>
+#include <sstream>
+#include <type_traits>
 #include <set>
 
 #include "runtime/base/error.h"
+#include "runtime/job/embedding_output.h"
+#include "runtime/job/job_metrics.h"
+#include "runtime/job/json_input.h"
+#include "runtime/job/output_lock.h"
+#include "runtime/job/sampler.h"
 
 namespace fs = std::filesystem;
 
@@ -49,10 +61,23 @@ template <typename T>
 T get_as(const nlohmann::json & z, const char * key, T fallback, const std::string & path,
          const char * section = "ztinfer") {
     if (!z.contains(key) || z[key].is_null()) return fallback;
-    try {
-        return z[key].get<T>();
-    } catch (const nlohmann::json::exception &) {
-        ZT_FAIL("{}: \"{}.{}\" has the wrong type ({}): fix it in the config", path, section, key, z[key].dump());
+    const auto & v = z[key];
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        // nlohmann would truncate 8.7 to 8 and turn 1e300 into INT64_MIN: only whole numbers that fit are taken
+        const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                        : v.is_number_integer() ? std::is_signed_v<T> || v.get<int64_t>() >= 0
+                                                : false;
+        ZT_CHECK(fits, "{}: \"{}.{}\" = {} must be {} integer{}: fix it in the config", path, section, key,
+                 quote_json(v), std::is_signed_v<T> ? "an" : "a non-negative",
+                 v.is_number() ? fmt::format(" (digits only, no fraction or exponent, at most {})",
+                                             std::numeric_limits<T>::max()) : "");
+        return v.get<T>();
+    } else {
+        try {
+            return v.get<T>();
+        } catch (const nlohmann::json::exception &) {
+            ZT_FAIL("{}: \"{}.{}\" has the wrong type ({}): fix it in the config", path, section, key, quote_json(v));
+        }
     }
 }
 
@@ -166,8 +191,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
             g.max_memory_bytes = parse_byte_size(m.get<std::string>(), path + ": \"ztinfer.max_gpu_memory\"");
         } else if (m.is_number()) {
             const double v = m.get<double>();
-            ZT_CHECK(v > 0, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0: a share of the card in (0, 1], bytes, "
-                     "or a string such as \"24GiB\"", path, v);
+            ZT_CHECK(v > 0 && v < 1.8e19, "{}: \"ztinfer.max_gpu_memory\" = {} must be > 0 and < 1.8e19: a share of "
+                     "the card in (0, 1], bytes, or a string such as \"24GiB\"", path, v);
             if (v <= 1) g.max_memory_fraction = v;
             else g.max_memory_bytes = size_t(v);
         } else {
@@ -211,7 +236,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
         ZT_CHECK(em.pooling == "last" || em.pooling == "mean", "{}: \"ztinfer.embedding.pooling\" is \"{}\": use "
                  "\"last\" (last token, as gte-Qwen2) or \"mean\"", path, em.pooling);
     }
-    ZT_CHECK(st.resident_layers >= 0, "{}: \"ztinfer.resident_layers\" = {} must be >= 0", path, st.resident_layers);
+    ZT_CHECK(st.resident_layers >= 0 && st.resident_layers <= INT32_MAX, "{}: \"ztinfer.resident_layers\" = {} must "
+             "be in [0, {}]", path, st.resident_layers, INT32_MAX);
     ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
              "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
     ZT_CHECK(st.collective_timeout_s > 0, "{}: \"ztinfer.collective_timeout_s\" = {} must be > 0", path,
@@ -225,17 +251,43 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
              "\"generate\" and \"embed\"", path, c.task);
     ZT_CHECK(!c.input.empty(), "{}: \"ztinfer.input\" is missing: set it to a JSONL file of requests", path);
     ZT_CHECK(!c.output.empty(), "{}: \"ztinfer.output\" is missing: set it to the JSONL file to write", path);
-    ZT_CHECK(c.output != c.input, "{}: \"ztinfer.output\" is the input file {}: results would be appended to the "
-             "requests; write them to another file", path, c.input);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda" || c.device == "auto",
              "{}: \"ztinfer.device\" is \"{}\": use \"cpu\", \"cuda\" or \"auto\"", path, c.device);
     ZT_CHECK(c.batch_size >= 1 && c.batch_size <= 65536, "{}: \"ztinfer.batch_size\" = {} must be in [1, 65536]", path, c.batch_size);
     ZT_CHECK(c.threads >= 0, "{}: \"ztinfer.threads\" = {} must be >= 0 (0 = all cores)", path, c.threads);
     ZT_CHECK(s.max_new_tokens >= 1, "{}: \"ztinfer.max_new_tokens\" = {} must be >= 1", path, s.max_new_tokens);
     ZT_CHECK(s.temperature >= 0, "{}: \"ztinfer.temperature\" = {} must be >= 0 (0 = greedy)", path, s.temperature);
+    if (s.temperature < kGreedyBelowTemperature) s.temperature = 0;   // greedy (sampler.h)
     ZT_CHECK(s.top_k >= 0, "{}: \"ztinfer.top_k\" = {} must be >= 0 (0 = off)", path, s.top_k);
     ZT_CHECK(s.top_p > 0 && s.top_p <= 1, "{}: \"ztinfer.top_p\" = {} must be in (0, 1]", path, s.top_p);
     return c;
+}
+
+void JobConfig::check_paths() const {
+    std::error_code ec;
+    const fs::file_status in_status = fs::status(input, ec);
+    ZT_CHECK(!ec && fs::exists(in_status), "cannot open input {}: {}: check \"ztinfer.input\" in {} (or --input)",
+             input, ec ? ec.message() : "no such file", config_path);
+    ZT_CHECK(!fs::is_directory(in_status), "input {} is a folder, not a JSONL file of requests: check "
+             "\"ztinfer.input\" in {} (or --input)", input, config_path);
+    struct stat in_st {};
+    ZT_CHECK(::stat(input.c_str(), &in_st) == 0, "cannot stat input {}: {}", input, std::strerror(errno));
+    const fs::path in_canonical = fs::weakly_canonical(input, ec);
+    std::vector<std::pair<std::string, std::string>> written = {{"the output", output},
+                                                              {"the output's metrics file", metrics_path_for(output)},
+                                                              {"the output's lock file", OutputLock::lock_path(output)}};
+    if (EmbeddingOutput::is_npy(output))
+        written.push_back({"the .npy output's index", EmbeddingOutput::index_path(output)});
+    if (!streaming.trace.empty()) written.push_back({"the trace file (\"ztinfer.trace\" / --trace)", streaming.trace});
+    for (const auto & [what, path] : written) {
+        struct stat st {};
+        bool same = path == input;
+        if (::stat(path.c_str(), &st) == 0) same = same || (st.st_dev == in_st.st_dev && st.st_ino == in_st.st_ino);
+        else if (!in_canonical.empty()) same = same || fs::weakly_canonical(path, ec) == in_canonical;
+        ZT_CHECK(!same, "{} {} is the input file {} (the same file, {}): the job would overwrite or \"resume from\" "
+                 "its own requests. Write the results to another file (\"ztinfer.output\" in {}, or --output)",
+                 what, path, input, path == input ? "the same path" : "a symbolic or hard link to it", config_path);
+    }
 }
 
 size_t parse_byte_size(const std::string & text, const std::string & what) {
@@ -260,11 +312,17 @@ size_t parse_byte_size(const std::string & text, const std::string & what) {
 }
 
 JobConfig JobConfig::load(const std::string & path) {
-    std::ifstream in(path);
+    std::error_code ec;
+    ZT_CHECK(!fs::is_directory(path, ec), "config {} is a folder: give the ds.json file to --config", path);
+    std::ifstream in(path, std::ios::binary);
     ZT_CHECK(in.good(), "cannot open config {}: check the path given to --config", path);
+    std::stringstream text;
+    text << in.rdbuf();
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(in, nullptr, true, /*ignore_comments=*/true);
+        j = parse_json_input(text.str(), /*comments=*/true);
+    } catch (const JsonTooDeep & e) {
+        ZT_FAIL("{}: {}: a ds.json needs a few levels; flatten the config", path, e.what());
     } catch (const nlohmann::json::exception & e) {
         ZT_FAIL("{} is not valid JSON: {}", path, e.what());
     }

@@ -90,6 +90,13 @@ struct JobConfig {
     // Reads and validates ds.json; throws zt::Error naming the file and key for anything wrong.
     static JobConfig load(const std::string & path);
     static JobConfig from_json(const nlohmann::json & j, const std::string & path);
+
+    // The paths as the job will use them (run_job calls this after every override, ds.json and --input/--output
+    // alike): the input is a regular file (not a folder), and no file the job writes (the output, an .npy
+    // output's index, <output>.metrics.json, <output>.lock, the trace) is the input: compared by identity
+    // (st_dev, st_ino), so a symbolic or hard link to the input counts, and by canonical path for files that do
+    // not exist yet. Throws zt::Error naming both paths.
+    void check_paths() const;
 };
 
 }  // namespace zt

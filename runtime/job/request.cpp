@@ -2,6 +2,7 @@
 // value, so the user can fix the line.
 #include "runtime/job/request.h"
 
+#include "runtime/job/json_input.h"
 #include "runtime/model/unicode_text.h"
 
 
@@ -23,12 +24,14 @@ template <typename... Args>
 
 int64_t get_int(const json & j, const char * key) {
     const auto & v = j[key];
-    if (!v.is_number_integer()) invalid("\"{}\" must be an integer, got {}", key, v.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (!v.is_number_integer()) invalid("\"{}\" must be an integer, got {}", key, quote_json(v));
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+        invalid("\"{}\" = {} is too large", key, quote_json(v));
     return v.get<int64_t>();
 }
 double get_number(const json & j, const char * key) {
     const auto & v = j[key];
-    if (!v.is_number()) invalid("\"{}\" must be a number, got {}", key, v.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (!v.is_number()) invalid("\"{}\" must be a number, got {}", key, quote_json(v));
     return v.get<double>();
 }
 
@@ -52,7 +55,7 @@ std::optional<std::string> sniff_custom_id(const std::string & t) {
 // ("/v1/completions" for generate jobs, "/v1/embeddings" for embed jobs), "body" (if present) an object.
 void check_batch_envelope(const nlohmann::json & j, const char * url) {
     if (j.contains("method") && !(j["method"].is_string() && j["method"].get<std::string>() == "POST"))
-        invalid("\"method\" is {}: OpenAI batch lines use \"POST\"", j["method"].dump());
+        invalid("\"method\" is {}: OpenAI batch lines use \"POST\"", quote_json(j["method"]));
     if (j.contains("url")) {
         const auto & u = j["url"];
         if (!u.is_string()) invalid("\"url\" must be a string such as \"{}\"", url);
@@ -98,7 +101,11 @@ std::variant<LineHead, RequestError> parse_line_head(const std::string & text, i
     }
     json j;
     try {
-        j = json::parse(text);
+        j = parse_json_input(text);
+    } catch (const JsonTooDeep & e) {
+        err.code = "invalid_json";
+        err.message = fmt::format("line {} is nested too deeply: {}; flatten the request", line_no, e.what());
+        return err;
     } catch (const json::exception & e) {
         err.code = "invalid_json";
         err.message = fmt::format("line {} is not valid JSON: {}", line_no, e.what());
@@ -109,8 +116,8 @@ std::variant<LineHead, RequestError> parse_line_head(const std::string & text, i
         if (!j.contains("custom_id")) invalid("line {} has no \"custom_id\"", line_no);
         const auto & cid = j["custom_id"];
         if (cid.is_string()) err.custom_id = cid.get<std::string>();
-        else if (cid.is_number_integer()) err.custom_id = cid.dump();
-        else invalid("\"custom_id\" must be a string, got {}", cid.dump());
+        else if (cid.is_number_integer()) err.custom_id = quote_json(cid);
+        else invalid("\"custom_id\" must be a string, got {}", quote_json(cid));
         if (err.custom_id->empty()) invalid("\"custom_id\" is empty");
         check_batch_envelope(j, url);
     } catch (const Invalid & e) {
@@ -146,7 +153,7 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
             r.prompt_ids.reserve(ids.size());
             for (const auto & v : ids) {
                 if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
-                    invalid("\"prompt_token_ids\" holds {}: every entry must be a non-negative integer", v.dump());
+                    invalid("\"prompt_token_ids\" holds {}: every entry must be a non-negative integer", quote_json(v));
                 r.prompt_ids.push_back(int32_t(v.get<int64_t>()));
             }
         }
@@ -166,6 +173,7 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
             r.sampling.seed = body["seed"].is_number_unsigned() ? body["seed"].get<uint64_t>() : uint64_t(body["seed"].get<int64_t>());
         }
         if (!(r.sampling.temperature >= 0)) invalid("\"temperature\" = {} must be >= 0 (0 = greedy)", r.sampling.temperature);
+        if (r.sampling.temperature < kGreedyBelowTemperature) r.sampling.temperature = 0;   // greedy (sampler.h)
         if (r.sampling.top_k < 0) invalid("\"top_k\" = {} must be >= 0 (0 = off)", r.sampling.top_k);
         if (!(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) invalid("\"top_p\" = {} must be in (0, 1]", r.sampling.top_p);
 
@@ -174,7 +182,7 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
             if (s.is_string()) r.stop.push_back(s.get<std::string>());
             else if (s.is_array()) {
                 for (const auto & x : s) {
-                    if (!x.is_string()) invalid("\"stop\" entries must be strings, got {}", x.dump());
+                    if (!x.is_string()) invalid("\"stop\" entries must be strings, got {}", quote_json(x));
                     r.stop.push_back(x.get<std::string>());
                 }
             } else invalid("\"stop\" must be a string or a list of strings");
@@ -225,7 +233,7 @@ std::variant<Request, RequestError> parse_embed_request(const std::string & text
             if (instruction) invalid("\"instruction\" needs a text \"input\" (it is prepended to the text)");
             for (const auto & v : in) {
                 if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
-                    invalid("\"input\" holds {}: token ids must be non-negative integers", v.dump());
+                    invalid("\"input\" holds {}: token ids must be non-negative integers", quote_json(v));
                 r.prompt_ids.push_back(int32_t(v.get<int64_t>()));
             }
         } else {
@@ -233,7 +241,7 @@ std::variant<Request, RequestError> parse_embed_request(const std::string & text
         }
         if (body.contains("encoding_format") && !body["encoding_format"].is_null() &&
             body["encoding_format"] != "float")
-            invalid("\"encoding_format\" is {}: only \"float\" is written", body["encoding_format"].dump());
+            invalid("\"encoding_format\" is {}: only \"float\" is written", quote_json(body["encoding_format"]));
         if (body.contains("dimensions") && !body["dimensions"].is_null())
             invalid("\"dimensions\" is not supported: embeddings have the model's hidden size");
         return r;

@@ -33,7 +33,8 @@ struct RequestError {
     int64_t line = 0;
     std::optional<std::string> custom_id;  // absent when the line could not be read far enough
     std::string code;                      // invalid_json | invalid_utf8 | invalid_request | duplicate_custom_id |
-                                           // context_length_exceeded | nan_logits | internal_error
+                                           // context_length_exceeded | kv_cache_exceeded |
+                                           // nan_logits | internal_error
     std::string message;
 };
 

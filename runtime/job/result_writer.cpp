@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/job/json_input.h"
 
 namespace zt {
 
@@ -63,8 +64,9 @@ ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) 
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0644);
     ZT_CHECK(fd_ >= 0, "cannot open output {}: {}", path, std::strerror(errno));
     if (torn) {
-        // A crash cut the last record short: cut the file back to its last whole line (that request runs again).
-        const size_t size = size_t(fs::file_size(path)), keep = end_of_last_line(path, size);
+        // A crash cut the last record short (or before its newline): cut the file back to its last whole line,
+        // as read_finished did not count it (that request runs again).
+        const size_t size = size_t(fs::file_size(path)), keep = whole_lines_size(path);
         ZT_CHECK(::ftruncate(fd_, off_t(keep)) == 0, "cannot cut the torn last line off {}: {}", path,
                  std::strerror(errno));
         spdlog::warn("{}: the last line was cut short (a crash while writing it): removed its {} bytes; that "
@@ -73,24 +75,32 @@ ResultWriter::ResultWriter(const std::string & path, bool resume) : path_(path) 
     last_sync_ = std::chrono::steady_clock::now();
 }
 
+size_t ResultWriter::whole_lines_size(const std::string & path) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) return 0;
+    return end_of_last_line(path, size_t(size));
+}
+
 FinishedRequests ResultWriter::read_finished(const std::string & path, bool * torn_last_line) {
     FinishedRequests finished;
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    const size_t keep = ec ? 0 : whole_lines_size(path);   // the records; bytes after them are not one
     std::ifstream in(path, std::ios::binary);
     std::string line;
-    bool torn = false;
-    while (std::getline(in, line)) {
-        if (in.eof()) torn = true;   // last line was cut short (crash mid-write): start a fresh line
+    for (size_t at = 0; at < keep && std::getline(in, line); at += line.size() + 1) {
         try {
-            const auto j = nlohmann::json::parse(line);
+            const auto j = parse_json_input(line);
             if (j.contains("error") && j.contains("line") && j["line"].is_number_integer())
                 finished.lines.insert(j["line"].get<int64_t>());
             else if (j.contains("custom_id") && j["custom_id"].is_string())
                 finished.custom_ids.insert(j["custom_id"].get<std::string>());
-        } catch (const nlohmann::json::exception &) {
-            // a torn last line: that request is simply run again
+        } catch (const std::exception &) {   // nlohmann::json::exception, JsonTooDeep
+            // not a record (garbage written by something else): that request, if any, simply runs again
         }
     }
-    if (torn_last_line) *torn_last_line = torn;
+    if (torn_last_line) *torn_last_line = !ec && size_t(size) > keep;
     return finished;
 }
 

@@ -28,9 +28,14 @@ public:
 
     void write(const nlohmann::json & record);   // one line, written with a single write(2)
     void write_line(const std::string & line);   // an already serialised record (no newline)
-    // What an output file holds (the results by custom_id, error records by line); a torn last line is skipped.
-    // Every rank reads this at start-up; only rank 0 then opens the writer.
+    // What an output file holds (the results by custom_id, error records by line). Every rank reads this at
+    // start-up; only rank 0 then opens the writer. One rule decides what a record is, for this reader and for the
+    // writer's repair on resume: a line that ends in '\n' (whole_lines_size). Bytes after the last '\n' (a record
+    // cut short by a crash, or even a whole one whose newline never reached the disk) are not counted here
+    // (*torn_last_line says they are there) and the writer cuts them off: that request runs again.
     static FinishedRequests read_finished(const std::string & path, bool * torn_last_line = nullptr);
+    // Bytes of `path` up to and including its last '\n' (0 for a missing file or one without a newline).
+    static size_t whole_lines_size(const std::string & path);
     void sync();                                 // fsync now
     const std::string & path() const { return path_; }
 

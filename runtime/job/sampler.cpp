@@ -8,7 +8,9 @@
 
 namespace zt {
 
-Sampler::Sampler(const SamplingParams & p) : params_(p), rng_(p.seed) {}
+Sampler::Sampler(const SamplingParams & p) : params_(p), rng_(p.seed) {
+    if (params_.temperature < kGreedyBelowTemperature) params_.temperature = 0;
+}
 
 int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u01,
                      SampleScratch & scratch) {

@@ -7,8 +7,13 @@
 
 namespace zt {
 
+// Temperatures below this are greedy (as vLLM's _SAMPLING_EPS): 1/temperature would overflow for the smallest
+// ones (1e-320 gives inf, and inf * 0 = NaN weights), and below it sampling is greedy but for exact ties anyway.
+// Requests and the job's default are mapped to 0 when read, so every backend's sampler sees 0.
+constexpr double kGreedyBelowTemperature = 1e-5;
+
 struct SamplingParams {
-    double temperature = 0.0;   // 0 = greedy (argmax, lowest id on ties)
+    double temperature = 0.0;   // 0 = greedy (argmax, lowest id on ties); < kGreedyBelowTemperature: greedy too
     int64_t top_k = 0;          // 0 = off
     double top_p = 1.0;         // 1 = off; keeps the smallest prefix (by probability) whose mass >= top_p
     uint64_t seed = 0;
@@ -30,7 +35,7 @@ int32_t sample_token(const float * logits, int64_t vocab, double temperature, in
 
 class Sampler {
 public:
-    explicit Sampler(const SamplingParams & p);
+    explicit Sampler(const SamplingParams & p);   // a temperature < kGreedyBelowTemperature is taken as 0
     // logits: (V) fp32. Returns the chosen id. Uses one uniform draw per call when temperature > 0.
     int32_t sample(const float * logits, int64_t vocab);
     // The draw sample() would use next (advances the stream; call once per token when temperature > 0, and pass
