@@ -20,7 +20,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/job.h"
 #include "runtime/job/job_config.h"
-#include "runtime/job/json_input.h"
+#include "runtime/base/json_input.h"
 #include "runtime/base/log.h"
 #include "runtime/job/request.h"
 #include "runtime/model/synthetic_model.h"

@@ -12,7 +12,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/job/job_config.h"
-#include "runtime/job/json_input.h"
+#include "runtime/base/json_input.h"
 #include "runtime/job/output_lock.h"
 
 using namespace zt;
@@ -97,6 +97,25 @@ TEST(JsonInput, NestingDepthIgnoresBracketsInStringsAndComments) {
     const std::string ok = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
     EXPECT_NO_THROW(parse_json_input(ok));
     EXPECT_THROW(parse_json_input("[" + ok + "]"), JsonTooDeep);
+}
+
+TEST(JsonInput, FileErrorsNameTheFileAndAreCut) {
+    // nlohmann's complaint quotes the token it stopped at: a 1 MB unterminated string was quoted whole
+    try {
+        parse_json_file("{\"a\": \"" + std::string(1 << 20, 'x'), "/m/config.json");
+        ADD_FAILURE() << "not JSON, accepted";
+    } catch (const Error & e) {
+        EXPECT_NE(e.message().find("/m/config.json: not valid JSON"), std::string::npos) << e.message();
+        EXPECT_LT(e.message().size(), 2 * kMaxQuotedJsonChars);
+    }
+    try {
+        parse_json_file(std::string(100000, '{'), "/m/x.safetensors: safetensors header");
+        ADD_FAILURE() << "nested 100,000 deep, accepted";
+    } catch (const Error & e) {
+        EXPECT_NE(e.message().find("/m/x.safetensors: safetensors header: arrays/objects are nested 100000 levels"),
+                  std::string::npos) << e.message();
+    }
+    EXPECT_EQ(parse_json_file("// ds\n{\"a\": [1]}", "ds.json", true)["a"][0], 1);
 }
 
 TEST(JsonInput, QuotedValuesAreCut) {

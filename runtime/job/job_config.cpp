@@ -18,7 +18,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/embedding_output.h"
 #include "runtime/job/job_metrics.h"
-#include "runtime/job/json_input.h"
+#include "runtime/base/json_input.h"
 #include "runtime/job/output_lock.h"
 #include "runtime/job/sampler.h"
 

@@ -2,7 +2,7 @@
 // value, so the user can fix the line.
 #include "runtime/job/request.h"
 
-#include "runtime/job/json_input.h"
+#include "runtime/base/json_input.h"
 #include "runtime/model/unicode_text.h"
 
 

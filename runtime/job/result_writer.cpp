@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
-#include "runtime/job/json_input.h"
+#include "runtime/base/json_input.h"
 
 namespace zt {
 

@@ -1,7 +1,9 @@
-// Bounded parsing and quoting of users' JSON (see json_input.h).
-#include "runtime/job/json_input.h"
+// Bounded parsing and quoting of JSON read from outside (see json_input.h).
+#include "runtime/base/json_input.h"
 
 #include <fmt/format.h>
+
+#include "runtime/base/error.h"
 
 namespace zt {
 
@@ -34,14 +36,28 @@ nlohmann::json parse_json_input(std::string_view text, bool comments) {
     return nlohmann::json::parse(text, nullptr, true, comments);
 }
 
-std::string quote_json(const nlohmann::json & value) {
-    std::string s = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+nlohmann::json parse_json_file(std::string_view text, const std::string & what, bool comments) {
+    try {
+        return parse_json_input(text, comments);
+    } catch (const JsonTooDeep & e) {
+        ZT_FAIL("{}: {}; the file is corrupt or not what its name says (real ones nest a few levels): replace it "
+                "with a good copy", what, e.what());
+    } catch (const nlohmann::json::exception & e) {
+        ZT_FAIL("{}: not valid JSON: {}", what, cut_for_message(e.what()));
+    }
+}
+
+std::string cut_for_message(std::string s) {
     if (s.size() <= kMaxQuotedJsonChars) return s;
     const size_t n = s.size();
     s.resize(kMaxQuotedJsonChars);
     while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();   // whole UTF-8
     if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
     return s + fmt::format("... ({} characters)", n);
+}
+
+std::string quote_json(const nlohmann::json & value) {
+    return cut_for_message(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 }  // namespace zt
