@@ -332,3 +332,20 @@ TEST(Checkpoint, IdentityFollowsTheFilesNotTheirTensorData) {
     fs::remove_all(a);
     fs::remove_all(b);
 }
+
+TEST(Checkpoint, DeeplyNestedIndexNamesTheFile) {
+    // model.safetensors.index.json with 200,000 nested arrays under "metadata": refused before it is parsed,
+    // naming the index (before, the unused deep value went through unnoticed).
+    const ModelConfig c = ModelConfig::from_json(tiny_config("llama"), "config.json");
+    const std::string dir = make_temp_dir("ckpt_deep");
+    write_checkpoint(dir, tensor_shapes(c, "model.", true), DType::F32, 2);
+    const std::string index = dir + "/model.safetensors.index.json";
+    std::string text = read_file(index);
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    text.replace(text.find("\"metadata\": {}"), 14, "\"metadata\": " + deep);
+    std::ofstream(index, std::ios::trunc) << text;
+    const std::string msg = bind_error(dir, c);
+    EXPECT_HAS(msg, index);
+    EXPECT_HAS(msg, "levels deep, more than the 64 allowed");
+    std::filesystem::remove_all(dir);
+}

@@ -223,3 +223,19 @@ TEST(ModelConfig, LoadNamesTheFile) {
     std::ofstream(tmpl + "/config.json") << base_config("qwen2").dump();
     EXPECT_EQ(ModelConfig::load(tmpl).arch, Arch::qwen2);
 }
+
+TEST(ModelConfig, DeeplyNestedConfigNamesTheFile) {
+    // config.json with 200,000 nested arrays as hidden_act: the message quoting it recursed once per level and
+    // overflowed the stack. Now the file is refused before it is parsed, naming it.
+    const std::string dir = make_temp_dir("cfg_deep");
+    std::ofstream(dir + "/config.json") << R"({"model_type": "llama", "hidden_act": )" << std::string(200000, '[')
+                                        << std::string(200000, ']') << "}";
+    try {
+        ModelConfig::load(dir);
+        ADD_FAILURE() << "a config.json nested 200,000 levels deep was accepted";
+    } catch (const Error & e) {
+        EXPECT_HAS(e.message(), dir + "/config.json");
+        EXPECT_HAS(e.message(), "levels deep, more than the 64 allowed");
+    }
+    std::filesystem::remove_all(dir);
+}

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 #include "runtime/model/safetensors.h"
 #include "tests/test_support.h"
 
@@ -203,4 +204,23 @@ TEST(Safetensors, CommittedBadCorpusRejected) {
         }
     }
     EXPECT_GE(n, 5) << "bad_checkpoints corpus is missing from " << dir;
+}
+
+TEST(Safetensors, DeeplyNestedHeaderRejected) {
+    // 200,000 nested arrays in a shape entry: the message quoting that entry recursed once per level and
+    // overflowed the stack. The header is refused before it is parsed, as a file (the error names it).
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    std::string path;
+    const std::string msg = open_error(
+        raw_file(R"({"w":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,4]}})", std::string(4, '\0')),
+        &path);
+    EXPECT_HAS(msg, path);
+    EXPECT_HAS(msg, "safetensors header");
+    EXPECT_HAS(msg, "nested 200003 levels deep, more than the 64 allowed");
+    EXPECT_LT(msg.size(), 1000u);
+    // 64 levels (the limit) still parse: the shape entry is then refused as not an integer, with the entry cut.
+    const std::string ok = std::string(kMaxJsonDepth - 3, '[') + std::string(kMaxJsonDepth - 3, ']');
+    const std::string msg64 = parse_error(
+        raw_file(R"({"w":{"dtype":"F32","shape":[)" + ok + R"(],"data_offsets":[0,4]}})", std::string(4, '\0')));
+    EXPECT_HAS(msg64, "shape entry");
 }

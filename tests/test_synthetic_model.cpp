@@ -145,3 +145,29 @@ TEST(Synth, BadOptionsRejected) {
     o = tiny_options("llama", out + "/nowhere", out);
     EXPECT_HAS(err(o), "tokenizer.json");
 }
+
+TEST(Synth, DeeplyNestedTokenizerFilesNamed) {
+    // A --tokenizer folder comes from outside: its tokenizer.json / tokenizer_config.json nested 200,000 levels
+    // deep are refused before they are parsed, naming the file.
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    const std::string tok = make_tokenizer_dir();
+    const std::string out = make_temp_dir("synth");
+    std::ofstream(tok + "/tokenizer_config.json", std::ios::trunc) << R"({"bos_token": )" << deep << "}";
+    try {
+        synthesize_model(tiny_options("llama", tok, out));
+        ADD_FAILURE() << "a tokenizer_config.json nested 200,000 levels deep was accepted";
+    } catch (const Error & e) {
+        EXPECT_HAS(e.message(), tok + "/tokenizer_config.json");
+        EXPECT_HAS(e.message(), "levels deep, more than the 64 allowed");
+    }
+    std::ofstream(tok + "/tokenizer.json", std::ios::trunc) << R"({"model": )" << deep << "}";
+    try {
+        tokenizer_json_vocab_size(tok + "/tokenizer.json");
+        ADD_FAILURE() << "a tokenizer.json nested 200,000 levels deep was accepted";
+    } catch (const Error & e) {
+        EXPECT_HAS(e.message(), tok + "/tokenizer.json");
+        EXPECT_HAS(e.message(), "levels deep, more than the 64 allowed");
+    }
+    fs::remove_all(tok);
+    fs::remove_all(out);
+}

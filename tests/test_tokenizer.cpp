@@ -314,7 +314,7 @@ TEST(Tokenizer, RejectsHostileFiles) {
     cases.push_back({"not json", "hello", "", "not valid JSON"});
     cases.push_back({"truncated", tiny_tokenizer().dump().substr(0, 100), "", "not valid JSON"});
     cases.push_back({"array", "[1,2,3]", "", "no \"model\""});
-    cases.push_back({"deep nesting", std::string(100000, '[') + std::string(100000, ']'), "", "nests deeper"});
+    cases.push_back({"deep nesting", std::string(200000, '[') + std::string(200000, ']'), "", "nests deeper"});
     cases.push_back({"invalid utf8 bytes", "{\"model\": {\"vocab\": {\"\xff\xfe\": 0}}}", "", "not valid JSON"});
     mutate("unknown model", [](json & d) { d["model"]["type"] = "Unigram"; }, "model type \"Unigram\"");
     mutate("wordpiece", [](json & d) { d["model"]["type"] = "WordPiece"; }, "not supported");
@@ -385,6 +385,9 @@ TEST(Tokenizer, RejectsHostileFiles) {
     cases.push_back({"config not json", tiny_tokenizer().dump(), "{oops", "tokenizer_config.json is not a JSON"});
     cases.push_back({"config unknown bos", tiny_tokenizer().dump(), R"({"bos_token": "<nope>"})", "\"<nope>\""});
     cases.push_back({"config bos type", tiny_tokenizer().dump(), R"({"bos_token": 5})", "must be a string"});
+    cases.push_back({"config deep nesting", tiny_tokenizer().dump(),
+                     R"({"bos_token": )" + std::string(200000, '[') + std::string(200000, ']') + "}",
+                     "tokenizer_config.json nests deeper"});
     for (const auto & c : cases) {
         std::string err = load_error(c.text, c.config);
         EXPECT_NE(err.find(c.expect), std::string::npos) << c.name << ": got \"" << err.substr(0, 400) << "\"";

@@ -21,6 +21,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/backend_cuda.h"
 #include "runtime/model/checkpoint.h"
+#include "runtime/model/generation_config.h"
 #include "runtime/job/embedding_output.h"
 #include "runtime/base/error.h"
 #include "runtime/job/job_run.h"
@@ -52,19 +53,7 @@ std::set<int32_t> eos_ids_of(const std::string & model_dir, const ModelConfig & 
     std::set<int32_t> ids;
     if (tok) if (auto e = tok->eos_id()) ids.insert(*e);
     for (int64_t e : mc.eos_token_ids) ids.insert(int32_t(e));
-    std::ifstream gen(model_dir + "/generation_config.json");
-    if (gen.good()) {
-        try {
-            const json g = json::parse(gen);
-            if (g.contains("eos_token_id")) {
-                const auto & e = g["eos_token_id"];
-                if (e.is_number_integer()) ids.insert(e.get<int32_t>());
-                if (e.is_array()) for (const auto & x : e) if (x.is_number_integer()) ids.insert(x.get<int32_t>());
-            }
-        } catch (const json::exception & e) {
-            spdlog::warn("{}/generation_config.json is not valid JSON ({}); ignoring it", model_dir, e.what());
-        }
-    }
+    for (int32_t e : generation_config_eos_ids(model_dir)) ids.insert(e);
     return ids;
 }
 

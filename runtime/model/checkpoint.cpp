@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 
 namespace zt {
 
@@ -64,12 +65,7 @@ Checkpoint::Checkpoint(const std::string & model_dir) : dir_(model_dir) {
         ZT_CHECK(f.good(), "{}: cannot open", index_path);
         std::stringstream ss;
         ss << f.rdbuf();
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(ss.str());
-        } catch (const nlohmann::json::exception & e) {
-            ZT_FAIL("{}: not valid JSON: {}", index_path, e.what());
-        }
+        nlohmann::json j = parse_json_file(ss.str(), index_path);
         ZT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                  "{}: has no \"weight_map\" object (tensor name -> shard file)", index_path);
         std::vector<std::string> shards;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 
 namespace zt {
 
@@ -257,13 +258,7 @@ ModelConfig ModelConfig::load(const std::string & model_dir) {
     ZT_CHECK(f.good(), "{}: cannot open; a model directory needs the Hugging Face config.json", path);
     std::stringstream ss;
     ss << f.rdbuf();
-    json j;
-    try {
-        j = json::parse(ss.str());
-    } catch (const json::exception & e) {
-        ZT_FAIL("{}: not valid JSON: {}", path, e.what());
-    }
-    return from_json(j, path);
+    return from_json(parse_json_file(ss.str(), path), path);   // nesting-limited: no deep value to quote
 }
 
 int64_t ModelConfig::max_context() const {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 #include "runtime/model/unicode_text.h"
 
 namespace zt {
@@ -38,11 +39,12 @@ bool json_to_u64(const nlohmann::json & v, uint64_t & out) {
     return true;
 }
 
-SafetensorsEntry parse_entry(const std::string & name, const nlohmann::json & e, const std::string & path) {
+SafetensorsEntry parse_entry(const std::string & key, const nlohmann::json & e, const std::string & path) {
+    const std::string name = cut_for_message(key);   // for messages: a hostile name may be megabytes long
     ZT_CHECK(e.is_object(), "{}: tensor '{}' in the safetensors header is not a JSON object; the file is "
              "corrupt or not safetensors", path, name);
     SafetensorsEntry out;
-    out.name = name;
+    out.name = key;
 
     auto it = e.find("dtype");
     ZT_CHECK(it != e.end() && it->is_string(), "{}: tensor '{}' has no \"dtype\" string", path, name);
@@ -60,25 +62,25 @@ SafetensorsEntry parse_entry(const std::string & name, const nlohmann::json & e,
         uint64_t dim = 0;
         ZT_CHECK(json_to_u64(d, dim) && dim <= uint64_t(std::numeric_limits<int64_t>::max()),
                  "{}: tensor '{}' has a shape entry {} that is not a non-negative 64-bit integer", path, name,
-                 d.dump());
+                 quote_json(d));
         out.shape.push_back(int64_t(dim));
         overflow = overflow || __builtin_mul_overflow(numel, dim, &numel);
     }
     uint64_t bytes = 0;
     overflow = overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(out.dtype)), &bytes);
     ZT_CHECK(!overflow, "{}: tensor '{}' shape {} x {} ({} bytes each) overflows 64 bits; the header is corrupt",
-             path, name, it->dump(), dtype, dtype_size(out.dtype));
+             path, name, quote_json(*it), dtype, dtype_size(out.dtype));
 
     it = e.find("data_offsets");
     ZT_CHECK(it != e.end() && it->is_array() && it->size() == 2,
              "{}: tensor '{}' has no \"data_offsets\": [begin, end] pair", path, name);
     uint64_t begin = 0, end = 0;
     ZT_CHECK(json_to_u64((*it)[0], begin) && json_to_u64((*it)[1], end),
-             "{}: tensor '{}' data_offsets {} are not non-negative 64-bit integers", path, name, it->dump());
+             "{}: tensor '{}' data_offsets {} are not non-negative 64-bit integers", path, name, quote_json(*it));
     ZT_CHECK(begin <= end, "{}: tensor '{}' has reversed data_offsets [{}, {}] (begin > end)", path, name, begin,
              end);
     ZT_CHECK(end - begin == bytes, "{}: tensor '{}' spans {} bytes (data_offsets [{}, {}]) but its shape {} x {} "
-             "needs {} bytes", path, name, end - begin, begin, end, e.at("shape").dump(),
+             "needs {} bytes", path, name, end - begin, begin, end, quote_json(e.at("shape")),
              dtype, bytes);
     out.file_offset = begin;   // relative for now; made absolute by the caller after the layout checks
     out.bytes = bytes;
@@ -101,12 +103,9 @@ SafetensorsHeader parse_safetensors_header(const uint8_t * data, size_t size, co
     const uint8_t * h = data + 8;
     ZT_CHECK(utf8_is_valid(std::string_view(reinterpret_cast<const char *>(h), size_t(n))), "{}: safetensors header is not valid UTF-8", path);
 
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(h, h + n);
-    } catch (const nlohmann::json::exception & e) {
-        ZT_FAIL("{}: safetensors header is not valid JSON: {}", path, e.what());
-    }
+    // nesting-limited (the header is attacker-controlled): no value quoted below can recurse deeply
+    const nlohmann::json j =
+        parse_json_file(std::string_view(reinterpret_cast<const char *>(h), size_t(n)), path + ": safetensors header");
     ZT_CHECK(j.is_object(), "{}: safetensors header is not a JSON object", path);
 
     SafetensorsHeader out;
@@ -136,15 +135,18 @@ SafetensorsHeader parse_safetensors_header(const uint8_t * data, size_t size, co
         const uint64_t begin = e.file_offset, end = begin + e.bytes;
         if (begin < pos) {
             ZT_FAIL("{}: tensor '{}' (data_offsets [{}, {}]) overlaps tensor '{}' which ends at {}; the header is "
-                    "corrupt", path, e.name, begin, end, prev ? prev->name : "", pos);
+                    "corrupt", path, cut_for_message(e.name), begin, end,
+                    prev ? cut_for_message(prev->name) : "", pos);
         }
         if (begin > pos) {
             ZT_FAIL("{}: gap of {} bytes before tensor '{}' (data_offsets [{}, {}]){}; safetensors data must be "
-                    "contiguous from 0", path, begin - pos, e.name, begin, end,
-                    prev ? fmt::format(", after tensor '{}' which ends at {}", prev->name, pos) : std::string());
+                    "contiguous from 0", path, begin - pos, cut_for_message(e.name), begin, end,
+                    prev ? fmt::format(", after tensor '{}' which ends at {}", cut_for_message(prev->name), pos)
+                         : std::string());
         }
         ZT_CHECK(end <= data_bytes, "{}: file is truncated: tensor '{}' ends at data offset {} (file byte {}) but the "
-                 "file has {} bytes ({} bytes of data); re-download or re-convert the checkpoint", path, e.name, end,
+                 "file has {} bytes ({} bytes of data); re-download or re-convert the checkpoint", path,
+                 cut_for_message(e.name), end,
                  out.data_start + end, size, data_bytes);
         pos = end;
         prev = &e;

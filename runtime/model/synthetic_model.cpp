@@ -15,6 +15,7 @@
 
 #include "runtime/model/checkpoint.h"
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/safetensors.h"
 
@@ -31,11 +32,7 @@ json read_json_file(const std::string & path) {
     ZT_CHECK(f.good(), "{}: cannot open", path);
     std::stringstream ss;
     ss << f.rdbuf();
-    try {
-        return json::parse(ss.str());
-    } catch (const json::exception & e) {
-        ZT_FAIL("{}: not valid JSON: {}", path, e.what());
-    }
+    return parse_json_file(ss.str(), path);   // nesting-limited: a --tokenizer folder comes from outside
 }
 
 void write_text_file(const std::string & path, const std::string & text) {

@@ -7,6 +7,7 @@
 #include "runtime/model/tokenizer.h"
 
 #include "runtime/base/error.h"
+#include "runtime/base/json_input.h"
 #include "runtime/model/tokenizer_bpe.h"
 #include "runtime/model/tokenizer_impl.h"
 #include "runtime/model/unicode_text.h"
@@ -27,27 +28,6 @@ using namespace tokenizer_detail;
 namespace {
 
 constexpr int64_t max_token_id = 10'000'000;
-constexpr int max_json_depth = 64;
-
-// Rejects nesting deeper than max_json_depth before nlohmann parses (a deep file would exhaust the stack).
-bool json_depth_ok(const std::string & text) {
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\') ++i;
-            else if (c == '"') in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max_json_depth) return false;
-        } else if (c == '}' || c == ']') {
-            --depth;
-        }
-    }
-    return true;
-}
 
 std::string read_file(const std::string & path) {
     std::ifstream f(path, std::ios::binary);
@@ -317,8 +297,9 @@ std::optional<int32_t> Tokenizer::Impl::config_token(const json & cfg, const cha
 void Tokenizer::Impl::load_config(const std::string & config_text) {
     bool config_add_bos = false, config_add_eos = false;
     if (!config_text.empty()) {
-        ZT_CHECK(json_depth_ok(config_text), "{}: tokenizer_config.json nests deeper than {} levels", path,
-                 max_json_depth);
+        const size_t depth = json_nesting_depth(config_text);
+        ZT_CHECK(depth <= kMaxJsonDepth, "{}: tokenizer_config.json nests deeper than {} levels ({}); it is corrupt, "
+                 "replace it with a good copy", path, kMaxJsonDepth, depth);
         json cfg = json::parse(config_text, nullptr, false);
         ZT_CHECK(!cfg.is_discarded() && cfg.is_object(),
                  "{}: tokenizer_config.json is not a JSON object; fix or delete it", path);
@@ -438,8 +419,9 @@ Tokenizer Tokenizer::from_json(const std::string & tokenizer_json, const std::st
     impl->path = path_for_errors;
     const std::string & where = path_for_errors;
     try {
-        ZT_CHECK(json_depth_ok(tokenizer_json), "{}: JSON nests deeper than {} levels; this is not a tokenizer.json",
-                 where, max_json_depth);
+        const size_t depth = json_nesting_depth(tokenizer_json);
+        ZT_CHECK(depth <= kMaxJsonDepth, "{}: JSON nests deeper than {} levels ({}); this is not a tokenizer.json",
+                 where, kMaxJsonDepth, depth);
         json doc = json::parse(tokenizer_json, nullptr, false);
         ZT_CHECK(!doc.is_discarded(), "{}: not valid JSON (or not UTF-8); expected a Hugging Face tokenizer.json",
                  where);
