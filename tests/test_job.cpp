@@ -389,3 +389,24 @@ TEST_F(Job, ThreadsBeyondTheMachineAreCapped) {
     EXPECT_EQ(s.completed, 1);
     EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
 }
+
+TEST_F(Job, PromptThatTokenizesToNoTokensIsALineError) {
+    // A BPE tokenizer with no unk token and no byte fallback drops characters it has no token for (as HF's does)
+    // and this one adds no BOS: "zzz" became zero ids and the line vanished without a record.
+    const fs::path model = dir_ / "drops-text-model";
+    fs::create_directories(model);
+    for (const auto & e : fs::directory_iterator(dir_ / "model"))
+        if (e.path().filename() != "tokenizer_config.json") fs::copy_file(e.path(), model / e.path().filename());
+    json vocab = json::object();
+    for (int i = 0; i < 10; ++i) vocab[std::string(1, char('a' + i))] = i;
+    std::ofstream(model / "tokenizer.json", std::ios::trunc)
+        << json{{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}}.dump();
+    auto r = run({R"({"custom_id": "ok", "prompt": "abc"})", R"({"custom_id": "dropped", "prompt": "zzz"})"}, 4,
+                 "notokens", false, nullptr, model.string());
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_FALSE(r["ok"].contains("error")) << r["ok"].dump();
+    EXPECT_EQ(r["dropped"]["error"]["code"], "invalid_request") << r["dropped"].dump();
+    const std::string msg = r["dropped"]["error"]["message"];
+    EXPECT_NE(msg.find("line 2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("no tokens"), std::string::npos) << msg;
+}

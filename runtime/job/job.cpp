@@ -301,7 +301,12 @@ bool prepare_request(JobRun & run, Request & r) {
             return false;
         }
     }
-    if (r.prompt_ids.empty()) return false;
+    if (r.prompt_ids.empty()) {   // a text whose every character the tokenizer drops (id lists are never empty)
+        run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} tokenized to no tokens: the "
+                  "tokenizer of {} drops all of its characters and adds no special tokens; give a text it keeps "
+                  "or token ids", line_no, embed ? "input" : "prompt", cfg.model)});
+        return false;
+    }
     for (int32_t id : r.prompt_ids) {
         if (id >= vocab) {
             run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
