@@ -22,7 +22,7 @@ dtype=float32). Attention is "eager". Prompts run one at a time (no padding).
   qwen3-yarn       rope_parameters {rope_type: yarn, factor 3, attention_factor 1.25, beta_fast 1, beta_slow
                    0.125, truncate false}, no
                    original_max_position_embeddings (taken out of config.json: max_position_embeddings 16 is used)
-  llama-dynamic    rope_scaling {rope_type: dynamic, factor 2}, max_position_embeddings 16
+  llama-dynamic    rope_scaling {rope_type: dynamic, factor 4}, max_position_embeddings 16
 Besides reference.json and logits.bin each has logits_chunked.bin: HF fed each prompt in chunks of CHUNK = 5
 tokens through a DynamicCache(config=...), logits of every position (for dynamic scaling these differ from the
 one-piece prefill, as HF recomputes the frequencies per call). reference.json adds chunk, attention_scaling and,
@@ -137,7 +137,7 @@ def make_long_config(name):
                                         attention_bias=False, **common)
     if name == "llama-dynamic":
         common.update(max_position_embeddings=16)
-        return transformers.LlamaConfig(rope_scaling=dict(rope_type="dynamic", factor=2.0), rope_theta=10000.0,
+        return transformers.LlamaConfig(rope_scaling=dict(rope_type="dynamic", factor=4.0), rope_theta=10000.0,
                                         **common)
     raise ValueError(name)
 

@@ -9,7 +9,10 @@
 //  - logits of every prompt position, both prompts in one step, within 1e-4 of HF's (relative to max |logit|);
 //  - 16 greedy tokens per prompt, both prompts stepping the KV cache together, identical to HF generate;
 //  - chunked prefill (5-token chunks, smaller than the window; both prompts in the same steps) against HF fed
-//    the same chunks through its cache (for dynamic RoPE these differ from the one-piece prefill, as in HF).
+//    the same chunks through its cache (for dynamic RoPE these differ from the one-piece prefill, as in HF);
+//  - the ztinfer job (plain, and with prefill_chunk 5, 2 micro-batches and the KV cache offloaded): HF's greedy
+//    tokens where prompt + max_tokens fits max_context() (yarn / dynamic: the scaled context), else an error
+//    record that names the limit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,6 +30,8 @@
 #include "runtime/model/model_config.h"
 #include "runtime/model/rope.h"
 #include "runtime/stream/forward.h"
+#include "job_runner.h"
+#include "test_support.h"
 
 namespace zt {
 namespace {
@@ -212,6 +217,49 @@ TEST(HfLongContextDynamic, FrequenciesArePerSequence) {
               {1, 0, shorter.data(), int32_t(shorter.size())}}, together);
     ASSERT_EQ(together.size(), 2 * alone.size());
     EXPECT_TRUE(std::equal(alone.begin(), alone.end(), together.begin() + std::ptrdiff_t(alone.size())));
+}
+
+TEST(HfLongContextJob, GreedyTokensOrAClearContextError) {
+    int n_errors = 0;
+    for (const std::string & name : kModels) {
+        const std::string model = std::string(ZT_TEST_DATA) + "/hf/" + name;
+        const LongReference ref = load_long_reference(model);
+        const ModelConfig cfg = ModelConfig::load(model);
+        const std::string dir = test::make_temp_dir("long_job");
+        {
+            std::ofstream in(dir + "/in.jsonl");
+            for (size_t i = 0; i < ref.prompts.size(); ++i)
+                in << nlohmann::json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", ref.prompts[i]},
+                                     {"max_tokens", 16}}.dump() << "\n";
+        }
+        std::vector<nlohmann::json> variants = {nlohmann::json::object()};
+        if (!rope_is_dynamic(cfg))   // dynamic RoPE: chunks change the result, as in HF
+            variants.push_back({{"prefill_chunk", 5}, {"micro_batches", 2}, {"kv_cache", {{"offload", "cpu"}}}});
+        for (size_t v = 0; v < variants.size(); ++v) {
+            const std::string job = "v" + std::to_string(v);
+            const auto r = test::run_job_command(
+                test::job_command(0, test::write_job_config(dir, job, model, dir + "/in.jsonl", variants[v], "none")));
+            ASSERT_EQ(r.status, 0) << name << " " << r.log;
+            const auto recs = test::read_job_records(dir + "/" + job + ".jsonl");
+            for (size_t i = 0; i < ref.prompts.size(); ++i) {
+                const int64_t need = int64_t(ref.prompts[i].size()) + 16;
+                if (need <= cfg.max_context()) {
+                    ASSERT_TRUE(recs.count("p" + std::to_string(i))) << name << " " << job << " prompt " << i;
+                    EXPECT_EQ(recs.at("p" + std::to_string(i))["token_ids"], nlohmann::json(ref.greedy[i]))
+                        << name << " " << variants[v].dump() << " prompt " << i;
+                } else {
+                    const std::string line = "line " + std::to_string(i + 1);
+                    ASSERT_TRUE(recs.count(line)) << name << " prompt " << i << " (" << need << " > "
+                                                  << cfg.max_context() << ") has no error record";
+                    const std::string msg = recs.at(line)["error"]["message"].get<std::string>();
+                    EXPECT_NE(msg.find(cfg.max_context_reason()), std::string::npos) << msg;
+                    ++n_errors;
+                }
+            }
+        }
+    }
+    // qwen3-yarn's 40-token prompt: 56 > 16 (original context) x 3 (factor); everything else fits
+    EXPECT_EQ(n_errors, 2);
 }
 
 }  // namespace
