@@ -12,7 +12,24 @@ tests/data/hf/<arch>-<dtype>/ (config.json + model.safetensors), and writes next
 The bf16 reference is HF run in float32 on the same bf16-rounded weights (the bf16 save loaded with
 dtype=float32). Attention is "eager". Prompts run one at a time (no padding).
 
-Usage: python3 examples/make_hf_fixtures.py [--out tests/data/hf]
+--set long (tests/test_hf_long_context.cpp): smaller fp32 models (vocab 64, hidden 32, head_dim 16) whose prompts
+(40 and 23 tokens, then 16 greedy tokens) outrun a sliding window of 8 or an original context of 16:
+  mistral-window   sliding_window 8 on every layer
+  qwen2-window     use_sliding_window, max_window_layers 1 of 3 layers (layer 0 full, 1-2 slide); layer_types is
+                   taken out of config.json so the loader derives it
+  qwen2-yarn       rope_scaling {type: yarn, factor 4, original_max_position_embeddings 16} and a top-level
+                   rope_theta (the transformers 4.x form of Qwen2.5's model cards, written into config.json)
+  qwen3-yarn       rope_parameters {rope_type: yarn, factor 3, attention_factor 1.25, beta_fast 1, beta_slow
+                   0.125, truncate false}, no
+                   original_max_position_embeddings (taken out of config.json: max_position_embeddings 16 is used)
+  llama-dynamic    rope_scaling {rope_type: dynamic, factor 4}, max_position_embeddings 16
+Besides reference.json and logits.bin each has logits_chunked.bin: HF fed each prompt in chunks of CHUNK = 5
+tokens through a DynamicCache(config=...), logits of every position (for dynamic scaling these differ from the
+one-piece prefill, as HF recomputes the frequencies per call). reference.json adds chunk, attention_scaling and,
+for dynamic, inv_freq_at {seq_len: HF's inv_freq for a call reaching seq_len}. The dynamic rotary state (HF keeps
+the longest length seen across calls) is reset before every prompt, so each reference is that prompt run alone.
+
+Usage: python3 examples/make_hf_fixtures.py [--out tests/data/hf] [--set base|long|all]
 """
 import argparse
 import json
@@ -91,11 +108,139 @@ def reference(model, prompts):
     return np.concatenate(logits, axis=0).astype("<f4"), greedy, margin
 
 
+LONG_VOCAB = 64
+LONG_PROMPT_LENS = (40, 23)
+CHUNK = 5
+
+
+def make_long_config(name):
+    common = dict(vocab_size=LONG_VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                  rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    if name == "mistral-window":
+        return transformers.MistralConfig(sliding_window=8, rope_theta=10000.0, **common)
+    if name == "qwen2-window":
+        common.update(num_hidden_layers=3)
+        return transformers.Qwen2Config(use_sliding_window=True, sliding_window=8, max_window_layers=1,
+                                        rope_theta=10000.0, **common)
+    if name == "qwen2-yarn":
+        common.update(max_position_embeddings=64)
+        # theta 100: the ramp between the dims kept and the dims interpolated spans dims 0..2
+        return transformers.Qwen2Config(rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=16),
+                                        rope_theta=100.0, **common)
+    if name == "qwen3-yarn":
+        common.update(max_position_embeddings=16)
+        # ramp from dim 1.62 to 5.24, not truncated to whole dims
+        return transformers.Qwen3Config(rope_parameters=dict(rope_type="yarn", rope_theta=100.0, factor=3.0,
+                                                             attention_factor=1.25, beta_fast=1, beta_slow=0.125,
+                                                             truncate=False),
+                                        attention_bias=False, **common)
+    if name == "llama-dynamic":
+        common.update(max_position_embeddings=16)
+        return transformers.LlamaConfig(rope_scaling=dict(rope_type="dynamic", factor=4.0), rope_theta=10000.0,
+                                        **common)
+    raise ValueError(name)
+
+
+def reset_rope(model):
+    """Dynamic RoPE keeps the longest length of any call so far; start each prompt from the loaded state."""
+    for m in model.modules():
+        if hasattr(m, "original_inv_freq") and hasattr(m, "max_seq_len_cached"):
+            m.register_buffer("inv_freq", m.original_inv_freq.clone(), persistent=False)
+            m.max_seq_len_cached = m.original_max_seq_len
+
+
+def edit_config(d, fn):
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        j = json.load(f)
+    fn(j)
+    with open(path, "w") as f:
+        json.dump(j, f, indent=2)
+
+
+def long_reference(model, prompts):
+    """reference() for --set long, the rotary state reset per prompt and per call; plus the chunked prefill."""
+    logits, greedy, chunked, margin = [], [], [], float("inf")
+    model.generation_config.eos_token_id = None   # else generate() takes the model's eos over gen's None
+    gen = GenerationConfig(max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
+                           output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p], dtype=torch.long)
+            reset_rope(model)
+            logits.append(model(input_ids=ids).logits[0].float().numpy())
+            reset_rope(model)
+            g = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            toks = g.sequences[0, len(p):].tolist()
+            assert len(toks) == NEW_TOKENS
+            greedy.append(toks)
+            for tok, s in zip(toks, g.logits):
+                top = torch.topk(s[0].float(), 2)
+                assert int(top.indices[0]) == tok
+                margin = min(margin, float(top.values[0] - top.values[1]) / float(s[0].abs().max()))
+            reset_rope(model)
+            cache = transformers.DynamicCache(config=model.config)
+            for c0 in range(0, len(p), CHUNK):
+                out = model(input_ids=ids[:, c0:c0 + CHUNK], past_key_values=cache, use_cache=True)
+                chunked.append(out.logits[0].float().numpy())
+    cat = lambda xs: np.concatenate(xs, axis=0).astype("<f4")
+    return cat(logits), greedy, cat(chunked), margin
+
+
+def make_long(out_dir, rng):
+    prompts = [rng.integers(3, LONG_VOCAB, size=n).tolist() for n in LONG_PROMPT_LENS]
+    for i, name in enumerate(("mistral-window", "qwen2-window", "qwen2-yarn", "qwen3-yarn", "llama-dynamic")):
+        torch.manual_seed(200 + i)
+        model = AutoModelForCausalLM.from_config(make_long_config(name), attn_implementation="eager",
+                                                 dtype=torch.float32)
+        randomize(model, 200 + i)
+        d = os.path.join(out_dir, name)
+        shutil.rmtree(d, ignore_errors=True)
+        model.save_pretrained(d, safe_serialization=True)
+        for f in os.listdir(d):
+            if f not in ("config.json", "model.safetensors"):
+                os.remove(os.path.join(d, f))
+        if name == "qwen2-window":
+            edit_config(d, lambda j: j.pop("layer_types"))
+        if name == "qwen2-yarn":   # as Qwen2.5's model cards write it: 4.x "rope_scaling" with "type"
+            def qwen25_form(j):
+                rp = j.pop("rope_parameters")
+                j["rope_theta"] = rp["rope_theta"]
+                j["rope_scaling"] = dict(type="yarn", factor=rp["factor"],
+                                         original_max_position_embeddings=rp["original_max_position_embeddings"])
+            edit_config(d, qwen25_form)
+        if name == "qwen3-yarn":
+            edit_config(d, lambda j: j["rope_parameters"].pop("original_max_position_embeddings"))
+        ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+        logits, greedy, chunked, margin = long_reference(ref, prompts)
+        logits.tofile(os.path.join(d, "logits.bin"))
+        chunked.tofile(os.path.join(d, "logits_chunked.bin"))
+        rot = ref.model.rotary_emb
+        reset_rope(ref)
+        extra = {}
+        if name == "llama-dynamic":
+            fn = transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS["dynamic"]
+            extra["inv_freq_at"] = {str(n): fn(ref.config, None, seq_len=torch.tensor(n))[0].float().tolist()
+                                    for n in (17, 23, 40, 55)}
+        with open(os.path.join(d, "reference.json"), "w") as f:
+            json.dump(dict(arch=name, dtype="fp32", vocab_size=LONG_VOCAB, prompts=prompts, greedy=greedy,
+                           inv_freq=rot.inv_freq.float().tolist(), attention_scaling=float(rot.attention_scaling),
+                           chunk=CHUNK, min_margin=margin, transformers=transformers.__version__,
+                           torch=torch.__version__, **extra), f)
+        print(f"{d}: logits {logits.shape}, min greedy margin {margin:.2e} (relative to max |logit|)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "hf"))
+    ap.add_argument("--set", choices=("base", "long", "all"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.set in ("long", "all"):
+        make_long(args.out, np.random.default_rng(11))
+    if args.set == "long":
+        return
     rng = np.random.default_rng(7)
     prompts = [rng.integers(3, VOCAB, size=n).tolist() for n in PROMPT_LENS]
     for i, arch in enumerate(("llama", "mistral", "qwen2", "qwen3")):

@@ -1,7 +1,8 @@
 // attention_decode.cu: grouped-query attention when every sequence has exactly one new token (decode).
 //   out (n_seqs,H,D) f32, q (n_seqs,H,D) f32, k_cache / v_cache (S,M,KV,D) f32, seqs (n_seqs) on the device.
-//   Sequence b's query is row seqs[b].row0 at position p = seqs[b].past_len; it sees cache positions 0..p of
-//   slot seqs[b].slot (L = p + 1 keys), kv head h / (H/KV), scale 1/sqrt(D), softmax in fp32 (expf, precise).
+//   Sequence b's query is row seqs[b].row0 at position p = seqs[b].past_len; it sees cache positions lo..p of
+//   slot seqs[b].slot (L = p + 1 - lo keys; lo = 0, or with a sliding window max(0, p - window + 1) when causal,
+//   max(0, p - window) when not), kv head h / (H/KV), scale 1/sqrt(D), softmax in fp32 (expf, precise).
 // Flash-decoding inside one block: a block owns (sequence, kv head, chunk of up to GC query heads of that kv
 // head's group), so each K/V row it reads serves GC heads. Its 256 threads form "streams" of LPK lanes
 // (LPK = lanes per key row; each lane holds 4*NV dims of the row); stream s takes keys s, s + n_streams, ...
@@ -44,7 +45,7 @@ template <int NV, int GC, bool VEC>
 __global__ void __launch_bounds__(kThreads, 2)
 attention_decode_kernel(float * __restrict__ out, const float * __restrict__ q, const float * __restrict__ k_cache,
                         const float * __restrict__ v_cache, const AttnSeq * __restrict__ seqs, int H, int KV, int D,
-                        int64_t M, int lpk_log2, int n_chunks, float scale) {
+                        int64_t M, int lpk_log2, int n_chunks, float scale, int causal, int window) {
     __shared__ float4 s_acc[kThreads * NV];   // per thread: its NV float4 accumulators of one head
     __shared__ float s_m[kThreads];           // per stream (n_streams <= kThreads)
     __shared__ float s_l[kThreads];
@@ -63,7 +64,9 @@ attention_decode_kernel(float * __restrict__ out, const float * __restrict__ q, 
     const int G = H / KV;
     const int h0 = kvh * G + chunk * GC;          // first query head of this block
     const int n_heads = min(GC, G - chunk * GC);  // >= 1 (n_chunks = ceil(G / GC))
-    const int L = sq.past_len + 1;                // keys 0 .. past_len
+    // keys lo .. past_len (the window's; all when window == 0)
+    const int lo = window > 0 ? max(0, causal ? sq.past_len - window + 1 : sq.past_len - window) : 0;
+    const int L = sq.past_len + 1 - lo;
     const int LPK = 1 << lpk_log2;                // lanes per key row, divides 32
     const int lane = int(threadIdx.x) & 31;
     const int sub = lane & (LPK - 1);             // lane within the stream
@@ -71,8 +74,8 @@ attention_decode_kernel(float * __restrict__ out, const float * __restrict__ q, 
     const int n_streams = kThreads >> lpk_log2;
     const int warp_stream0 = (int(threadIdx.x) & ~31) >> lpk_log2;   // first stream of this warp
     const int64_t row_stride = int64_t(KV) * D;                       // between consecutive positions
-    const float * kbase = k_cache + (int64_t(sq.slot) * M * KV + kvh) * D;
-    const float * vbase = v_cache + (int64_t(sq.slot) * M * KV + kvh) * D;
+    const float * kbase = k_cache + ((int64_t(sq.slot) * M + lo) * KV + kvh) * D;   // key lo + j at + j * row_stride
+    const float * vbase = v_cache + ((int64_t(sq.slot) * M + lo) * KV + kvh) * D;
     const int64_t qrow = int64_t(sq.row0);
 
     // q of the block's heads, zero past D and for heads past n_heads: s_q[g * 64 + d / 4]
@@ -175,7 +178,7 @@ attention_decode_kernel(float * __restrict__ out, const float * __restrict__ q, 
             for (int s = lane; s < n_streams; s += 32) mx = fmaxf(mx, s_m[s]);
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            // mx is finite: stream 0 saw key 0
+            // mx is finite: stream 0 saw key lo
             float ls = 0.0f;
             for (int s = lane; s < n_streams; s += 32) {
                 const float f = expf(s_m[s] - mx);   // 0 for a stream that saw no key (m = -inf, l = 0)
@@ -208,13 +211,13 @@ attention_decode_kernel(float * __restrict__ out, const float * __restrict__ q, 
 template <int NV, int GC>
 void launch_gc(bool vec, dim3 grid, cudaStream_t stream, float * out, const float * q, const float * k,
                const float * v, const AttnSeq * seqs, int H, int KV, int D, int64_t M, int lpk_log2, int n_chunks,
-               float scale) {
+               float scale, int causal, int window) {
     if (vec)
-        attention_decode_kernel<NV, GC, true>
-            <<<grid, kThreads, 0, stream>>>(out, q, k, v, seqs, H, KV, D, M, lpk_log2, n_chunks, scale);
+        attention_decode_kernel<NV, GC, true><<<grid, kThreads, 0, stream>>>(out, q, k, v, seqs, H, KV, D, M, lpk_log2,
+                                                                            n_chunks, scale, causal, window);
     else
-        attention_decode_kernel<NV, GC, false>
-            <<<grid, kThreads, 0, stream>>>(out, q, k, v, seqs, H, KV, D, M, lpk_log2, n_chunks, scale);
+        attention_decode_kernel<NV, GC, false><<<grid, kThreads, 0, stream>>>(out, q, k, v, seqs, H, KV, D, M, lpk_log2,
+                                                                             n_chunks, scale, causal, window);
 }
 
 bool aligned16(const void * p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -223,8 +226,8 @@ bool aligned16(const void * p) { return (reinterpret_cast<uintptr_t>(p) & 15u) =
 
 cudaError_t attention_decode(float * out, const float * q, const float * k_cache, const float * v_cache,
                              const AttnSeq * seqs, int n_seqs, int64_t H, int64_t KV, int64_t D, int64_t M,
-                             cudaStream_t stream) {
-    if (n_seqs < 0 || H < 1 || KV < 1 || H % KV != 0 || H > INT_MAX || D < 1 || D > 256 || M < 1)
+                             bool causal, int32_t window, cudaStream_t stream) {
+    if (n_seqs < 0 || H < 1 || KV < 1 || H % KV != 0 || H > INT_MAX || D < 1 || D > 256 || M < 1 || window < 0)
         return cudaErrorInvalidValue;
     if (n_seqs == 0) return cudaSuccess;
     if (!out || !q || !k_cache || !v_cache || !seqs) return cudaErrorInvalidValue;
@@ -248,19 +251,19 @@ cudaError_t attention_decode(float * out, const float * q, const float * k_cache
     const bool vec = D % 4 == 0 && aligned16(q) && aligned16(k_cache) && aligned16(v_cache);
     const float scale = float(1.0 / std::sqrt(double(D)));
     const dim3 grid{unsigned(blocks), 1u, 1u};
-    const int h = int(H), kv = int(KV), d = int(D), nc = int(n_chunks);
+    const int h = int(H), kv = int(KV), d = int(D), nc = int(n_chunks), c = causal ? 1 : 0, w = int(window);
     if (NV == 1) {
         switch (gc) {
-            case 1: launch_gc<1, 1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
-            case 2: launch_gc<1, 2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
-            case 4: launch_gc<1, 4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
-            default: launch_gc<1, 8>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
+            case 1: launch_gc<1, 1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
+            case 2: launch_gc<1, 2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
+            case 4: launch_gc<1, 4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
+            default: launch_gc<1, 8>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
         }
     } else {
         switch (gc) {
-            case 1: launch_gc<2, 1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
-            case 2: launch_gc<2, 2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
-            default: launch_gc<2, 4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale); break;
+            case 1: launch_gc<2, 1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
+            case 2: launch_gc<2, 2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
+            default: launch_gc<2, 4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, h, kv, d, M, lpk_log2, nc, scale, c, w); break;
         }
     }
     return cudaGetLastError();

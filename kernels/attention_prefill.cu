@@ -2,8 +2,9 @@
 // FlashAttention-style (fp32 on CUDA cores, online softmax, memory O(length)).
 //   out (T,H,D) f32, q (T,H,D) f32, k_cache / v_cache (S,M,KV,D) f32 (after kv_store), seqs (n_seqs) on the device.
 //   Row t = row0 + i of sequence b is at position p = past_len + i of slot `slot`; it sees cache positions 0..p
-//   (causal) or 0..past_len + n_tokens - 1 (non-causal) of kv head h / (H/KV); scale 1/sqrt(D); softmax in fp32
-//   with expf (precise). Rows of out that no sequence covers are set to 0 (as the CPU backend does).
+//   (causal) or 0..past_len + n_tokens - 1 (non-causal) of kv head h / (H/KV), narrowed by a sliding window > 0 to
+//   p - window + 1..p (causal) or to |p - j| <= window (non-causal); scale 1/sqrt(D); softmax in fp32 with expf
+//   (precise). Rows of out that no sequence covers are set to 0 (as the CPU backend does).
 // Work: block (h, y) = query head h (fastest, so the heads of a GQA group read the same K/V through L2) and
 // work item y (grid-stride over y): query tile y of the list of all (sequence, 64-row query tile) pairs, built
 // in the kernel by a block-wide prefix over seqs[].n_tokens (each sequence's tiles last-first, the costliest
@@ -12,6 +13,8 @@
 // copied in with cp.async (zero-filled past the end), the V copy overlapping the score step. Thread (ty, tx)
 // owns query rows ty + 16i (i < 4): scores for keys tx + 16j (j < BK/16), then output dims 4tx + 64c .. +3
 // (c < NC4 = ceil(D/64)). Row max / sum across the 16 tx lanes by shuffles (the lanes of one half-warp).
+// A tile's key loop runs over the keys any of its rows sees (from the first row's window start to the last row's
+// end); a row none of whose keys is in a key tile yet keeps max -inf and contributes nothing for that tile.
 // Shared memory (floats): Q 64*KS + max(BK*KS, 64*PS) (K tile, then the probabilities P) + BK*64*NC4 (V tile),
 // KS = 4*odd(ceil(D/4)) (conflict-free 16-byte reads), PS = BK + 16. D = 128: 98 KB (2 blocks/SM);
 // D = 256 (BK = 32): 130 KB (fits the 163 KB of sm_80 too).
@@ -101,7 +104,7 @@ template <int NC4, int BK, bool VEC>
 __global__ void __launch_bounds__(kThreads, NC4 <= 2 ? 2 : 1)
 attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q, const float * __restrict__ k_cache,
                          const float * __restrict__ v_cache, const AttnSeq * __restrict__ seqs, int n_seqs,
-                         int64_t T, int H, int KV, int D, int64_t M, int causal, float scale) {
+                         int64_t T, int H, int KV, int D, int64_t M, int causal, int window, float scale) {
     constexpr int KJ = BK / 16;        // keys per thread in the score step
     constexpr int VS = 64 * NC4;       // V tile row stride
     constexpr int PS = pstride(BK);    // P row stride
@@ -187,7 +190,10 @@ attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q,
         const int n = sq.n_tokens, past = sq.past_len;
         const int q0 = ((n + kBQ - 1) / kBQ - 1 - s_item[1]) * kBQ;   // last tile first
         const int q_end = min(q0 + kBQ, n);
-        const int kv_len = causal ? past + q_end : past + n;          // keys any row of the tile sees
+        // keys [lo, hi) of the query at position p (zt::attention_key_range); lo and hi grow with p
+        auto key_lo = [&](int p) { return window > 0 ? max(0, causal ? p - window + 1 : p - window) : 0; };
+        auto key_hi = [&](int p) { return causal ? p + 1 : (window > 0 ? min(past + n, p + window + 1) : past + n); };
+        const int kv_lo = key_lo(past + q0), kv_len = key_hi(past + q_end - 1);   // keys any row of the tile sees
         const float * kbase = k_cache + (int64_t(sq.slot) * M * KV + kvh) * D;
         const float * vbase = v_cache + (int64_t(sq.slot) * M * KV + kvh) * D;
 
@@ -211,12 +217,13 @@ attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q,
             }
         }
 
-        // keys row i of this thread sees: [0, nk[i]); rows past n see key 0 only (their result is dropped)
-        int nk[4];
+        // keys row i of this thread sees: [k0[i], nk[i]); rows past n see key kv_lo only (their result is dropped)
+        int k0[4], nk[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int r = q0 + ty + 16 * i;
-            nk[i] = r < n ? (causal ? past + r + 1 : past + n) : 1;
+            k0[i] = r < n ? key_lo(past + r) : kv_lo;
+            nk[i] = r < n ? key_hi(past + r) : kv_lo + 1;
         }
         float m[4], l[4], o[4][NC4][4];
 #pragma unroll
@@ -229,7 +236,7 @@ attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q,
                 for (int e = 0; e < 4; ++e) o[i][c][e] = 0.0f;
         }
 
-        for (int kv0 = 0; kv0 < kv_len; kv0 += BK) {
+        for (int kv0 = kv_lo; kv0 < kv_len; kv0 += BK) {
             __syncthreads();   // previous PV step done with Ps / Vs (and Qs stores done, first time)
             load_tile_async<BK, VEC>(Ks, KS, kbase, row_stride, kv0, kv_len, D);
             cp_async_commit();
@@ -270,19 +277,22 @@ attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q,
                 float mx = -INFINITY;
 #pragma unroll
                 for (int j = 0; j < KJ; ++j) {
-                    s[i][j] = kv0 + tx + 16 * j < nk[i] ? s[i][j] * scale : -INFINITY;
+                    const int key = kv0 + tx + 16 * j;
+                    s[i][j] = key >= k0[i] && key < nk[i] ? s[i][j] * scale : -INFINITY;
                     mx = fmaxf(mx, s[i][j]);
                 }
 #pragma unroll
                 for (int off = 8; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-                // finite: every row sees key 0, which is in the first tile
+                // -inf only while the row's window has not begun (a sliding window): then subtract 0 instead, so
+                // alpha and the probabilities are 0 (not NaN) and the row stays empty
                 const float mn = fmaxf(m[i], mx);
-                const float alpha = expf(m[i] - mn);   // 0 on the first tile (m = -inf)
+                const float ms = mn == -INFINITY ? 0.0f : mn;
+                const float alpha = expf(m[i] - ms);   // 0 on the row's first keys (m = -inf)
                 m[i] = mn;
                 float ps = 0.0f;
 #pragma unroll
                 for (int j = 0; j < KJ; ++j) {
-                    s[i][j] = expf(s[i][j] - mn);      // 0 for masked keys
+                    s[i][j] = expf(s[i][j] - ms);      // 0 for masked keys
                     ps += s[i][j];
                 }
                 l[i] = l[i] * alpha + ps;
@@ -357,7 +367,7 @@ attention_prefill_kernel(float * __restrict__ out, const float * __restrict__ q,
 template <int NC4>
 cudaError_t launch_nc(bool vec, dim3 grid, cudaStream_t stream, float * out, const float * q, const float * k,
                       const float * v, const AttnSeq * seqs, int n_seqs, int64_t T, int H, int KV, int D, int64_t M,
-                      int causal, float scale) {
+                      int causal, int window, float scale) {
     constexpr int BK = block_for(NC4);
     const size_t bytes = size_t(smem_floats(D, NC4, BK)) * sizeof(float);
     auto kernel = vec ? attention_prefill_kernel<NC4, BK, true> : attention_prefill_kernel<NC4, BK, false>;
@@ -365,7 +375,7 @@ cudaError_t launch_nc(bool vec, dim3 grid, cudaStream_t stream, float * out, con
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
         if (e != cudaSuccess) return e;
     }
-    kernel<<<grid, kThreads, bytes, stream>>>(out, q, k, v, seqs, n_seqs, T, H, KV, D, M, causal, scale);
+    kernel<<<grid, kThreads, bytes, stream>>>(out, q, k, v, seqs, n_seqs, T, H, KV, D, M, causal, window, scale);
     return cudaGetLastError();
 }
 
@@ -375,8 +385,8 @@ bool aligned16(const void * p) { return (reinterpret_cast<uintptr_t>(p) & 15u) =
 
 cudaError_t attention_prefill(float * out, const float * q, const float * k_cache, const float * v_cache,
                               const AttnSeq * seqs, int n_seqs, int64_t T, int64_t H, int64_t KV, int64_t D,
-                              int64_t M, bool causal, cudaStream_t stream) {
-    if (T < 0 || n_seqs < 0 || H < 1 || KV < 1 || H % KV != 0 || H > INT_MAX || D < 1 || D > 256 || M < 1)
+                              int64_t M, bool causal, int32_t window, cudaStream_t stream) {
+    if (T < 0 || n_seqs < 0 || H < 1 || KV < 1 || H % KV != 0 || H > INT_MAX || D < 1 || D > 256 || M < 1 || window < 0)
         return cudaErrorInvalidValue;
     if (T == 0) return cudaSuccess;
     if (!out || !q || (n_seqs > 0 && (!k_cache || !v_cache || !seqs))) return cudaErrorInvalidValue;
@@ -387,12 +397,12 @@ cudaError_t attention_prefill(float * out, const float * q, const float * k_cach
     const dim3 grid{unsigned(H), unsigned(items < 65535 ? items : 65535), 1u};
     const bool vec = D % 4 == 0 && aligned16(out) && aligned16(q) && aligned16(k_cache) && aligned16(v_cache);
     const float scale = float(1.0 / std::sqrt(double(D)));
-    const int h = int(H), kv = int(KV), d = int(D), c = causal ? 1 : 0;
+    const int h = int(H), kv = int(KV), d = int(D), c = causal ? 1 : 0, w = int(window);
     switch ((D + 63) / 64) {
-        case 1: return launch_nc<1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, scale);
-        case 2: return launch_nc<2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, scale);
-        case 3: return launch_nc<3>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, scale);
-        default: return launch_nc<4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, scale);
+        case 1: return launch_nc<1>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, w, scale);
+        case 2: return launch_nc<2>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, w, scale);
+        case 3: return launch_nc<3>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, w, scale);
+        default: return launch_nc<4>(vec, grid, stream, out, q, k_cache, v_cache, seqs, n_seqs, T, h, kv, d, M, c, w, scale);
     }
 }
 

@@ -32,12 +32,14 @@ cudaError_t embedding(float * out, const int32_t * tokens, const void * table, W
 cudaError_t rmsnorm(float * out, const float * x, const void * w, WType wt, int64_t R, int64_t C, float eps,
                     cudaStream_t stream);
 
-// rope.cu: in place on x (T,H,D), HF rotate_half: for i < D/2, a = positions[t] * inv_freq[i] (fp32),
-//   x[i] <- x[i]*cos a - x[i+D/2]*sin a,  x[i+D/2] <- x[i+D/2]*cos a + x[i]*sin a.
-// positions (T) i32, inv_freq (D/2) f32 (llama3 / linear / yarn scaling is folded into inv_freq by rope.h).
-// D is even. cos/sin as the CPU: float(cos(double(a))), float(sin(double(a))).
-cudaError_t rope(float * x, const int32_t * positions, const float * inv_freq, int64_t T, int64_t H, int64_t D,
-                 cudaStream_t stream);
+// rope.cu: in place on x (T,H,D), HF rotate_half: for i < D/2, a = positions[t] * f[i] (fp32), c = cos a * scaling,
+// s = sin a * scaling:  x[i] <- x[i]*c - x[i+D/2]*s,  x[i+D/2] <- x[i+D/2]*c + x[i]*s.
+// positions (T) i32; row t's frequencies f = inv_freq + t * freq_stride (f32; freq_stride 0: one (D/2) set for
+// every row, D/2: a (T,D/2) table, dynamic scaling). llama3 / linear / yarn / dynamic scaling is folded into the
+// frequencies by rope.h; scaling is yarn's attention factor (1 otherwise). D is even. cos/sin as the CPU:
+// float(cos(double(a))) * scaling, float(sin(double(a))) * scaling.
+cudaError_t rope(float * x, const int32_t * positions, const float * inv_freq, int64_t freq_stride, float scaling,
+                 int64_t T, int64_t H, int64_t D, cudaStream_t stream);
 
 // kv_store.cu: k_cache[dest_row[t]] = k[t], v_cache[dest_row[t]] = v[t] for t < T, where k, v (T,KV*D) and
 // the caches are (S*M, KV*D) f32; dest_row (T) i32 = slot * M + past_len + i of token t (built by the backend).
@@ -47,19 +49,22 @@ cudaError_t kv_store(float * k_cache, float * v_cache, const float * k, const fl
 // attention_prefill.cu: grouped-query attention of every sequence's new queries over its cache slot, tiled
 // (FlashAttention-style: K/V streamed through shared memory in tiles, online softmax in fp32, so memory does
 // not grow with the square of the length). out (T,H,D), q (T,H,D); caches (S,M,KV,D) after kv_store;
-// seqs (n_seqs) on the device; causal: query at position p sees positions 0..p, else all past_len + n_tokens.
-// Scale 1/sqrt(D). Any D <= 256.
+// seqs (n_seqs) on the device; causal: query at position p sees positions 0..p, else all past_len + n_tokens;
+// window > 0 narrows that to p - window + 1 .. p (causal) or to |p - j| <= window (non-causal), as
+// zt::attention_key_range. Scale 1/sqrt(D). Any D <= 256.
 cudaError_t attention_prefill(float * out, const float * q, const float * k_cache, const float * v_cache,
                               const AttnSeq * seqs, int n_seqs, int64_t T, int64_t H, int64_t KV, int64_t D,
-                              int64_t M, bool causal, cudaStream_t stream);
+                              int64_t M, bool causal, int32_t window, cudaStream_t stream);
 
 // attention_decode.cu: the same op when every sequence has exactly one new token (its row is row0), one block per
 // (sequence, KV head, group of query heads) sharing each K/V row read, positions interleaved over lane groups and
-// combined in a fixed order (no scratch). Rows no sequence covers are left alone. Any D <= 256. (Open: a few very
-// long sequences use few SMs; a split over the cache length would need scratch or sm_90 clusters.)
+// combined in a fixed order (no scratch). The token at position p = past_len sees keys 0..p, or with window > 0
+// keys p - window + 1 .. p (causal) / p - window .. p (non-causal: there are no later keys). Rows no sequence
+// covers are left alone. Any D <= 256. (Open: a few very long sequences use few SMs; a split over the cache length
+// would need scratch or sm_90 clusters.)
 cudaError_t attention_decode(float * out, const float * q, const float * k_cache, const float * v_cache,
                              const AttnSeq * seqs, int n_seqs, int64_t H, int64_t KV, int64_t D, int64_t M,
-                             cudaStream_t stream);
+                             bool causal, int32_t window, cudaStream_t stream);
 
 // swiglu.cu: out (n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)) (precise expf); out may be gate (exactly;
 // partly overlapping ranges are not supported, here and in add).

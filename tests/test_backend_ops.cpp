@@ -279,22 +279,31 @@ std::vector<OpCase> matmul_cases(const Judge & j) {
 
 std::vector<OpCase> rope_cases(const Judge &) {
     std::vector<OpCase> cases;
-    struct S { int64_t T, H, D; double theta; int32_t max_pos; };
-    const S shapes[] = {{1, 8, 128, 1e6, 40000}, {19, 7, 24, 1e4, 4096}, {333, 2, 64, 1e4, 333},
-                        {19, 3, 110, 5e5, 8192}, {7, 4, 128, 1e4, 7}};
+    // per_row: a (T,D/2) table, each row its own theta (dynamic scaling); scaling: yarn's attention factor
+    struct S { int64_t T, H, D; double theta; int32_t max_pos; bool per_row; float scaling; };
+    const S shapes[] = {{1, 8, 128, 1e6, 40000, false, 1}, {19, 7, 24, 1e4, 4096, false, 1},
+                        {333, 2, 64, 1e4, 333, false, 1},  {19, 3, 110, 5e5, 8192, false, 1},
+                        {7, 4, 128, 1e4, 7, false, 1},     {19, 3, 64, 1e4, 4096, true, 1},
+                        {19, 5, 128, 1e6, 40000, false, 1.1386294f}, {7, 2, 24, 1e4, 333, true, 1.2f}};
     for (const S & s : shapes) {
         OpCase c;
         c.op = "ROPE";
-        c.desc = fmt::format("ROPE(T={},H={},D={},theta={:g},pos<{})", s.T, s.H, s.D, s.theta, s.max_pos);
+        c.desc = fmt::format("ROPE(T={},H={},D={},theta={:g},pos<{}{}{})", s.T, s.H, s.D, s.theta, s.max_pos,
+                             s.per_row ? ",per-row" : "", s.scaling != 1 ? fmt::format(",scaling={:g}", s.scaling) : "");
         Rng r(seed_of(c.desc));
         std::vector<int32_t> pos(size_t(s.T));
         for (int64_t t = 0; t < s.T; ++t) pos[size_t(t)] = s.T == s.max_pos ? int32_t(t) : r.below(s.max_pos);
-        std::vector<float> inv(size_t(s.D / 2));
-        for (int64_t i = 0; i < s.D / 2; ++i)   // HF: 1 / theta ** (2i / D), in fp32
-            inv[size_t(i)] = 1.0f / std::pow(float(s.theta), float(2 * i) / float(s.D));
-        c.inputs = {host_i32({s.T}, pos), host_f32({s.D / 2}, inv)};
+        const int64_t rows = s.per_row ? s.T : 1;
+        std::vector<float> inv(size_t(rows * (s.D / 2)));
+        for (int64_t t = 0; t < rows; ++t) {
+            const double theta = s.theta * (1 + t);   // HF: 1 / theta ** (2i / D), in fp32
+            for (int64_t i = 0; i < s.D / 2; ++i)
+                inv[size_t(t * (s.D / 2) + i)] = 1.0f / std::pow(float(theta), float(2 * i) / float(s.D));
+        }
+        c.inputs = {host_i32({s.T}, pos), s.per_row ? host_f32({s.T, s.D / 2}, inv) : host_f32({s.D / 2}, inv)};
         c.outputs = {random_f32({s.T, s.H, s.D}, r)};   // in place
-        c.run = [](Backend & b, const Tensors & in, const Tensors & out) { b.rope(out[0], in[0], in[1]); };
+        const float scaling = s.scaling;
+        c.run = [scaling](Backend & b, const Tensors & in, const Tensors & out) { b.rope(out[0], in[0], in[1], scaling); };
         cases.push_back(std::move(c));
     }
     return cases;
@@ -334,7 +343,12 @@ std::vector<OpCase> kv_store_cases(const Judge &) {
 
 std::vector<OpCase> attention_cases(const Judge & j) {
     std::vector<OpCase> cases;
-    struct S { int32_t H, KV, D, M; std::vector<std::pair<int32_t, int32_t>> n_past; std::vector<bool> causal; };
+    struct S {
+        int32_t H, KV, D, M;
+        std::vector<std::pair<int32_t, int32_t>> n_past;
+        std::vector<bool> causal;
+        int32_t window = 0;   // sliding window (0: none)
+    };
     std::vector<S> shapes = {
         {4, 4, 24, 16, {{7, 0}}, {true, false}},                                               // MHA prefill
         {8, 2, 64, 400, {{7, 0}, {1, 333}, {19, 100}, {1, 0}, {3, 5}}, {true, false}},          // GQA, mixed batch
@@ -342,12 +356,18 @@ std::vector<OpCase> attention_cases(const Judge & j) {
         {4, 1, 64, 333, {{333, 0}}, {true}},                                                   // long prefill
         {2, 2, 24, 400, {{333, 40}}, {false}},                                                 // long, with past
         {16, 16, 128, 8, {{1, 0}}, {true}},                                                    // first token
+        {8, 2, 64, 400, {{7, 0}, {1, 333}, {150, 100}, {1, 3}, {3, 5}}, {true, false}, 40},     // sliding window
+        {4, 1, 128, 400, {{333, 0}, {1, 398}}, {true, false}, 100},                             // long, window 100
+        {6, 2, 111, 400, {{19, 100}, {1, 20}}, {true}, 1},                                      // window 1: itself
     };
     for (int32_t D : {128, 111}) {   // decode: 19 sequences of one token each (flash-decoding path on CUDA)
-        S d{8, D == 128 ? 2 : 1, D, 400, {}, {true}};
-        Rng r(seed_of(fmt::format("ATTENTION decode {}", D)));
-        for (int i = 0; i < 19; ++i) d.n_past.push_back({1, i == 0 ? 0 : i == 1 ? 399 : r.below(400)});
-        shapes.push_back(d);
+        for (int32_t window : {0, 64}) {
+            S d{8, D == 128 ? 2 : 1, D, 400, {}, {true}, window};
+            Rng r(seed_of(fmt::format("ATTENTION decode {}", D)));
+            for (int i = 0; i < 19; ++i) d.n_past.push_back({1, i == 0 ? 0 : i == 1 ? 399 : r.below(400)});
+            if (window > 0) d.causal.push_back(false);
+            shapes.push_back(d);
+        }
     }
     for (const S & s : shapes)
         for (bool causal : s.causal) {
@@ -357,15 +377,17 @@ std::vector<OpCase> attention_cases(const Judge & j) {
             const int64_t T = total_rows(seqs);
             OpCase c;
             c.op = "ATTENTION";
-            c.desc = fmt::format("ATTENTION(H={},KV={},D={},S={},M={},seqs={},{})", s.H, s.KV, s.D, n_slots, s.M,
-                                 seqs_desc(seqs), causal ? "causal" : "non-causal");
+            c.desc = fmt::format("ATTENTION(H={},KV={},D={},S={},M={},seqs={},{}{})", s.H, s.KV, s.D, n_slots, s.M,
+                                 seqs_desc(seqs), causal ? "causal" : "non-causal",
+                                 s.window > 0 ? fmt::format(",window={}", s.window) : "");
             c.max_nmse = j.attention_bound();
             Rng r(seed_of(c.desc));
             c.inputs = {random_f32({T, s.H, s.D}, r), random_f32({n_slots, s.M, s.KV, s.D}, r),
                         random_f32({n_slots, s.M, s.KV, s.D}, r)};
             c.outputs = {output(DType::F32, {T, s.H, s.D})};
-            c.run = [seqs, causal](Backend & b, const Tensors & in, const Tensors & out) {
-                b.attention(out[0], in[0], in[1], in[2], seqs, causal);
+            const int32_t window = s.window;
+            c.run = [seqs, causal, window](Backend & b, const Tensors & in, const Tensors & out) {
+                b.attention(out[0], in[0], in[1], in[2], seqs, causal, window);
             };
             cases.push_back(std::move(c));
         }
@@ -891,16 +913,16 @@ public:
     void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s) override {
         pre("MATMUL"); inner_->matmul(out, x, w, bias, s); damage("MATMUL", out);
     }
-    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s) override {
-        pre("ROPE"); inner_->rope(x, positions, inv_freq, s); damage("ROPE", x);
+    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream * s) override {
+        pre("ROPE"); inner_->rope(x, positions, inv_freq, scaling, s); damage("ROPE", x);
     }
     void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
                   const std::vector<AttentionSeq> & seqs, Stream * s) override {
         pre("KV_STORE"); inner_->kv_store(k_cache, v_cache, k, v, seqs, s); damage("KV_STORE", v_cache);
     }
     void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                   const std::vector<AttentionSeq> & seqs, bool causal, Stream * s) override {
-        pre("ATTENTION"); inner_->attention(out, q, k_cache, v_cache, seqs, causal, s); damage("ATTENTION", out);
+                   const std::vector<AttentionSeq> & seqs, bool causal, int32_t window, Stream * s) override {
+        pre("ATTENTION"); inner_->attention(out, q, k_cache, v_cache, seqs, causal, window, s); damage("ATTENTION", out);
     }
     void swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stream * s) override {
         pre("SWIGLU"); inner_->swiglu(out, gate, up, s); damage("SWIGLU", out);

@@ -1,6 +1,7 @@
 // Throughput batch jobs (issue 5), on CPU ranks:
 //  - Forward: micro-batches (block schedule), prompts prefilled in chunks and the KV cache offloaded to pinned host
-//    memory give logits bit-identical to one sequence at a time, whole prompts, on-device cache; chunks bound
+//    memory give logits bit-identical to one sequence at a time, whole prompts, on-device cache (also with sliding
+//    windows and yarn RoPE: tests/data/hf/{mistral,qwen2}-window, qwen3-yarn); chunks bound
 //    the activation memory and the offloaded cache leaves only a ring of layers on the device;
 //  - the job under mpirun: micro_batches x batch_size, prefill_chunk and kv_cache.offload "cpu" on 2 ranks give
 //    the same token_ids and logprobs as the plain one-rank run; the metrics JSON beside the output says what
@@ -141,9 +142,15 @@ TEST(BlockSchedule, MicroBatchesPrefillChunksAndKvOffloadAreBitIdentical) {
     std::vector<std::string> models;
     for (const char * arch : kFixtures) models.push_back(fixture_dir(arch));
     models.push_back(deep_model_dir() + "/model");
+    // sliding windows of 8 (every layer; some layers) and yarn, with their own 40- and 23-token prompts
+    for (const char * name : {"mistral-window", "qwen2-window", "qwen3-yarn"})
+        models.push_back(std::string(ZT_TEST_DATA) + "/hf/" + name);
     for (const std::string & model : models) {
         const std::string arch = fs::path(model).filename().string();
-        const auto prompts = fixture_prompts("llama");
+        const bool long_fixture = fs::exists(model + "/logits_chunked.bin");
+        const auto prompts = long_fixture ? json::parse(read_file(model + "/reference.json"))["prompts"]
+                                                .get<std::vector<std::vector<int32_t>>>()
+                                          : fixture_prompts("llama");
         const std::vector<float> want = decode_logits(model, prompts, false, 1, 1 << 20, false);
         struct Variant { int micro, chunk; bool offload; };
         for (const Variant v : {Variant{1, 1 << 20, true}, Variant{2, 4, false}, Variant{3, 3, true}, Variant{4, 1, true}}) {

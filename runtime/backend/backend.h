@@ -140,10 +140,13 @@ public:
     virtual void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s = nullptr) = 0;
 
     // Rotary embedding in place on x (T,H,D) (H may be the query or key/value heads), HF rotate_half
-    // convention: for i < D/2, with a = positions[t] * inv_freq[i] (fp32), c = cos a, s = sin a:
+    // convention: for i < D/2, with a = positions[t] * f[i] (fp32), c = cos(a) * scaling, s = sin(a) * scaling:
     //   x[i] <- x[i]*c - x[i+D/2]*s,   x[i+D/2] <- x[i+D/2]*c + x[i]*s.
-    // positions (T) i32; inv_freq (D/2) f32 (see rope_inv_freq in rope.h).
-    virtual void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s = nullptr) = 0;
+    // positions (T) i32; inv_freq f32 (see rope_inv_freq in rope.h): (D/2), f the same for every row, or (T,D/2),
+    // f = row t's own (dynamic scaling: each sequence's frequencies follow its length). scaling: yarn's attention
+    // factor (rope_attention_scaling), 1 otherwise (then c = cos a exactly).
+    virtual void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling = 1.0f,
+                      Stream * s = nullptr) = 0;
 
     // Writes the new keys/values of each sequence into the cache of one layer:
     // k_cache[seq.slot, seq.past_len + i] = k[seq.row0 + i], same for v.
@@ -153,10 +156,13 @@ public:
 
     // Grouped-query attention of each sequence's new queries over its cache slot (past and new positions):
     // out[t,h] = sum_j softmax_j(q[t,h] · k[j,h/(H/KV)] / sqrt(D)) v[j,h/(H/KV)], softmax in fp32, where j runs
-    // over positions 0 .. pos(t) when causal, else over all past_len + n_tokens positions of the slot.
+    // over the keys the query at position p = pos(t) sees: causal, 0 .. p; else all past_len + n_tokens positions
+    // of the slot. window > 0 (sliding-window attention, HF masking_utils) narrows that: causal, to
+    // p - window + 1 .. p (window keys); non-causal, to those within distance window of p (|p - j| <= window).
     // out (T,H,D) f32; q (T,H,D) f32; k_cache, v_cache (S,M,KV,D) f32 (after kv_store of this step).
     virtual void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                           const std::vector<AttentionSeq> & seqs, bool causal, Stream * s = nullptr) = 0;
+                           const std::vector<AttentionSeq> & seqs, bool causal, int32_t window = 0,
+                           Stream * s = nullptr) = 0;
 
     // out (R,N) = silu(gate) * up, silu(g) = g / (1 + exp(-g)); gate, up (R,N) f32; out may alias gate.
     virtual void swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stream * s = nullptr) = 0;

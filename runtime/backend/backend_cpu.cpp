@@ -506,20 +506,21 @@ public:
         });
     }
 
-    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream *) override {
+    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream *) override {
         const RopeDims dims = check_rope(x, positions, inv_freq);
         const int64_t T = dims.T, H = dims.H, D = dims.D, half = D / 2;
         const int32_t * pos = positions.ptr<const int32_t>();
-        const float * f = inv_freq.ptr<const float>();
+        const float * freqs = inv_freq.ptr<const float>();
         float * xp = x.ptr<float>();
         pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
             thread_local Scratch cs_buf;
             float * cs = cs_buf.get(size_t(2 * half));
             for (int64_t t = b; t < e; ++t) {
+                const float * f = freqs + t * dims.freq_stride;
                 for (int64_t i = 0; i < half; ++i) {
                     const float a = float(pos[t]) * f[i];                    // fp32, as HF's inv_freq @ position_ids
-                    cs[i] = float(std::cos(double(a)));
-                    cs[half + i] = float(std::sin(double(a)));
+                    cs[i] = float(std::cos(double(a))) * scaling;            // HF: emb.cos() * attention_scaling
+                    cs[half + i] = float(std::sin(double(a))) * scaling;
                 }
                 for (int64_t h = 0; h < H; ++h) {
                     float * v = xp + (t * H + h) * D;
@@ -547,8 +548,8 @@ public:
     }
 
     void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                   const std::vector<AttentionSeq> & seqs, bool causal, Stream *) override {
-        const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs);
+                   const std::vector<AttentionSeq> & seqs, bool causal, int32_t window, Stream *) override {
+        const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs, window);
         const int64_t T = dims.T, H = dims.H, D = dims.D, M = dims.M, KV = dims.KV;
         // Work items: (token row, head). seq_of[t] finds each row's sequence.
         std::vector<int32_t> seq_of(size_t(T), -1);
@@ -569,10 +570,12 @@ public:
                 if (seq_of[size_t(t)] < 0) { std::memset(o, 0, size_t(D) * sizeof(float)); continue; }
                 const AttentionSeq & sq = seqs[size_t(seq_of[size_t(t)])];
                 const int64_t pos = sq.past_len + (t - sq.row0);
-                const int64_t n_keys = causal ? pos + 1 : int64_t(sq.past_len) + sq.n_tokens;
+                int64_t lo = 0, hi = 0;   // the keys this query sees
+                attention_key_range(pos, int64_t(sq.past_len) + sq.n_tokens, causal, window, &lo, &hi);
+                const int64_t n_keys = hi - lo;
                 const float * qh = qp + (t * H + h) * D;
-                const float * kbase = kp + (int64_t(sq.slot) * M * KV + kvh) * D;   // key j at kbase + j*KV*D
-                const float * vbase = vp + (int64_t(sq.slot) * M * KV + kvh) * D;
+                const float * kbase = kp + ((int64_t(sq.slot) * M + lo) * KV + kvh) * D;   // key lo + j at + j*KV*D
+                const float * vbase = vp + ((int64_t(sq.slot) * M + lo) * KV + kvh) * D;
                 float * sc = score_buf.get(size_t(n_keys));
                 float mx = -INFINITY;
                 for (int64_t j = 0; j < n_keys; ++j) {

@@ -175,11 +175,11 @@ public:
     void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream * s) override;
     void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream * s) override;
     void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s) override;
-    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s) override;
+    void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream * s) override;
     void kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
                   const std::vector<AttentionSeq> & seqs, Stream * s) override;
     void attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                   const std::vector<AttentionSeq> & seqs, bool causal, Stream * s) override;
+                   const std::vector<AttentionSeq> & seqs, bool causal, int32_t window, Stream * s) override;
     void swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stream * s) override;
     void add(Tensor out, const Tensor & a, const Tensor & b, Stream * s) override;
     void gather_rows(Tensor out, const Tensor & x, const Tensor & rows, Stream * s) override;

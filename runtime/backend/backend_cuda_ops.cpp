@@ -186,14 +186,14 @@ void CudaBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const T
                    "matmul: bias kernel (T={}, N={})", T, N);
 }
 
-void CudaBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, Stream * s) {
+void CudaBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream * s) {
     const int i = enter(s, "rope");
     const RopeDims dims = check_rope(x, positions, inv_freq);
     const int64_t T = dims.T, H = dims.H, D = dims.D;
     if (T == 0 || H == 0 || D == 0) return;
     ZT_CHECK(positions.data != nullptr, "rope: positions has no data");
-    ZT_BE_CUDA(kernels::rope(x.ptr<float>(), positions.ptr<const int32_t>(), inv_freq.ptr<const float>(), T, H, D,
-                             handle(i)), "rope kernel (T={}, H={}, D={})", T, H, D);
+    ZT_BE_CUDA(kernels::rope(x.ptr<float>(), positions.ptr<const int32_t>(), inv_freq.ptr<const float>(),
+                             dims.freq_stride, scaling, T, H, D, handle(i)), "rope kernel (T={}, H={}, D={})", T, H, D);
 }
 
 void CudaBackend::kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, const Tensor & v,
@@ -215,9 +215,9 @@ void CudaBackend::kv_store(Tensor k_cache, Tensor v_cache, const Tensor & k, con
 }
 
 void CudaBackend::attention(Tensor out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                            const std::vector<AttentionSeq> & seqs, bool causal, Stream * s) {
+                            const std::vector<AttentionSeq> & seqs, bool causal, int32_t window, Stream * s) {
     const int si = enter(s, "attention");
-    const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs);
+    const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs, window);
     const int64_t T = dims.T, H = dims.H, D = dims.D, M = dims.M, KV = dims.KV;
     if (T == 0 || H == 0 || D == 0) return;
     ZT_CHECK(D <= 256, "attention: head dim D = {} is over 256, the most the CUDA attention kernels support", D);
@@ -234,12 +234,13 @@ void CudaBackend::attention(Tensor out, const Tensor & q, const Tensor & k_cache
     const auto * dseqs = static_cast<const kernels::AttnSeq *>(u.buf.data());
     if (u.decode)
         ZT_BE_CUDA(kernels::attention_decode(out.ptr<float>(), q.ptr<const float>(), k_cache.ptr<const float>(),
-                                             v_cache.ptr<const float>(), dseqs, u.n_active, H, KV, D, M, cs),
+                                             v_cache.ptr<const float>(), dseqs, u.n_active, H, KV, D, M, causal, window,
+                                             cs),
                    "attention_decode kernel ({} sequences, H={}, KV={}, D={}, M={})", u.n_active, H, KV, D, M);
     else
         ZT_BE_CUDA(kernels::attention_prefill(out.ptr<float>(), q.ptr<const float>(), k_cache.ptr<const float>(),
                                               v_cache.ptr<const float>(), dseqs, u.n_active, T, H, KV, D, M,
-                                              causal, cs),
+                                              causal, window, cs),
                    "attention_prefill kernel ({} sequences, T={}, H={}, KV={}, D={}, M={})", u.n_active, T, H, KV,
                    D, M);
 }

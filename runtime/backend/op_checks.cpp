@@ -1,6 +1,8 @@
 // Argument checks shared by the backends (see op_checks.h).
 #include "runtime/backend/op_checks.h"
 
+#include <algorithm>
+
 #include "runtime/base/error.h"
 
 namespace zt {
@@ -62,9 +64,10 @@ RopeDims check_rope(const Tensor & x, const Tensor & positions, const Tensor & i
     ZT_CHECK(positions.dtype == DType::I32, "rope: positions must be I32");
     ZT_CHECK(x.dims() == 3, "rope: x must be (T,H,D), got {}", x.shape_str());
     const int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2), half = D / 2;
-    ZT_CHECK(D % 2 == 0 && inv_freq.numel() == half, "rope: inv_freq {} must be (D/2 = {})", inv_freq.shape_str(), half);
+    ZT_CHECK(D % 2 == 0 && (inv_freq.numel() == half || inv_freq.numel() == T * half), "rope: inv_freq {} must be "
+             "(D/2 = {}) or (T = {}, D/2)", inv_freq.shape_str(), half, T);
     ZT_CHECK(positions.numel() == T, "rope: positions {} must be (T = {})", positions.shape_str(), T);
-    return {T, H, D};
+    return {T, H, D, inv_freq.numel() == half ? 0 : half};
 }
 
 KvStoreDims check_kv_store(const Tensor & k_cache, const Tensor & v_cache, const Tensor & k, const Tensor & v,
@@ -81,7 +84,8 @@ KvStoreDims check_kv_store(const Tensor & k_cache, const Tensor & v_cache, const
 }
 
 AttentionDims check_attention(const Tensor & out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                              const std::vector<AttentionSeq> & seqs) {
+                              const std::vector<AttentionSeq> & seqs, int32_t window) {
+    ZT_CHECK(window >= 0, "attention: window = {} must be >= 0 (0: no sliding window)", window);
     check_f32(out, "attention", "out"); check_f32(q, "attention", "q");
     check_f32(k_cache, "attention", "k_cache"); check_f32(v_cache, "attention", "v_cache");
     ZT_CHECK(q.dims() == 3 && k_cache.dims() == 4 && v_cache.shape == k_cache.shape,
@@ -94,6 +98,15 @@ AttentionDims check_attention(const Tensor & out, const Tensor & q, const Tensor
     ZT_CHECK(out.numel() == q.numel(), "attention: out {} != q {}", out.shape_str(), q.shape_str());
     for (const AttentionSeq & sq : seqs) check_seq(sq, S, M, T, "attention");
     return {T, H, D, S, M, KV};
+}
+
+void attention_key_range(int64_t p, int64_t n_keys, bool causal, int32_t window, int64_t * lo, int64_t * hi) {
+    *lo = 0;
+    *hi = causal ? p + 1 : n_keys;
+    if (window > 0) {   // HF: causal kv > p - window; bidirectional |p - kv| <= window
+        *lo = std::max<int64_t>(0, causal ? p - window + 1 : p - window);
+        if (!causal) *hi = std::min<int64_t>(n_keys, p + window + 1);
+    }
 }
 
 PoolDims check_pool(const Tensor & out, const Tensor & x, const std::vector<AttentionSeq> & seqs) {

@@ -20,14 +20,17 @@ struct RmsnormDims { int64_t R, C; };
 RmsnormDims check_rmsnorm(const Tensor & out, const Tensor & x, const Tensor & w);
 struct MatmulDims { int64_t T, N, K; };
 MatmulDims check_matmul(const Tensor & out, const Tensor & x, const Tensor & w, const Tensor & bias);
-struct RopeDims { int64_t T, H, D; };
+struct RopeDims { int64_t T, H, D, freq_stride; };   // freq_stride: 0 = inv_freq (D/2) shared, D/2 = (T,D/2)
 RopeDims check_rope(const Tensor & x, const Tensor & positions, const Tensor & inv_freq);
 struct KvStoreDims { int64_t S, M, row, T; };   // row = KV*D
 KvStoreDims check_kv_store(const Tensor & k_cache, const Tensor & v_cache, const Tensor & k, const Tensor & v,
                            const std::vector<AttentionSeq> & seqs);
 struct AttentionDims { int64_t T, H, D, S, M, KV; };
 AttentionDims check_attention(const Tensor & out, const Tensor & q, const Tensor & k_cache, const Tensor & v_cache,
-                              const std::vector<AttentionSeq> & seqs);
+                              const std::vector<AttentionSeq> & seqs, int32_t window);
+// The keys [*lo, *hi) of the slot a query at position p of a sequence with n_keys = past_len + n_tokens positions
+// sees (Backend::attention).
+void attention_key_range(int64_t p, int64_t n_keys, bool causal, int32_t window, int64_t * lo, int64_t * hi);
 struct PoolDims { int64_t T, C, B; };
 PoolDims check_pool(const Tensor & out, const Tensor & x, const std::vector<AttentionSeq> & seqs);
 struct SampleDims { int64_t R, V; };

@@ -1,9 +1,11 @@
 // ModelConfig: reads a Hugging Face config.json (model_type llama, mistral, qwen2, qwen3) with the same defaults
 // as transformers' config classes, and rejects anything that would change results and is not implemented
-// (other rope types, partial rotary, non-SiLU activations, MLP biases).
+// (other rope types such as longrope, partial rotary, non-SiLU activations, MLP biases, other layer types).
 #include "runtime/model/model_config.h"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -73,6 +75,46 @@ DType dtype_from_torch_name(const std::string & s) {
     return DType::F32;   // "float32", "auto", anything else: informational only
 }
 
+// yarn_get_mscale of transformers: 0.1 * mscale * ln(scale) + 1, or 1 for scale <= 1.
+double yarn_mscale(double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+// "yarn" as transformers' standardize_rope_params + _compute_yarn_parameters read it: original_max_position_embeddings
+// from the top level of config.json (which wins), else from the rope dict, else max_position_embeddings; "factor"
+// must be there (null: max_position_embeddings / original); attention_factor given, else from factor and
+// mscale / mscale_all_dim; beta_fast / beta_slow default (also when 0 or null) to 32 / 1; truncate to true.
+void parse_yarn(ModelConfig & c, const json & j, const json & rp, const std::string & path) {
+    RopeScaling & rs = c.rope_scaling;
+    rs.type = RopeScaling::Type::yarn;
+    rs.original_max_position_embeddings =
+        field(j, "original_max_position_embeddings")
+            ? get_int(j, "original_max_position_embeddings", path, false, 0)
+            : get_int(rp, "original_max_position_embeddings", path, false, c.max_position_embeddings);
+    check_range(rs.original_max_position_embeddings, 1, int64_t(1) << 40,
+                "rope_scaling.original_max_position_embeddings", path);
+    ZT_CHECK(rp.contains("factor"), "{}: rope_scaling type \"yarn\" needs \"factor\" (null: max_position_embeddings "
+             "/ original_max_position_embeddings)", path);
+    rs.factor = field(rp, "factor") ? get_double(rp, "factor", path, 1.0)
+                                    : double(c.max_position_embeddings) / double(rs.original_max_position_embeddings);
+    ZT_CHECK(rs.factor > 0, "{}: rope_scaling factor must be > 0, found {}", path, rs.factor);
+    if (field(rp, "attention_factor")) {
+        rs.attention_factor = get_double(rp, "attention_factor", path, 1.0);
+        ZT_CHECK(rs.attention_factor > 0, "{}: rope_scaling attention_factor must be > 0, found {}", path,
+                 rs.attention_factor);
+    } else {
+        const double mscale = get_double(rp, "mscale", path, 0), mscale_all_dim = get_double(rp, "mscale_all_dim", path, 0);
+        rs.attention_factor = mscale != 0 && mscale_all_dim != 0
+                                  ? yarn_mscale(rs.factor, mscale) / yarn_mscale(rs.factor, mscale_all_dim)
+                                  : yarn_mscale(rs.factor, 1.0);
+    }
+    rs.beta_fast = get_double(rp, "beta_fast", path, 0);
+    rs.beta_slow = get_double(rp, "beta_slow", path, 0);
+    if (rs.beta_fast == 0) rs.beta_fast = 32;   // python's `x or 32`
+    if (rs.beta_slow == 0) rs.beta_slow = 1;
+    ZT_CHECK(rs.beta_fast > 0 && rs.beta_slow > 0, "{}: rope_scaling beta_fast and beta_slow must be > 0, found {} and "
+             "{}", path, rs.beta_fast, rs.beta_slow);
+    rs.truncate = get_bool(rp, "truncate", path, true);
+}
+
 void parse_rope(ModelConfig & c, const json & j, const std::string & path) {
     // transformers 4.x writes "rope_theta" + "rope_scaling"; 5.x writes "rope_parameters" {rope_type, rope_theta,
     // ...}. As in transformers, rope_scaling wins over rope_parameters when both are there.
@@ -109,9 +151,17 @@ void parse_rope(ModelConfig & c, const json & j, const std::string & path) {
                      c.rope_scaling.high_freq_factor, c.rope_scaling.low_freq_factor);
             check_range(c.rope_scaling.original_max_position_embeddings, 1, int64_t(1) << 40,
                         "rope_scaling.original_max_position_embeddings", path);
+        } else if (type == "yarn") {
+            parse_yarn(c, j, *rp, path);
+        } else if (type == "dynamic") {
+            c.rope_scaling.type = RopeScaling::Type::dynamic;
+            ZT_CHECK(field(*rp, "factor"), "{}: rope_scaling type \"dynamic\" needs \"factor\"", path);
+            c.rope_scaling.factor = get_double(*rp, "factor", path, 1.0);
+            ZT_CHECK(c.head_dim > 2, "{}: rope_scaling type \"dynamic\" needs head_dim > 2 (its exponent is "
+                     "head_dim / (head_dim - 2)), found {}", path, c.head_dim);
         } else {
-            ZT_FAIL("{}: rope_scaling type \"{}\" is not supported (supported: default, linear, llama3); results "
-                    "would differ from Hugging Face, so this model cannot run", path, type);
+            ZT_FAIL("{}: rope_scaling type \"{}\" is not supported (supported: default, linear, llama3, yarn, "
+                    "dynamic); results would differ from Hugging Face, so this model cannot run", path, type);
         }
         ZT_CHECK(c.rope_scaling.factor > 0, "{}: rope_scaling factor must be > 0, found {}", path,
                  c.rope_scaling.factor);
@@ -121,32 +171,39 @@ void parse_rope(ModelConfig & c, const json & j, const std::string & path) {
     ZT_CHECK(c.rope_theta > 0, "{}: rope_theta must be > 0, found {}", path, c.rope_theta);
 }
 
-// The window in force, or 0. Mistral: "sliding_window" (default 4096 when the key is absent, as MistralConfig).
-// Qwen2/3: only with use_sliding_window, and only on layers typed "sliding_attention" (explicit layer_types, or
-// i >= max_window_layers, as Qwen2Config derives them).
-int64_t parse_sliding_window(const ModelConfig & c, const json & j, const std::string & path) {
-    if (c.arch == Arch::llama) return 0;
+// Sets c.layer_window and c.sliding_window as transformers builds the masks. Mistral: every layer slides by
+// "sliding_window" (4096 when the key is absent, as MistralConfig; null: none). Qwen2/3: only with use_sliding_window,
+// and only layers typed "sliding_attention" (explicit layer_types, or i >= max_window_layers, as Qwen2Config derives
+// them). Llama: none.
+void parse_sliding_window(ModelConfig & c, const json & j, const std::string & path) {
+    c.layer_window.assign(size_t(c.num_hidden_layers), 0);
+    c.sliding_window = 0;
+    if (c.arch == Arch::llama) return;
     const bool present = j.contains("sliding_window");
-    const int64_t window = get_int(j, "sliding_window", path, false, 0);
-    if (c.arch == Arch::mistral) {
-        if (!present) return 4096;
-        ZT_CHECK(j.at("sliding_window").is_null() || window > 0, "{}: \"sliding_window\" must be > 0 or null, found "
-                 "{}", path, window);
-        return j.at("sliding_window").is_null() ? 0 : window;
-    }
-    if (!get_bool(j, "use_sliding_window", path, false)) return 0;
-    const int64_t w = present ? window : 4096;
-    if (present && j.at("sliding_window").is_null()) return 0;
+    const bool is_null = present && j.at("sliding_window").is_null();
+    if (c.arch != Arch::mistral && !get_bool(j, "use_sliding_window", path, false)) return;
+    if (is_null) return;
+    const int64_t w = present ? get_int(j, "sliding_window", path, false, 0) : 4096;
     ZT_CHECK(w > 0, "{}: \"sliding_window\" must be > 0 or null, found {}", path, w);
-    bool any_sliding = false;
-    if (const json * lt = field(j, "layer_types")) {
-        ZT_CHECK(lt->is_array(), "{}: \"layer_types\" must be a list", path);
-        for (const auto & t : *lt) any_sliding = any_sliding || (t.is_string() && t.get<std::string>() == "sliding_attention");
+    const int64_t window = std::min<int64_t>(w, INT32_MAX);   // wider than any position: the same as no limit
+    if (c.arch == Arch::mistral) {
+        c.layer_window.assign(size_t(c.num_hidden_layers), window);
+    } else if (const json * lt = field(j, "layer_types")) {
+        ZT_CHECK(lt->is_array() && int64_t(lt->size()) == c.num_hidden_layers, "{}: \"layer_types\" must be a list "
+                 "of num_hidden_layers = {} strings, found {}", path, c.num_hidden_layers, lt->dump());
+        for (size_t i = 0; i < lt->size(); ++i) {
+            const json & t = (*lt)[i];
+            const bool sliding = t.is_string() && t.get<std::string>() == "sliding_attention";
+            ZT_CHECK(sliding || (t.is_string() && t.get<std::string>() == "full_attention"), "{}: layer_types[{}] = {} "
+                     "is not supported (supported: \"full_attention\", \"sliding_attention\")", path, i, t.dump());
+            if (sliding) c.layer_window[i] = window;
+        }
     } else {
         const int64_t max_window_layers = get_int(j, "max_window_layers", path, false, 28);
-        any_sliding = c.num_hidden_layers > max_window_layers;
+        ZT_CHECK(max_window_layers >= 0, "{}: \"max_window_layers\" must be >= 0, found {}", path, max_window_layers);
+        for (int64_t i = max_window_layers; i < c.num_hidden_layers; ++i) c.layer_window[size_t(i)] = window;
     }
-    return any_sliding ? w : 0;
+    for (int64_t lw : c.layer_window) if (lw > 0) c.sliding_window = lw;
 }
 
 }  // namespace
@@ -229,7 +286,7 @@ ModelConfig ModelConfig::from_json(const json & j, const std::string & path) {
     }
     c.qk_norm = c.arch == Arch::qwen3;
     c.is_causal = get_bool(j, "is_causal", path, true);
-    c.sliding_window = parse_sliding_window(c, j, path);
+    parse_sliding_window(c, j, path);
 
     const json * dt = field(j, "torch_dtype");
     if (!dt) dt = field(j, "dtype");
@@ -261,15 +318,30 @@ ModelConfig ModelConfig::load(const std::string & model_dir) {
     return from_json(parse_json_file(ss.str(), path), path);   // nesting-limited: no deep value to quote
 }
 
+int32_t ModelConfig::window_of(int64_t l) const {
+    if (l < 0 || l >= int64_t(layer_window.size())) return 0;
+    return int32_t(std::min<int64_t>(layer_window[size_t(l)], INT32_MAX));
+}
+
+// Yarn and dynamic scaling exist to run past the pretraining context: as vLLM derives max_model_len, yarn allows
+// original_max_position_embeddings * factor, dynamic max_position_embeddings * factor (never less than
+// max_position_embeddings).
 int64_t ModelConfig::max_context() const {
-    if (sliding_window > 0) return std::min(max_position_embeddings, sliding_window);
-    return max_position_embeddings;
+    const RopeScaling & rs = rope_scaling;
+    double scaled = 0;
+    if (rs.type == RopeScaling::Type::yarn) scaled = double(rs.original_max_position_embeddings) * rs.factor;
+    if (rs.type == RopeScaling::Type::dynamic) scaled = double(max_position_embeddings) * rs.factor;
+    scaled = std::min(scaled, double(int64_t(1) << 40));
+    return std::max(max_position_embeddings, int64_t(scaled));
 }
 
 std::string ModelConfig::max_context_reason() const {
-    if (sliding_window > 0 && sliding_window < max_position_embeddings) {
-        return fmt::format("sliding_window={} attention is not implemented; sequences longer than the window would "
-                           "differ from HF (max_position_embeddings={})", sliding_window, max_position_embeddings);
+    if (max_context() > max_position_embeddings) {
+        const bool yarn = rope_scaling.type == RopeScaling::Type::yarn;
+        return fmt::format("{} rope scaling: {}={} x factor {}", yarn ? "yarn" : "dynamic",
+                           yarn ? "original_max_position_embeddings" : "max_position_embeddings",
+                           yarn ? rope_scaling.original_max_position_embeddings : max_position_embeddings,
+                           rope_scaling.factor);
     }
     return fmt::format("max_position_embeddings={}", max_position_embeddings);
 }

@@ -14,13 +14,18 @@ namespace zt {
 enum class Arch { llama, mistral, qwen2, qwen3 };
 const char * arch_name(Arch a);
 
+// RoPE scaling of config.json's "rope_scaling" / "rope_parameters" (rope.h computes the frequencies from it).
+// dynamic: NTK-aware, the frequencies of a sequence follow its length past max_position_embeddings (see rope.h).
 struct RopeScaling {
-    enum class Type { none, linear, llama3 };
+    enum class Type { none, linear, llama3, yarn, dynamic };
     Type type = Type::none;
-    double factor = 1.0;                              // linear and llama3
+    double factor = 1.0;                              // linear, llama3, yarn, dynamic
     double low_freq_factor = 1.0;                     // llama3
     double high_freq_factor = 4.0;                    // llama3
-    int64_t original_max_position_embeddings = 8192;  // llama3
+    int64_t original_max_position_embeddings = 8192;  // llama3, yarn
+    double attention_factor = 1.0;                    // yarn: multiplies cos and sin (given, or from factor/mscale)
+    double beta_fast = 32.0, beta_slow = 1.0;         // yarn: the ramp's bounds in rotations
+    bool truncate = true;                             // yarn: floor/ceil the ramp's bounds
 };
 
 struct ModelConfig {
@@ -43,7 +48,10 @@ struct ModelConfig {
     bool attention_out_bias = false;     // o_proj carries a bias too (llama/qwen3 "attention_bias"; never qwen2)
     bool qk_norm = false;                // per-head RMSNorm on q and k before RoPE (qwen3)
     bool is_causal = true;               // `is_causal: false` in config.json -> bidirectional attention
-    int64_t sliding_window = 0;          // > 0: attention window that is in force (not implemented: limits context)
+    int64_t sliding_window = 0;          // > 0: the attention window some layer uses (0: every layer attends fully)
+    std::vector<int64_t> layer_window;   // (num_hidden_layers): the window of each layer, 0 = full attention. A
+                                         // causal query at position p sees keys p - window + 1 .. p; non-causal,
+                                         // keys within distance window (HF masking_utils)
     DType torch_dtype = DType::F32;      // dtype named by config.json (informational)
     std::vector<int64_t> eos_token_ids;  // from config.json (int or list); may be empty
     int64_t bos_token_id = -1;
@@ -53,8 +61,11 @@ struct ModelConfig {
     // Reads <model_dir>/config.json.
     static ModelConfig load(const std::string & model_dir);
 
-    // Longest sequence (prompt + generated) this engine computes exactly as HF does: max_position_embeddings,
-    // or less where a sliding window is in force (tokens beyond it would need the window, not implemented).
+    // The attention window of layer l (layer_window[l]; 0 = full attention, also when layer_window is unset).
+    int32_t window_of(int64_t l) const;
+    // Longest sequence (prompt + generated) a request may have: max_position_embeddings, or with yarn / dynamic
+    // RoPE scaling the context it scales to (original_max_position_embeddings resp. max_position_embeddings times
+    // factor, as vLLM; never less than max_position_embeddings).
     int64_t max_context() const;
     // Why max_context() is what it is, for per-request error messages.
     std::string max_context_reason() const;

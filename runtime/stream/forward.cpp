@@ -8,7 +8,9 @@
 // The weights of each unit (embedding, layer, head) come from the Schedule (schedule.cpp), which streams them in
 // (fetch + all-gather) or hands out resident ones; this file does not know where they live.
 // Sequences are independent rows of one step; each op is batch-invariant, so a sequence's logits do not depend
-// on what else is in the batch.
+// on what else is in the batch. Sliding-window layers keep the whole cache and attend to the window only
+// (cfg.layer_window; no memory is saved). Dynamic RoPE scaling: each sequence's frequencies follow its own length
+// (rope.h), uploaded per token row with the step's metadata.
 #include "runtime/stream/forward.h"
 
 #include <algorithm>
@@ -41,12 +43,15 @@ struct Forward::Impl {
     bool reserved = false;
     Buffer inv_freq_buf;   // (D/2) f32
     Tensor inv_freq;
+    float rope_scaling = 1.0f;   // yarn's attention factor on cos/sin
+    bool rope_dynamic = false;   // dynamic scaling: each sequence's frequencies follow its length (MicroBuffers::freqs)
 
     // Per micro-batch: its residual stream and its step metadata, sized for `cap` tokens (grown on demand).
     struct MicroBuffers {
         int64_t cap = 0;
         Buffer x;      // (T_b,C) f32: the residual stream, kept across the layers of a step
         Buffer ints;   // tokens (T_b) i32, positions (T_b) i32, output rows (T_b) i32
+        Buffer freqs;  // dynamic RoPE only: (T_b,D/2) f32, each row its sequence's frequencies for this step
     };
     std::vector<MicroBuffers> micro;
     // Per-layer temporaries shared by the micro-batches (one runs at a time), sized for the largest one.
@@ -109,6 +114,8 @@ void Forward::init(const PartitionPlan & plan, Schedule & schedule) {
     Stream * s = backend.stream(StreamRole::compute);
     backend.copy_async(impl_->inv_freq.data, inv.data(), inv.size() * sizeof(float), s);
     backend.synchronize(s);
+    impl_->rope_scaling = rope_attention_scaling(cfg);
+    impl_->rope_dynamic = rope_is_dynamic(cfg);
 }
 
 Forward::~Forward() = default;
@@ -170,6 +177,7 @@ namespace {
 struct MicroBatch {
     std::vector<AttentionSeq> seqs;     // row0 = offset of the sequence's tokens within the micro-batch
     std::vector<int32_t> tokens, positions, rows;
+    std::vector<float> freqs;           // dynamic RoPE: (T,D/2), each token its sequence's rope_inv_freq(past + n)
     int64_t row0 = 0;                   // first output row of this micro-batch (rows are in batch order)
     int64_t T() const { return int64_t(tokens.size()); }
     int64_t R() const { return int64_t(rows.size()); }
@@ -207,6 +215,10 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
         }
         MicroBatch & mb = mbs.back();
         mb.seqs.push_back({b.cache_slot, b.past_len, b.n_tokens, int32_t(mb.tokens.size())});
+        if (m.rope_dynamic) {   // HF recomputes inv_freq from this call's length (rope.h: per sequence here)
+            const std::vector<float> f = rope_inv_freq(cfg, int64_t(b.past_len) + b.n_tokens);
+            for (int32_t j = 0; j < b.n_tokens; ++j) mb.freqs.insert(mb.freqs.end(), f.begin(), f.end());
+        }
         for (int32_t j = 0; j < b.n_tokens; ++j) {
             ZT_CHECK(b.tokens[j] >= 0 && b.tokens[j] < V, "sequence {} of the batch: token id {} outside the "
                      "vocabulary [0, {})", i, b.tokens[j], V);
@@ -237,8 +249,10 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
             const int64_t n = std::max<int64_t>(T, 2 * mb.cap);
             mb.x = be.alloc(size_t(n * C) * sizeof(float), MemKind::device, "activations");
             mb.ints = be.alloc(size_t(3 * n) * sizeof(int32_t), MemKind::device, "activations");
+            if (m.rope_dynamic) mb.freqs = be.alloc(size_t(n * (D / 2)) * sizeof(float), MemKind::device, "activations");
             mb.cap = n;
         }
+        if (m.rope_dynamic) be.copy_async(mb.freqs.data(), mbs[b].freqs.data(), mbs[b].freqs.size() * sizeof(float), s);
         const size_t cap4 = size_t(mb.cap) * 4;
         be.copy_async(mb.ints.data(), mbs[b].tokens.data(), size_t(T) * 4, s);
         be.copy_async(static_cast<char *>(mb.ints.data()) + cap4, mbs[b].positions.data(), size_t(T) * 4, s);
@@ -301,11 +315,12 @@ int64_t run_layers(const ModelConfig & cfg, Forward::Impl & m, const std::vector
                 be.rmsnorm(q_heads, q_heads, L.q_norm, eps, s);
                 be.rmsnorm(k_heads, k_heads, L.k_norm, eps, s);
             }
-            be.rope(q, pos_t, m.inv_freq, s);
-            be.rope(k, pos_t, m.inv_freq, s);
+            const Tensor freqs = m.rope_dynamic ? buf.freqs.view(DType::F32, {T, D / 2}) : m.inv_freq;
+            be.rope(q, pos_t, freqs, m.rope_scaling, s);
+            be.rope(k, pos_t, freqs, m.rope_scaling, s);
             Tensor kc = m.cache.k(l), vc = m.cache.v(l);
             be.kv_store(kc, vc, k, v, mb.seqs, s);
-            be.attention(att, q, kc, vc, mb.seqs, cfg.is_causal, s);
+            be.attention(att, q, kc, vc, mb.seqs, cfg.is_causal, cfg.window_of(l), s);
             be.matmul(tmp, m.att.view(DType::F32, {T, H * D}), L.o, L.o_bias, s);
             be.add(x, x, tmp, s);
             be.rmsnorm(h, x, L.post_norm, eps, s);

@@ -60,7 +60,8 @@ public:
     // logits is empty). logits is resized to (n_rows, V): with all_positions = false one row per emitting
     // sequence (its last new token), else one row per new token of each emitting sequence, in batch order.
     // Batch-invariant (CPU backend): a sequence's rows are bit-identical whatever else is in the batch, however
-    // the batch is split into micro-batches, and however its prompt is split into chunks over steps.
+    // the batch is split into micro-batches, and however its prompt is split into chunks over steps (except with
+    // dynamic RoPE scaling, whose frequencies, as in HF, follow the length each chunk reaches: see rope.h).
     void step(const std::vector<SequenceStep> & batch, std::vector<float> & logits, bool all_positions = false);
 
     // Same rows as step(), but the final-normed hidden states (n_rows, C) instead of logits: what embedding

@@ -233,27 +233,35 @@ TEST(KernelEmulation, RmsNorm) {
                 }
 }
 
+// per_row: a (T,D/2) frequency table (dynamic scaling), each row its own theta, and yarn's cos/sin scaling.
+void rope_case(int64_t T, int64_t H, int64_t D, bool per_row) {
+    const float scaling = per_row ? 1.1386294f : 1.0f;
+    const std::string what = cfg({{"T", T}, {"H", H}, {"D", D}, {"per_row", per_row}});
+    const int64_t rows = per_row ? T : 1;
+    std::vector<float> inv(size_t(rows * (D / 2)));
+    for (int64_t t = 0; t < rows; ++t)
+        for (int64_t i = 0; i < D / 2; ++i)
+            inv[size_t(t * (D / 2) + i)] = float(1.0 / std::pow(10000.0 * double(1 + t), double(2 * i) / double(D)));
+    Buf<float> invb(inv.size());
+    invb.set(inv);
+    Buf<int32_t> pos(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) pos[t] = irand(0, 5000);
+    const std::vector<float> x = randv(size_t(T * H * D));
+    Buf<float> xk(x.size()), xr(x.size());
+    xk.set(x);
+    xr.set(x);
+    ASSERT_EQ(zk::rope(xk.p, pos.p, invb.p, per_row ? D / 2 : 0, scaling, T, H, D, nullptr), cudaSuccess) << what;
+    cpu().rope(Tensor(xr.p, DType::F32, {T, H, D}), Tensor(pos.p, DType::I32, {T}),
+               Tensor(invb.p, DType::F32, {rows, D / 2}), scaling);
+    expect_close("rope", what, xk.p, xr.p, xr.n);
+    EXPECT_TRUE(xk.guards_ok()) << "rope wrote outside its tensor " << what;
+}
+
 TEST(KernelEmulation, Rope) {
     for (int64_t D : {2, 24, 110, 128})
         for (int64_t H : {1, 3, 5})
-            for (int64_t T : {1, 7, 19}) {
-                const std::string what = cfg({{"T", T}, {"H", H}, {"D", D}});
-                std::vector<float> inv(size_t(D / 2));
-                for (int64_t i = 0; i < D / 2; ++i) inv[size_t(i)] = float(1.0 / std::pow(10000.0, double(2 * i) / double(D)));
-                Buf<float> invb(inv.size());
-                invb.set(inv);
-                Buf<int32_t> pos(static_cast<size_t>(T));
-                for (int64_t t = 0; t < T; ++t) pos[t] = irand(0, 5000);
-                const std::vector<float> x = randv(size_t(T * H * D));
-                Buf<float> xk(x.size()), xr(x.size());
-                xk.set(x);
-                xr.set(x);
-                ASSERT_EQ(zk::rope(xk.p, pos.p, invb.p, T, H, D, nullptr), cudaSuccess) << what;
-                cpu().rope(Tensor(xr.p, DType::F32, {T, H, D}), Tensor(pos.p, DType::I32, {T}),
-                           Tensor(invb.p, DType::F32, {D / 2}));
-                expect_close("rope", what, xk.p, xr.p, xr.n);
-                EXPECT_TRUE(xk.guards_ok()) << "rope wrote outside its tensor " << what;
-            }
+            for (int64_t T : {1, 7, 19})
+                for (bool per_row : {false, true}) rope_case(T, H, D, per_row);
 }
 
 // Sequences of different lengths over shuffled slots, rows packed in order (gaps: some rows no sequence covers).
@@ -313,7 +321,7 @@ TEST(KernelEmulation, KvStore) {
 }
 
 void attention_case(bool decode, int n_seqs, int64_t H, int64_t KV, int64_t D, int max_past, int max_tok, bool causal,
-                    bool gaps, size_t off) {
+                    bool gaps, size_t off, int32_t window = 0) {
     int64_t T = 0, M = 0;
     const int S = n_seqs + 1;
     auto seqs = make_seqs(n_seqs, S, max_past, decode ? 1 : max_tok, gaps && !decode, &T, &M);
@@ -323,10 +331,10 @@ void attention_case(bool decode, int n_seqs, int64_t H, int64_t KV, int64_t D, i
         std::shuffle(perm.begin(), perm.end(), rng());
         for (int i = 0; i < n_seqs; ++i) seqs[size_t(i)].row0 = perm[size_t(i)];
         T = n_seqs;
-        causal = true;
+        if (window == 0) causal = true;   // without a window a lone new token sees every key either way
     }
     const std::string what = cfg({{"seqs", n_seqs}, {"T", T}, {"H", H}, {"KV", KV}, {"D", D}, {"M", M},
-                                  {"causal", causal}, {"gaps", gaps}, {"off", off}});
+                                  {"causal", causal}, {"gaps", gaps}, {"off", off}, {"window", window}});
     const size_t cache_n = size_t(S * M * KV * D), qn = size_t(T * H * D);
     const std::vector<float> kc0 = randv(cache_n, -2, 2), vc0 = randv(cache_n), q0 = randv(qn, -2, 2);
     Buf<float> kc(cache_n, off), vc(cache_n, off), q(qn, off), out(qn, off), ref(qn);
@@ -335,12 +343,13 @@ void attention_case(bool decode, int n_seqs, int64_t H, int64_t KV, int64_t D, i
     const auto ks = to_kernel(seqs);
     Buf<zk::AttnSeq> kseqs(ks.size() ? ks.size() : 1);
     if (!ks.empty()) kseqs.set(ks);
-    const cudaError_t e = decode ? zk::attention_decode(out.p, q.p, kc.p, vc.p, kseqs.p, n_seqs, H, KV, D, M, nullptr)
-                                 : zk::attention_prefill(out.p, q.p, kc.p, vc.p, kseqs.p, n_seqs, T, H, KV, D, M, causal,
-                                                         nullptr);
+    const cudaError_t e =
+        decode ? zk::attention_decode(out.p, q.p, kc.p, vc.p, kseqs.p, n_seqs, H, KV, D, M, causal, window, nullptr)
+               : zk::attention_prefill(out.p, q.p, kc.p, vc.p, kseqs.p, n_seqs, T, H, KV, D, M, causal, window, nullptr);
     ASSERT_EQ(e, cudaSuccess) << what;
     cpu().attention(Tensor(ref.p, DType::F32, {T, H, D}), Tensor(q.p, DType::F32, {T, H, D}),
-                    Tensor(kc.p, DType::F32, {S, M, KV, D}), Tensor(vc.p, DType::F32, {S, M, KV, D}), seqs, causal);
+                    Tensor(kc.p, DType::F32, {S, M, KV, D}), Tensor(vc.p, DType::F32, {S, M, KV, D}), seqs, causal,
+                    window);
     const std::string op = decode ? "attention_decode" : "attention_prefill";
     expect_close(op, what, out.p, ref.p, qn);
     EXPECT_TRUE(out.guards_ok()) << op << " wrote outside its output " << what;
@@ -353,6 +362,28 @@ TEST(KernelEmulation, AttentionPrefill) {
     attention_case(false, 2, 2, 2, 64, 70, 70, true, false, 0);    // several key tiles and query tiles
     attention_case(false, 4, 2, 1, 111, 5, 3, false, true, 4);     // misaligned, gaps, non-causal
     attention_case(false, 2, 2, 1, 128, 300, 100, true, false, 0);  // long past: many key tiles
+}
+
+// Sliding windows: smaller than a query tile (with D > 128 the key tiles are 32 wide, so some rows' windows begin
+// past the tile loop's first tile), larger than a key tile, 1 (each query sees itself only), causal and not, with
+// past and gaps.
+TEST(KernelEmulation, AttentionPrefillSlidingWindow) {
+    for (bool causal : {true, false}) {
+        attention_case(false, 2, 2, 1, 24, 70, 70, causal, false, 0, 8);
+        attention_case(false, 3, 4, 2, 111, 9, 8, causal, true, 4, 3);
+        attention_case(false, 2, 2, 2, 64, 100, 130, causal, false, 0, 70);
+        attention_case(false, 1, 2, 1, 128, 0, 40, causal, false, 0, 1);
+        attention_case(false, 2, 2, 1, 256, 30, 70, causal, false, 0, 8);   // 32-key tiles: rows start past tile 1
+        attention_case(false, 2, 3, 1, 130, 5, 66, causal, true, 0, 20);
+    }
+}
+
+TEST(KernelEmulation, AttentionDecodeSlidingWindow) {
+    for (bool causal : {true, false}) {
+        attention_case(true, 3, 4, 2, 24, 40, 1, causal, false, 0, 8);
+        attention_case(true, 5, 12, 1, 111, 300, 1, causal, false, 4, 100);
+        attention_case(true, 2, 2, 2, 64, 20, 1, causal, false, 0, 1);
+    }
 }
 
 TEST(KernelEmulation, AttentionDecode) {
