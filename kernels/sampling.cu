@@ -1,4 +1,4 @@
-// sampling.cu: one token per row of logits, by the algorithm of zt::sample_token (runtime/job/sampler.cpp).
+// sampling.cu: one token per row of logits, by the algorithm of zt::sample_token (runtime/backend/sample_token.cpp).
 //   ids (R) i32, logits (R,V) f32, params (R) SampleParams, all on the device. One block of 512 threads per row.
 // Every sum is double and taken in a fixed order (per-thread sequential, then fixed shuffle / shared-memory
 // trees; no float atomics), so a row's result depends only on its logits and parameters. Integer shared

@@ -51,7 +51,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/memory_account.h"
 #include "runtime/backend/op_checks.h"
-#include "runtime/job/sampler.h"
+#include "runtime/backend/sample_token.h"
 #include "runtime/base/error.h"
 #include "runtime/backend/parallel_for.h"
 

@@ -1,5 +1,5 @@
-// Token sampling (see sampler.h). Every step is written out so results do not depend on library internals:
-// the uniform draw is built from raw mt19937_64 bits, and sorting breaks ties by token id.
+// Token sampling (see sampler.h): the per-request random stream (the uniform draw is built from raw mt19937_64
+// bits, so it is the same on every platform); the pick itself is sample_token (runtime/backend/sample_token.h).
 #include "runtime/job/sampler.h"
 
 #include <algorithm>
@@ -10,89 +10,6 @@ namespace zt {
 
 Sampler::Sampler(const SamplingParams & p) : params_(p), rng_(p.seed) {
     if (params_.temperature < kGreedyBelowTemperature) params_.temperature = 0;
-}
-
-int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u01,
-                     SampleScratch & scratch) {
-    std::vector<int32_t> & order_ = scratch.order;
-    std::vector<double> & probs_ = scratch.probs;
-    if (temperature <= 0.0) {
-        int32_t best = 0;
-        for (int64_t i = 1; i < vocab; ++i)
-            if (logits[i] > logits[best]) best = int32_t(i);
-        return best;
-    }
-    const double inv_t = 1.0 / temperature;
-    if ((top_k <= 0 || top_k >= vocab) && top_p >= 1.0) {
-        // plain temperature sampling: no candidate order is needed, walk the softmax in id order
-        double top = logits[0];
-        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
-        probs_.resize(size_t(vocab));
-        double sum = 0;
-        for (int64_t i = 0; i < vocab; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[i]) - top) * inv_t);
-        const double u = u01 * sum;   // uniform in [0, sum)
-        double acc = 0;
-        for (int64_t i = 0; i < vocab; ++i) {
-            acc += probs_[size_t(i)];
-            if (u < acc) return int32_t(i);
-        }
-        return int32_t(vocab - 1);
-    }
-    // candidates in order of logit descending, ties by id ascending; only as many are sorted as needed
-    order_.resize(size_t(vocab));
-    for (int64_t i = 0; i < vocab; ++i) order_[size_t(i)] = int32_t(i);
-    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    const int64_t keep = top_k > 0 && top_k < vocab ? top_k : vocab;
-    int64_t sorted = 0;
-    auto sort_prefix = [&](int64_t n) {   // order_[0, n) sorted, the rest below them
-        if (n <= sorted) return;
-        if (n * 8 >= vocab) {                // a large share: one sort of the rest beats heap selection
-            std::sort(order_.begin() + sorted, order_.end(), by_logit);
-            sorted = vocab;
-        } else {
-            std::partial_sort(order_.begin() + sorted, order_.begin() + n, order_.end(), by_logit);
-            sorted = n;
-        }
-    };
-    auto weight = [&](int32_t id, double top) { return std::exp((double(logits[id]) - top) * inv_t); };
-    // softmax normaliser over the kept candidates at temperature T
-    double sum = 0, top;
-    if (keep < vocab) {
-        sort_prefix(keep);
-        top = logits[order_[0]];
-        for (int64_t i = 0; i < keep; ++i) sum += weight(order_[size_t(i)], top);
-    } else {
-        top = logits[0];
-        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
-        for (int64_t i = 0; i < vocab; ++i) sum += weight(int32_t(i), top);
-    }
-    // nucleus: the smallest prefix whose mass >= top_p (sorted in growing chunks: it is usually short)
-    int64_t n = keep;
-    probs_.clear();
-    double mass = 0;
-    if (top_p < 1.0) {
-        n = 0;
-        for (int64_t want = std::min<int64_t>(keep, 64);; want = std::min(keep, want * 4)) {
-            sort_prefix(want);
-            while (n < want && mass < top_p * sum) {
-                probs_.push_back(weight(order_[size_t(n++)], top));
-                mass += probs_.back();
-            }
-            // (want == keep: every candidate was offered; with NaN weights, e.g. all logits -inf, the comparisons
-            // above fail and nothing more can be added)
-            if (mass >= top_p * sum || n >= keep || want >= keep) break;
-        }
-        if (n == 0) return order_[0];   // NaN weights: the first candidate, rather than reading before the start
-    } else {
-        for (int64_t i = 0; i < n; ++i) mass += probs_.emplace_back(weight(order_[size_t(i)], top));
-    }
-    const double u = u01 * mass;   // uniform in [0, mass)
-    double acc = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        acc += probs_[size_t(i)];
-        if (u < acc) return order_[size_t(i)];
-    }
-    return order_[size_t(n - 1)];
 }
 
 double Sampler::next_uniform() {

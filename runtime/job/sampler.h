@@ -5,6 +5,8 @@
 #include <random>
 #include <vector>
 
+#include "runtime/backend/sample_token.h"
+
 namespace zt {
 
 // Temperatures below this are greedy (as vLLM's _SAMPLING_EPS): 1/temperature would overflow for the smallest
@@ -18,20 +20,6 @@ struct SamplingParams {
     double top_p = 1.0;         // 1 = off; keeps the smallest prefix (by probability) whose mass >= top_p
     uint64_t seed = 0;
 };
-
-// Scratch space sample_token reuses between calls.
-struct SampleScratch {
-    std::vector<int32_t> order;
-    std::vector<double> probs;
-};
-
-// The token one row of logits (V) fp32 picks, given the uniform draw u in [0, 1) (unused when temperature <= 0):
-// greedy = argmax (lowest id on ties); else the softmax at the temperature (in double, max-subtracted) over the
-// top_k candidates, then the smallest prefix (logit descending, ids ascending on ties) whose mass >= top_p of
-// theirs, walked in that order until the running sum passes u * mass. Plain temperature sampling (no top-k,
-// no top-p) walks ids in ascending order instead. This is the spec of Backend::sample.
-int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u,
-                     SampleScratch & scratch);
 
 class Sampler {
 public:
