@@ -1,0 +1,43 @@
+// cpu_matmul_tiles: the micro-kernel tables the CPU matmul's tile driver (cpu_matmul.cpp) calls; internal to
+// cpu_matmul.cpp and cpu_matmul_x86.cpp.
+//
+// A TileFn computes out[i*ldo + j] = dot(x row i, w row j) (+ bias[j]) for i < M, j < N: x (M,K) fp32 and w (N,K)
+// of the table's weight dtype, both with row stride K. fn[M-1][N-1] is the kernel for an M x N tile; every entry
+// of a table is one template instantiated for smaller M/N, so an element's arithmetic is the same in each.
+#pragma once
+#include <cstdint>
+#include <utility>
+
+#include "runtime/model/dtype.h"
+
+namespace zt {
+
+using TileFn = void (*)(const float * x, int64_t K, const void * w, float * out, int64_t ldo, const float * bias);
+
+struct TileTable {
+    int mr = 0, nr = 0;             // the largest tile: mr x rows by nr W rows
+    TileFn fn[4][8] = {};           // fn[m-1][n-1], m <= mr <= 4, n <= nr <= 8
+};
+
+// Kern: a struct with static constexpr int MR, NR and template <int M, int N> static void run(TileFn's arguments).
+template <typename Kern, int M, int... Ns>
+void tile_table_fill_row(TileTable & t, std::integer_sequence<int, Ns...>) {
+    ((t.fn[M - 1][Ns] = &Kern::template run<M, Ns + 1>), ...);
+}
+template <typename Kern, int... Ms>
+TileTable tile_table_fill(std::integer_sequence<int, Ms...>) {
+    static_assert(Kern::MR <= 4 && Kern::NR <= 8, "TileTable holds tiles up to 4 x 8");
+    TileTable t;
+    t.mr = Kern::MR;
+    t.nr = Kern::NR;
+    (tile_table_fill_row<Kern, Ms + 1>(t, std::make_integer_sequence<int, Kern::NR>()), ...);
+    return t;
+}
+template <typename Kern>
+TileTable make_tile_table() { return tile_table_fill<Kern>(std::make_integer_sequence<int, Kern::MR>()); }
+
+// The x86 tables for weights of dtype wt (F32/BF16/F16), or nullptr when this CPU (or build) lacks the ISA.
+const TileTable * cpu_matmul_tiles_avx2(DType wt);
+const TileTable * cpu_matmul_tiles_avx512(DType wt);
+
+}  // namespace zt

@@ -1,0 +1,195 @@
+// cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes, 4 x 6 tiles) micro-kernels of the
+// CPU matmul. Each function carries its own __attribute__((target)), so this file builds with generic flags and
+// the tables are handed out only when __builtin_cpu_supports says the CPU has the ISA.
+//
+// Per output element (x row i, W row j): acc = 0 (L lanes); for k = 0, L, 2L, ... : acc = fma(x[k..k+L),
+// widen(w[k..k+L)), acc), the last step with a zero-padded (masked) load when L does not divide K; then
+// hsum(acc) in one fixed tree (upper half + lower half, down to one lane); then + bias[j]. BF16 is widened by
+// zero-extending to 32 bits and shifting left 16, F16 by vcvtph2ps, both in registers.
+#include "runtime/backend/cpu_matmul_tiles.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include <cstring>
+
+// GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* placeholders (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define ZT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ZT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+namespace zt {
+namespace {
+
+// ---- AVX2: 8 lanes ---------------------------------------------------------------------------------------------
+template <DType WT>
+ZT_TARGET_AVX2 inline __m256 load8(const void * w, int64_t i) {   // w[i..i+8) widened
+    if constexpr (WT == DType::F32) {
+        return _mm256_loadu_ps(static_cast<const float *>(w) + i);
+    } else {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const uint16_t *>(w) + i));
+        if constexpr (WT == DType::BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        else return _mm256_cvtph_ps(h);
+    }
+}
+
+ZT_TARGET_AVX2 inline float hsum8(__m256 a) {   // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+template <DType WT>
+struct Avx2 {
+    static constexpr int MR = 4, NR = 3;
+    template <int M, int N>
+    ZT_TARGET_AVX2 static void run(const float * x, int64_t K, const void * w, float * out, int64_t ldo, const float * bias) {
+        constexpr size_t ws = WT == DType::F32 ? 4 : 2;
+        __m256 acc[M][N];
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < N; ++j) acc[i][j] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8) {
+            __m256 wv[N];
+#pragma GCC unroll 8
+            for (int j = 0; j < N; ++j) wv[j] = load8<WT>(w, j * K + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+                const __m256 xv = _mm256_loadu_ps(x + i * K + k);
+#pragma GCC unroll 8
+                for (int j = 0; j < N; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
+        }
+        if (k < K) {   // zero-padded copies of the tail
+            const size_t rem = size_t(K - k);
+            alignas(32) unsigned char wt[N][32] = {};
+            alignas(32) float xt[8] = {};
+            __m256 wv[N];
+            for (int j = 0; j < N; ++j) {
+                std::memcpy(wt[j], static_cast<const char *>(w) + (size_t(j * K + k)) * ws, rem * ws);
+                wv[j] = load8<WT>(wt[j], 0);
+            }
+            for (int i = 0; i < M; ++i) {
+                std::memcpy(xt, x + i * K + k, rem * sizeof(float));
+                const __m256 xv = _mm256_load_ps(xt);
+                for (int j = 0; j < N; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
+        }
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+                const float s = hsum8(acc[i][j]);
+                out[i * ldo + j] = bias ? s + bias[j] : s;
+            }
+    }
+};
+
+// ---- AVX-512: 16 lanes -----------------------------------------------------------------------------------------
+template <DType WT>
+ZT_TARGET_AVX512 inline __m512 load16(const void * w, int64_t i, __mmask16 m) {   // w[i..i+16) widened, lanes
+    if constexpr (WT == DType::F32) {                                             // outside m read as 0
+        return _mm512_maskz_loadu_ps(m, static_cast<const float *>(w) + i);
+    } else {
+        const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + i);
+        if constexpr (WT == DType::BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        else return _mm512_cvtph_ps(h);
+    }
+}
+template <DType WT>
+ZT_TARGET_AVX512 inline __m512 load16(const void * w, int64_t i) {
+    if constexpr (WT == DType::F32) {
+        return _mm512_loadu_ps(static_cast<const float *>(w) + i);
+    } else {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(static_cast<const uint16_t *>(w) + i));
+        if constexpr (WT == DType::BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        else return _mm512_cvtph_ps(h);
+    }
+}
+
+ZT_TARGET_AVX512 inline float hsum16(__m512 a) {   // halves added down to one lane, always in this order
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+template <DType WT>
+struct Avx512 {
+    static constexpr int MR = 4, NR = 6;
+    template <int M, int N>
+    ZT_TARGET_AVX512 static void run(const float * x, int64_t K, const void * w, float * out, int64_t ldo, const float * bias) {
+        __m512 acc[M][N];
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < N; ++j) acc[i][j] = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m512 wv[N];
+#pragma GCC unroll 8
+            for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+                const __m512 xv = _mm512_loadu_ps(x + i * K + k);
+#pragma GCC unroll 8
+                for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
+        }
+        if (k < K) {
+            const __mmask16 m = __mmask16((1u << (K - k)) - 1u);
+            __m512 wv[N];
+#pragma GCC unroll 8
+            for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k, m);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+                const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * K + k);
+#pragma GCC unroll 8
+                for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
+        }
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+                const float s = hsum16(acc[i][j]);
+                out[i * ldo + j] = bias ? s + bias[j] : s;
+            }
+    }
+};
+
+template <template <DType> class Kern>
+const TileTable * tables_for(DType wt) {
+    static const TileTable f32 = make_tile_table<Kern<DType::F32>>();
+    static const TileTable bf16 = make_tile_table<Kern<DType::BF16>>();
+    static const TileTable f16 = make_tile_table<Kern<DType::F16>>();
+    return wt == DType::F32 ? &f32 : wt == DType::BF16 ? &bf16 : &f16;
+}
+
+}  // namespace
+
+const TileTable * cpu_matmul_tiles_avx2(DType wt) {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+    return ok ? tables_for<Avx2>(wt) : nullptr;
+}
+
+const TileTable * cpu_matmul_tiles_avx512(DType wt) {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                           __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return ok ? tables_for<Avx512>(wt) : nullptr;
+}
+
+}  // namespace zt
+
+#else  // not x86: only the reference and portable paths
+
+namespace zt {
+const TileTable * cpu_matmul_tiles_avx2(DType) { return nullptr; }
+const TileTable * cpu_matmul_tiles_avx512(DType) { return nullptr; }
+}  // namespace zt
+
+#endif
