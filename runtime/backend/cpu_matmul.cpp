@@ -137,16 +137,26 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
     int64_t NB = std::max<int64_t>(nr, int64_t((256 * 1024) / (size_t(std::max<int64_t>(K, 1)) * wsize)) / nr * nr);
     while (NB > nr && ((N + NB - 1) / NB) * t_blocks < 4 * pool.size()) NB = std::max<int64_t>(nr, NB / 2 / nr * nr);
     const int64_t n_blocks = (N + NB - 1) / NB;
+    const int64_t Kp = (K + tt.k_align - 1) / tt.k_align * tt.k_align;   // packed x row stride
     pool.parallel_for(n_blocks * t_blocks, 1, [&](int64_t b, int64_t e) {
+        thread_local AlignedScratch packed;
+        float * xpk = tt.pack_x ? packed.get(size_t(mr * Kp)) : nullptr;
         for (int64_t item = b; item < e; ++item) {
             const int64_t nb = item / t_blocks, tb = item % t_blocks;
             const int64_t n_lo = nb * NB, n_hi = std::min(N, n_lo + NB);
             const int64_t t_lo = tb * TB, t_hi = std::min(T, t_lo + TB);
             for (int64_t t0 = t_lo; t0 < t_hi; t0 += mr) {
                 const int64_t m = std::min(mr, t_hi - t0);
+                const float * xt = x + t0 * K;
+                int64_t ldx = K;
+                if (xpk) {   // the m rows of this tile, packed once for all the W rows of the block
+                    for (int64_t i = 0; i < m; ++i) tt.pack_x(x + (t0 + i) * K, K, xpk + i * Kp);
+                    xt = xpk;
+                    ldx = Kp;
+                }
                 for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                     const int64_t n = std::min(nr, n_hi - n0);
-                    tt.fn[m - 1][n - 1](x + t0 * K, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0, N,
+                    tt.fn[m - 1][n - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0, N,
                                         bias ? bias + n0 : nullptr);
                 }
             }
@@ -164,9 +174,11 @@ inline float widen(const void * w, int64_t i) {
 
 template <DType WT>
 struct Portable {
-    static constexpr int MR = 4, NR = 4, L = 8;
+    static constexpr int MR = 4, NR = 4, L = 8, k_align = 1;
+    static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
-    static void run(const float * x, int64_t K, const void * w, float * out, int64_t ldo, const float * bias) {
+    static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
+                    const float * bias) {
         float acc[M][N][L] = {};
         float wv[N][L], xv[L];
         for (int64_t k = 0; k < K; k += L) {
@@ -174,7 +186,7 @@ struct Portable {
             for (int j = 0; j < N; ++j)
                 for (int l = 0; l < L; ++l) wv[j][l] = l < valid ? widen<WT>(w, j * K + k + l) : 0.0f;
             for (int i = 0; i < M; ++i) {
-                for (int l = 0; l < L; ++l) xv[l] = l < valid ? x[i * K + k + l] : 0.0f;
+                for (int l = 0; l < L; ++l) xv[l] = l < valid ? x[i * ldx + k + l] : 0.0f;
                 for (int j = 0; j < N; ++j)
                     for (int l = 0; l < L; ++l) acc[i][j][l] += xv[l] * wv[j][l];
             }

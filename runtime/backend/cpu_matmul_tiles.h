@@ -1,8 +1,9 @@
 // cpu_matmul_tiles: the micro-kernel tables the CPU matmul's tile driver (cpu_matmul.cpp) calls; internal to
 // cpu_matmul.cpp and cpu_matmul_x86.cpp.
 //
-// A TileFn computes out[i*ldo + j] = dot(x row i, w row j) (+ bias[j]) for i < M, j < N: x (M,K) fp32 and w (N,K)
-// of the table's weight dtype, both with row stride K. fn[M-1][N-1] is the kernel for an M x N tile; every entry
+// A TileFn computes out[i*ldo + j] = dot(x row i, w row j) (+ bias[j]) for i < M, j < N: x (M,K) fp32 with row
+// stride ldx (or, when the table has pack_x, M rows packed by it with stride ldx), w (N,K) of the table's weight
+// dtype with row stride K. fn[M-1][N-1] is the kernel for an M x N tile; every entry
 // of a table is one template instantiated for smaller M/N, so an element's arithmetic is the same in each.
 #pragma once
 #include <cstdint>
@@ -12,14 +13,19 @@
 
 namespace zt {
 
-using TileFn = void (*)(const float * x, int64_t K, const void * w, float * out, int64_t ldo, const float * bias);
+using TileFn = void (*)(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
+                       const float * bias);
+using PackFn = void (*)(const float * src, int64_t K, float * dst);   // one x row (K) -> its packed form
 
 struct TileTable {
     int mr = 0, nr = 0;             // the largest tile: mr x rows by nr W rows
     TileFn fn[4][8] = {};           // fn[m-1][n-1], m <= mr <= 4, n <= nr <= 8
+    PackFn pack_x = nullptr;        // set: x rows are packed before the kernels see them,
+    int k_align = 1;                // into rows of K rounded up to k_align floats
 };
 
-// Kern: a struct with static constexpr int MR, NR and template <int M, int N> static void run(TileFn's arguments).
+// Kern: a struct with static constexpr int MR, NR, k_align, static constexpr PackFn pack_x and
+// template <int M, int N> static void run(TileFn's arguments).
 template <typename Kern, int M, int... Ns>
 void tile_table_fill_row(TileTable & t, std::integer_sequence<int, Ns...>) {
     ((t.fn[M - 1][Ns] = &Kern::template run<M, Ns + 1>), ...);
@@ -31,6 +37,8 @@ TileTable tile_table_fill(std::integer_sequence<int, Ms...>) {
     t.mr = Kern::MR;
     t.nr = Kern::NR;
     (tile_table_fill_row<Kern, Ms + 1>(t, std::make_integer_sequence<int, Kern::NR>()), ...);
+    t.pack_x = Kern::pack_x;
+    t.k_align = Kern::k_align;
     return t;
 }
 template <typename Kern>
