@@ -1016,8 +1016,8 @@ private:
     ThreadPool pool_;
 };
 
-// Odd sizes: K around and off the vector widths (8, 16), N around the tile widths (3, 4, 6), T = 1 and T around
-// the tile heights and row blocks (4, 64); F32/F16/BF16 weights, with and without a bias. Every fast path this
+// Odd sizes: K around and off the vector widths (8, 16, 32) and past the K block (1100 > 2 x 512), N around the
+// tile widths (3..6), T = 1 and T around the tile heights and row blocks (4, 64); F32/F16/BF16 weights, with and without a bias. Every fast path this
 // CPU supports against the reference: fp32 rounding only (NMSE <= 1e-10), guards intact, every element written.
 TEST(MatmulPaths, FastPathsMatchTheReferenceOnOddSizes) {
     MatmulPathBackend ref(CpuMatmulPath::reference);
@@ -1029,7 +1029,7 @@ TEST(MatmulPaths, FastPathsMatchTheReferenceOnOddSizes) {
         int passed = 0, total = 0;
         double worst = 0;
         for (DType dt : kWeightTypes)
-            for (int64_t K : {1, 7, 15, 17, 33, 100, 577})
+            for (int64_t K : {1, 7, 15, 17, 33, 100, 577, 1100})
                 for (int64_t N : {1, 5, 17, 130})
                     for (int64_t T : {1, 3, 17, 129})
                         for (bool bias : {false, true}) {

@@ -49,7 +49,7 @@ TEST(BatchInvarianceCpuMatmul, EveryRowIsTheSameBitsInEveryBatchOnEveryPath) {
     const int64_t T = 129;
     for (CpuMatmulPath path : cpu_matmul_supported_paths())
         for (DType wt : {DType::F32, DType::BF16, DType::F16})
-            for (int64_t K : {7, 33, 577})
+            for (int64_t K : {7, 33, 577, 1100})
                 for (int64_t N : {5, 130}) {
                     Problem p(T, N, K, wt, uint32_t(K * 1000 + N));
                     const bool bias = N == 5;

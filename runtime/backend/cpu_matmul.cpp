@@ -125,7 +125,7 @@ void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Ten
 
 // ---- the tile driver -----------------------------------------------------------------------------------------
 // Work items: (block of NB W rows) x (block of TB x rows); inside one, tiles of mr x rows by nr W rows, x rows
-// outer so an x tile stays in L1 while the W block (~256 KiB) is re-read from L2. Any blocking gives the same
+// outer so an x tile stays in L1 while the W block (~1 MiB) is re-read from L2. Any blocking gives the same
 // bits (each element is computed whole by one micro-kernel call); the blocks only decide speed.
 void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const float * x, const Tensor & w,
                   const float * bias, int64_t T, int64_t N, int64_t K) {
@@ -134,13 +134,16 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
     const int64_t mr = tt.mr, nr = tt.nr;
     const int64_t TB = 16 * mr;
     const int64_t t_blocks = (T + TB - 1) / TB;
-    int64_t NB = std::max<int64_t>(nr, int64_t((256 * 1024) / (size_t(std::max<int64_t>(K, 1)) * wsize)) / nr * nr);
+    int64_t NB = std::max<int64_t>(nr, int64_t((1024 * 1024) / (size_t(std::max<int64_t>(K, 1)) * wsize)) / nr * nr);
     while (NB > nr && ((N + NB - 1) / NB) * t_blocks < 4 * pool.size()) NB = std::max<int64_t>(nr, NB / 2 / nr * nr);
     const int64_t n_blocks = (N + NB - 1) / NB;
     const int64_t Kp = (K + tt.k_align - 1) / tt.k_align * tt.k_align;   // packed x row stride
+    const int64_t KC = tt.k_block > 0 && K > 2 * tt.k_block ? tt.k_block : 0;   // K block (0: whole K per call)
+    const int64_t G = 4, part_tile = mr * nr * 16;                             // tiles per K walk, their partials
     pool.parallel_for(n_blocks * t_blocks, 1, [&](int64_t b, int64_t e) {
-        thread_local AlignedScratch packed;
+        thread_local AlignedScratch packed, partial;
         float * xpk = tt.pack_x ? packed.get(size_t(mr * Kp)) : nullptr;
+        float * part = KC ? partial.get(size_t(G * part_tile)) : nullptr;
         for (int64_t item = b; item < e; ++item) {
             const int64_t nb = item / t_blocks, tb = item % t_blocks;
             const int64_t n_lo = nb * NB, n_hi = std::min(N, n_lo + NB);
@@ -154,10 +157,20 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                     xt = xpk;
                     ldx = Kp;
                 }
-                for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr) {
-                    const int64_t n = std::min(nr, n_hi - n0);
-                    tt.fn[m - 1][n - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0, N,
-                                        bias ? bias + n0 : nullptr);
+                if (KC == 0) {
+                    for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr)
+                        tt.fn[m - 1][std::min(nr, n_hi - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0,
+                                                                N, bias ? bias + n0 : nullptr, 0, K, nullptr);
+                    continue;
+                }
+                // K blocks of KC: G tiles at a time walk K together, so the x tile's block stays in L1
+                for (int64_t g0 = n_lo; g0 < n_hi; g0 += G * nr) {
+                    const int64_t g1 = std::min(n_hi, g0 + G * nr);
+                    for (int64_t k0 = 0; k0 < K; k0 += KC)
+                        for (int64_t n0 = g0; n0 < g1; n0 += nr)
+                            tt.fn[m - 1][std::min(nr, g1 - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize,
+                                                                  out + t0 * N + n0, N, bias ? bias + n0 : nullptr, k0,
+                                                                  std::min(K, k0 + KC), part + (n0 - g0) / nr * part_tile);
                 }
             }
         }
@@ -174,11 +187,11 @@ inline float widen(const void * w, int64_t i) {
 
 template <DType WT>
 struct Portable {
-    static constexpr int MR = 4, NR = 4, L = 8, k_align = 1;
+    static constexpr int MR = 4, NR = 4, L = 8, k_align = 1, k_block = 0;
     static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
     static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                    const float * bias) {
+                    const float * bias, int64_t, int64_t, float *) {
         float acc[M][N][L] = {};
         float wv[N][L], xv[L];
         for (int64_t k = 0; k < K; k += L) {

@@ -13,8 +13,12 @@
 
 namespace zt {
 
+// K blocking (tables with k_block > 0): a call sums only k in [k0, k1) (k0, k1 multiples of k_block, or k1 = K),
+// starting from the partial accumulators in part (MR*NR*16 floats) unless k0 = 0, and leaving them there unless
+// k1 = K, when it reduces and writes out. The accumulators round-trip memory exactly, so the sum is the same
+// sequence of operations as one call over [0, K). Tables with k_block = 0 are only called with [0, K).
 using TileFn = void (*)(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                       const float * bias);
+                       const float * bias, int64_t k0, int64_t k1, float * part);
 using PackFn = void (*)(const float * src, int64_t K, float * dst);   // one x row (K) -> its packed form
 
 struct TileTable {
@@ -22,9 +26,10 @@ struct TileTable {
     TileFn fn[4][8] = {};           // fn[m-1][n-1], m <= mr <= 4, n <= nr <= 8
     PackFn pack_x = nullptr;        // set: x rows are packed before the kernels see them,
     int k_align = 1;                // into rows of K rounded up to k_align floats
+    int k_block = 0;                // > 0: the kernels take K in blocks of this many (see TileFn)
 };
 
-// Kern: a struct with static constexpr int MR, NR, k_align, static constexpr PackFn pack_x and
+// Kern: a struct with static constexpr int MR, NR, k_align, k_block, static constexpr PackFn pack_x and
 // template <int M, int N> static void run(TileFn's arguments).
 template <typename Kern, int M, int... Ns>
 void tile_table_fill_row(TileTable & t, std::integer_sequence<int, Ns...>) {
@@ -39,6 +44,7 @@ TileTable tile_table_fill(std::integer_sequence<int, Ms...>) {
     (tile_table_fill_row<Kern, Ms + 1>(t, std::make_integer_sequence<int, Kern::NR>()), ...);
     t.pack_x = Kern::pack_x;
     t.k_align = Kern::k_align;
+    t.k_block = Kern::k_block;
     return t;
 }
 template <typename Kern>

@@ -45,11 +45,11 @@ ZT_TARGET_AVX2 inline float hsum8(__m256 a) {   // ((l0+l4)+(l2+l6)) + ((l1+l5)+
 template <DType WT>
 struct Avx2 {
     static constexpr int MR = 4, NR = 3;
-    static constexpr int k_align = 1;
+    static constexpr int k_align = 1, k_block = 0;
     static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
     ZT_TARGET_AVX2 static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                                  const float * bias) {
+                                  const float * bias, int64_t, int64_t, float *) {
         constexpr size_t ws = WT == DType::F32 ? 4 : 2;
         __m256 acc[M][N];
 #pragma GCC unroll 4
@@ -121,21 +121,66 @@ ZT_TARGET_AVX512 inline float hsum16(__m512 a) {   // halves added down to one l
     return _mm_cvtss_f32(b);
 }
 
+// hsum16 of four accumulators at once, the same additions (so the same bits) as hsum16 on each: lane i + i+8,
+// then + i+4, then + i+2, then + i+1, with the four vectors' lanes side by side. sums[q] = hsum16(v[q]).
+ZT_TARGET_AVX512 inline void hsum16x4(const __m512 (&v)[4], float * sums) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xee));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xee));
+    __m512 r = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    r = _mm512_add_ps(r, _mm512_permute_ps(r, 0x4e));   // lanes (2,3,0,1) of each 128-bit chunk
+    r = _mm512_add_ps(r, _mm512_permute_ps(r, 0xb1));   // lanes (1,0,3,2)
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, r);
+    for (int q = 0; q < 4; ++q) sums[q] = lanes[4 * q];
+}
+
+// out[i*ldo + j] = hsum16(acc[i][j]) (+ bias[j]), four accumulators per hsum16x4.
+template <int M, int N>
+ZT_TARGET_AVX512 inline void store_sums(const __m512 (&acc)[M][N], float * out, int64_t ldo, const float * bias) {
+    constexpr int MN = M * N;
+    float sums[(MN + 3) / 4 * 4];
+#pragma GCC unroll 8
+    for (int g = 0; g < MN; g += 4) {
+        __m512 v[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) v[q] = g + q < MN ? acc[(g + q) / N][(g + q) % N] : _mm512_setzero_ps();
+        hsum16x4(v, sums + g);
+    }
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) out[i * ldo + j] = bias ? sums[i * N + j] + bias[j] : sums[i * N + j];
+}
+
+// The accumulators of a K-blocked call (TileFn): zero at k0 = 0, else read back from part.
+template <int M, int N>
+ZT_TARGET_AVX512 inline void acc_start(__m512 (&acc)[M][N], int64_t k0, const float * part) {
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < N; ++j) acc[i][j] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part + (i * N + j) * 16);
+}
+// ... then, at k1 = K, reduced into out; before that, left in part.
+template <int M, int N>
+ZT_TARGET_AVX512 inline void acc_finish(const __m512 (&acc)[M][N], int64_t k1, int64_t K, float * part, float * out,
+                                        int64_t ldo, const float * bias) {
+    if (k1 == K) { store_sums(acc, out, ldo, bias); return; }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < N; ++j) _mm512_store_ps(part + (i * N + j) * 16, acc[i][j]);
+}
+
 template <DType WT>
 struct Avx512 {
     static constexpr int MR = 4, NR = 6;
-    static constexpr int k_align = 1;
+    static constexpr int k_align = 1, k_block = 512;
     static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
     ZT_TARGET_AVX512 static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                                  const float * bias) {
+                                  const float * bias, int64_t k0, int64_t k1, float * part) {
         __m512 acc[M][N];
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-            for (int j = 0; j < N; ++j) acc[i][j] = _mm512_setzero_ps();
-        int64_t k = 0;
-        for (; k + 16 <= K; k += 16) {
+        acc_start(acc, k0, part);
+        int64_t k = k0;
+        for (; k + 16 <= k1; k += 16) {
             __m512 wv[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k);
@@ -146,7 +191,7 @@ struct Avx512 {
                 for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
             }
         }
-        if (k < K) {
+        if (k < k1) {   // the K tail (k1 = K)
             const __mmask16 m = __mmask16((1u << (K - k)) - 1u);
             __m512 wv[N];
 #pragma GCC unroll 8
@@ -158,11 +203,7 @@ struct Avx512 {
                 for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
             }
         }
-        for (int i = 0; i < M; ++i)
-            for (int j = 0; j < N; ++j) {
-                const float s = hsum16(acc[i][j]);
-                out[i * ldo + j] = bias ? s + bias[j] : s;
-            }
+        acc_finish(acc, k1, K, part, out, ldo, bias);
     }
 };
 
@@ -184,7 +225,7 @@ ZT_TARGET_AVX512 void pack_even_odd(const float * src, int64_t K, float * dst) {
 }
 
 struct Avx512Bf16 {
-    static constexpr int MR = 4, NR = 5, k_align = 32;   // 20 accumulators + 5 loaded + 5 widened W vectors
+    static constexpr int MR = 4, NR = 5, k_align = 32, k_block = 512;   // 20 accumulators + 5 + 5 W vectors
     static constexpr PackFn pack_x = pack_even_odd;
     // acc[i][j] += the 32-chunk at k: x row i's even half times v[j]'s even bf16, then the odd halves
     template <int M, int N>
@@ -210,33 +251,26 @@ struct Avx512Bf16 {
     }
     template <int M, int N>
     ZT_TARGET_AVX512 static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                                  const float * bias) {
+                                  const float * bias, int64_t k0, int64_t k1, float * part) {
         const uint16_t * wp = static_cast<const uint16_t *>(w);
         const __m512i hi = _mm512_set1_epi32(int32_t(0xffff0000u));
         __m512 acc[M][N];
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-            for (int j = 0; j < N; ++j) acc[i][j] = _mm512_setzero_ps();
-        int64_t k = 0;
-        for (; k + 32 <= K; k += 32) {
+        acc_start(acc, k0, part);
+        int64_t k = k0;
+        for (; k + 32 <= k1; k += 32) {
             __m512i v[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) v[j] = _mm512_loadu_si512(wp + j * K + k);
             step(acc, v, x, ldx, k, hi);
         }
-        if (k < K) {   // the tail: a masked load (lanes past K read as 0; x is zero-padded there)
+        if (k < k1) {   // the K tail (k1 = K): a masked load (lanes past K read as 0; x is zero-padded there)
             const __mmask32 m = __mmask32((1u << (K - k)) - 1u);
             __m512i v[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) v[j] = _mm512_maskz_loadu_epi16(m, wp + j * K + k);
             step(acc, v, x, ldx, k, hi);
         }
-        for (int i = 0; i < M; ++i)
-            for (int j = 0; j < N; ++j) {
-                const float s = hsum16(acc[i][j]);
-                out[i * ldo + j] = bias ? s + bias[j] : s;
-            }
+        acc_finish(acc, k1, K, part, out, ldo, bias);
     }
 };
 
