@@ -193,13 +193,21 @@ struct Portable {
     static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
                     const float * bias, int64_t, int64_t, float *) {
         float acc[M][N][L] = {};
-        float wv[N][L], xv[L];
-        for (int64_t k = 0; k < K; k += L) {
-            const int64_t valid = std::min<int64_t>(L, K - k);   // the K tail: zero-padded lanes
+        float wv[N][L];
+        int64_t k = 0;
+        for (; k + L <= K; k += L) {
             for (int j = 0; j < N; ++j)
-                for (int l = 0; l < L; ++l) wv[j][l] = l < valid ? widen<WT>(w, j * K + k + l) : 0.0f;
+                for (int l = 0; l < L; ++l) wv[j][l] = widen<WT>(w, j * K + k + l);
+            for (int i = 0; i < M; ++i)
+                for (int j = 0; j < N; ++j)
+                    for (int l = 0; l < L; ++l) acc[i][j][l] += x[i * ldx + k + l] * wv[j][l];
+        }
+        if (k < K) {   // the K tail: zero-padded lanes
+            float xv[L];
+            for (int j = 0; j < N; ++j)
+                for (int l = 0; l < L; ++l) wv[j][l] = k + l < K ? widen<WT>(w, j * K + k + l) : 0.0f;
             for (int i = 0; i < M; ++i) {
-                for (int l = 0; l < L; ++l) xv[l] = l < valid ? x[i * ldx + k + l] : 0.0f;
+                for (int l = 0; l < L; ++l) xv[l] = k + l < K ? x[i * ldx + k + l] : 0.0f;
                 for (int j = 0; j < N; ++j)
                     for (int l = 0; l < L; ++l) acc[i][j][l] += xv[l] * wv[j][l];
             }
