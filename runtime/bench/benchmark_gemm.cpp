@@ -4,7 +4,8 @@
 // ztinfer's matmul op (f32 activations x W weights -> f32, with its conversions) on the layer's three GEMM shapes at
 // T = --prompt tokens, against the plain GEMM of the same shape: on CUDA a bare cublasLtMatmul in bf16 (bf16 in,
 // bf16 out, fp32 accumulation, the heuristic's first algorithm: what torch.matmul runs); on CPU OpenBLAS sgemm on
-// fp32 copies with every thread (ztinfer's CPU matmul is per-row sgemv, batch-invariant by design, so far slower).
+// fp32 copies with every thread (ztinfer's CPU matmul is cpu_matmul.h, batch-invariant by design; ZT_CPU_MATMUL
+// picks its path, e.g. reference for the per-row sgemv).
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -104,7 +105,7 @@ void table_gemm(Bench & b) {
     b.say("#\n# gemm: prefill GEMMs of {} at T = {} tokens: ztinfer's matmul op (f32 activations, bf16 weights, its "
           "conversions included) vs {}; mean of {} after 1 warm-up; ratio = ztinfer TFLOP/s / plain TFLOP/s\n", sh.name,
           T, cuda ? "a plain cublasLtMatmul in bf16 (bf16 in/out, fp32 accumulation)"
-                  : "OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is per-row sgemv: batch-invariant)",
+                  : "OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is batch-invariant)",
           iters);
     b.say("# {:>6}  {:>8}  {:>8}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>7}\n", "gemm", "T", "N", "K", "ztinfer(us)",
           "plain(us)", "ztTFLOP/s", "plainTFLOP/s", "ratio");
