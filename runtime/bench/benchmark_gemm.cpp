@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 
+#include "runtime/backend/cpu_matmul.h"
 #include "runtime/base/error.h"
 #include "runtime/bench/benchmark_impl.h"
 #ifdef ZT_HAVE_CUDA
@@ -102,10 +103,13 @@ void table_gemm(Bench & b) {
 #else
     const bool cuda = false;
 #endif
+    std::string cpu_path = "?";   // ZT_CPU_MATMUL's error, if any, is each row's "skipped"
+    try { cpu_path = cpu_matmul_path_name(cpu_matmul_default_path()); } catch (const Error &) {}
     b.say("#\n# gemm: prefill GEMMs of {} at T = {} tokens: ztinfer's matmul op (f32 activations, bf16 weights, its "
           "conversions included) vs {}; mean of {} after 1 warm-up; ratio = ztinfer TFLOP/s / plain TFLOP/s\n", sh.name,
           T, cuda ? "a plain cublasLtMatmul in bf16 (bf16 in/out, fp32 accumulation)"
-                  : "OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is batch-invariant)",
+                  : fmt::format("OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is batch-invariant; path {})",
+                              cpu_path),
           iters);
     b.say("# {:>6}  {:>8}  {:>8}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>7}\n", "gemm", "T", "N", "K", "ztinfer(us)",
           "plain(us)", "ztTFLOP/s", "plainTFLOP/s", "ratio");
