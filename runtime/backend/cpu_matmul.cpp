@@ -153,7 +153,7 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                 const float * xt = x + t0 * K;
                 int64_t ldx = K;
                 if (xpk) {   // the m rows of this tile, packed once for all the W rows of the block
-                    for (int64_t i = 0; i < m; ++i) tt.pack_x(x + (t0 + i) * K, K, xpk + i * Kp);
+                    tt.pack_x(xt, K, int(m), K, xpk);
                     xt = xpk;
                     ldx = Kp;
                 }

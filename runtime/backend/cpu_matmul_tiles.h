@@ -2,7 +2,7 @@
 // cpu_matmul.cpp and cpu_matmul_x86.cpp.
 //
 // A TileFn computes out[i*ldo + j] = dot(x row i, w row j) (+ bias[j]) for i < M, j < N: x (M,K) fp32 with row
-// stride ldx (or, when the table has pack_x, M rows packed by it with stride ldx), w (N,K) of the table's weight
+// stride ldx (or, when the table has pack_x, the M rows as pack_x packed them), w (N,K) of the table's weight
 // dtype with row stride K. fn[M-1][N-1] is the kernel for an M x N tile; every entry
 // of a table is one template instantiated for smaller M/N, so an element's arithmetic is the same in each.
 #pragma once
@@ -19,13 +19,14 @@ namespace zt {
 // sequence of operations as one call over [0, K). Tables with k_block = 0 are only called with [0, K).
 using TileFn = void (*)(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
                        const float * bias, int64_t k0, int64_t k1, float * part);
-using PackFn = void (*)(const float * src, int64_t K, float * dst);   // one x row (K) -> its packed form
+using PackFn = void (*)(const float * src, int64_t ld, int m, int64_t K, float * dst);   // m x rows (stride ld)
+                                                                                        // -> one packed tile
 
 struct TileTable {
     int mr = 0, nr = 0;             // the largest tile: mr x rows by nr W rows
-    TileFn fn[4][8] = {};           // fn[m-1][n-1], m <= mr <= 4, n <= nr <= 8
-    PackFn pack_x = nullptr;        // set: x rows are packed before the kernels see them,
-    int k_align = 1;                // into rows of K rounded up to k_align floats
+    TileFn fn[8][8] = {};           // fn[m-1][n-1], m <= mr <= 8, n <= nr <= 8
+    PackFn pack_x = nullptr;        // set: each tile's x rows are packed together before the kernels see them,
+    int k_align = 1;                // K rounded up to k_align floats per row (the kernels' ldx is then unused)
     int k_block = 0;                // > 0: the kernels take K in blocks of this many (see TileFn)
 };
 
@@ -37,7 +38,7 @@ void tile_table_fill_row(TileTable & t, std::integer_sequence<int, Ns...>) {
 }
 template <typename Kern, int... Ms>
 TileTable tile_table_fill(std::integer_sequence<int, Ms...>) {
-    static_assert(Kern::MR <= 4 && Kern::NR <= 8, "TileTable holds tiles up to 4 x 8");
+    static_assert(Kern::MR <= 8 && Kern::NR <= 8, "TileTable holds tiles up to 8 x 8");
     TileTable t;
     t.mr = Kern::MR;
     t.nr = Kern::NR;

@@ -52,7 +52,7 @@ struct Avx2 {
                                   const float * bias, int64_t, int64_t, float *) {
         constexpr size_t ws = WT == DType::F32 ? 4 : 2;
         __m256 acc[M][N];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) acc[i][j] = _mm256_setzero_ps();
@@ -61,7 +61,7 @@ struct Avx2 {
             __m256 wv[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load8<WT>(w, j * K + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int i = 0; i < M; ++i) {
                 const __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
 #pragma GCC unroll 8
@@ -142,7 +142,7 @@ ZT_TARGET_AVX512 inline void store_sums(const __m512 (&acc)[M][N], float * out, 
 #pragma GCC unroll 8
     for (int g = 0; g < MN; g += 4) {
         __m512 v[4];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int q = 0; q < 4; ++q) v[q] = g + q < MN ? acc[(g + q) / N][(g + q) % N] : _mm512_setzero_ps();
         hsum16x4(v, sums + g);
     }
@@ -153,7 +153,7 @@ ZT_TARGET_AVX512 inline void store_sums(const __m512 (&acc)[M][N], float * out, 
 // The accumulators of a K-blocked call (TileFn): zero at k0 = 0, else read back from part.
 template <int M, int N>
 ZT_TARGET_AVX512 inline void acc_start(__m512 (&acc)[M][N], int64_t k0, const float * part) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < N; ++j) acc[i][j] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part + (i * N + j) * 16);
@@ -163,7 +163,7 @@ template <int M, int N>
 ZT_TARGET_AVX512 inline void acc_finish(const __m512 (&acc)[M][N], int64_t k1, int64_t K, float * part, float * out,
                                         int64_t ldo, const float * bias) {
     if (k1 == K) { store_sums(acc, out, ldo, bias); return; }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
         for (int j = 0; j < N; ++j) _mm512_store_ps(part + (i * N + j) * 16, acc[i][j]);
@@ -184,7 +184,7 @@ struct Avx512 {
             __m512 wv[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int i = 0; i < M; ++i) {
                 const __m512 xv = _mm512_loadu_ps(x + i * ldx + k);
 #pragma GCC unroll 8
@@ -196,7 +196,7 @@ struct Avx512 {
             __m512 wv[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k, m);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int i = 0; i < M; ++i) {
                 const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
 #pragma GCC unroll 8
@@ -208,43 +208,54 @@ struct Avx512 {
 };
 
 // BF16 weights on AVX-512: 32 weights per load, split into the even ones (shifted left 16: the low bf16 of each
-// 32-bit lane) and the odd ones (masked: the high bf16), 2 ALU uops per 32 weights instead of 4. x is packed to
-// match: each 32-chunk of a row becomes [x0, x2, ..., x30, x1, x3, ..., x31], the row zero-padded to a multiple
-// of 32 (the W tail is a masked load). Per element: lane l sums, chunk by chunk, x[2l]·w[2l] then x[2l+1]·w[2l+1].
-ZT_TARGET_AVX512 void pack_even_odd(const float * src, int64_t K, float * dst) {
+// 32-bit lane) and the odd ones (masked: the high bf16), 2 ALU uops per 32 weights instead of 4, each widened
+// vector used by 8 x rows. x is packed to match, per tile: chunk c (32 floats of K) of row i sits at
+// dst[(c*m + i)*32], as [x0, x2, ..., x30, x1, x3, ..., x31], zero past K (the W tail is a masked load), so the
+// kernel walks one pointer. Per element: lane l sums, chunk by chunk, x[2l]·w[2l] then x[2l+1]·w[2l+1].
+ZT_TARGET_AVX512 void pack_even_odd(const float * src, int64_t ld, int m, int64_t K, float * dst) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for (int64_t c = 0; c < K; c += 32) {
         const int64_t rem = K - c;   // lanes past K read as 0
         const __mmask16 lo = rem >= 16 ? __mmask16(0xffff) : __mmask16((1u << rem) - 1u);
         const __mmask16 hi = rem >= 32 ? __mmask16(0xffff) : rem > 16 ? __mmask16((1u << (rem - 16)) - 1u) : __mmask16(0);
-        const __m512 a = _mm512_maskz_loadu_ps(lo, src + c), b = _mm512_maskz_loadu_ps(hi, src + c + 16);
-        _mm512_store_ps(dst + c, _mm512_permutex2var_ps(a, even, b));
-        _mm512_store_ps(dst + c + 16, _mm512_permutex2var_ps(a, odd, b));
+        for (int i = 0; i < m; ++i) {
+            const float * s = src + i * ld + c;
+            float * d = dst + (c / 32 * m + i) * 32;
+            const __m512 a = _mm512_maskz_loadu_ps(lo, s), b = _mm512_maskz_loadu_ps(hi, s + 16);
+            _mm512_store_ps(d, _mm512_permutex2var_ps(a, even, b));
+            _mm512_store_ps(d + 16, _mm512_permutex2var_ps(a, odd, b));
+        }
     }
 }
 
 struct Avx512Bf16 {
-    static constexpr int MR = 4, NR = 5, k_align = 32, k_block = 512;   // 20 accumulators + 5 + 5 W vectors
+    static constexpr int MR = 8, NR = 3, k_align = 32, k_block = 512;   // 24 accumulators + 3 W vectors
     static constexpr PackFn pack_x = pack_even_odd;
-    // acc[i][j] += the 32-chunk at k: x row i's even half times v[j]'s even bf16, then the odd halves
+    // acc[i][j] += the 32-chunk at k: x row i's even half times w row j's even bf16, then the odd halves. W is
+    // loaded twice (a memory barrier between the halves keeps the compiler from holding N more registers).
     template <int M, int N>
-    ZT_TARGET_AVX512 static inline void step(__m512 (&acc)[M][N], const __m512i (&v)[N], const float * x, int64_t ldx,
-                                             int64_t k, __m512i hi) {
+    ZT_TARGET_AVX512 static inline void step(__m512 (&acc)[M][N], const uint16_t * wp, int64_t K, __mmask32 m,
+                                             const float * xc, int64_t k, __m512i hi) {
         __m512 wv[N];
 #pragma GCC unroll 8
-        for (int j = 0; j < N; ++j) wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));   // even
-#pragma GCC unroll 4
+        for (int j = 0; j < N; ++j)   // even
+            wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_loadu_epi16(m, wp + j * K + k), 16));
+#pragma GCC unroll 8
         for (int i = 0; i < M; ++i) {
-            const __m512 xv = _mm512_load_ps(x + i * ldx + k);
+            __m512 xv = _mm512_load_ps(xc + i * 32);
+            asm("" : "+v"(xv));   // one load per row, not one per FMA (the load ports are the limit at 8 x 3)
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
+        asm volatile("" ::: "memory");
 #pragma GCC unroll 8
-        for (int j = 0; j < N; ++j) wv[j] = _mm512_castsi512_ps(_mm512_and_si512(v[j], hi));     // odd
-#pragma GCC unroll 4
+        for (int j = 0; j < N; ++j)   // odd
+            wv[j] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_maskz_loadu_epi16(m, wp + j * K + k), hi));
+#pragma GCC unroll 8
         for (int i = 0; i < M; ++i) {
-            const __m512 xv = _mm512_load_ps(x + i * ldx + k + 16);
+            __m512 xv = _mm512_load_ps(xc + i * 32 + 16);
+            asm("" : "+v"(xv));
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
@@ -257,19 +268,9 @@ struct Avx512Bf16 {
         __m512 acc[M][N];
         acc_start(acc, k0, part);
         int64_t k = k0;
-        for (; k + 32 <= k1; k += 32) {
-            __m512i v[N];
-#pragma GCC unroll 8
-            for (int j = 0; j < N; ++j) v[j] = _mm512_loadu_si512(wp + j * K + k);
-            step(acc, v, x, ldx, k, hi);
-        }
-        if (k < k1) {   // the K tail (k1 = K): a masked load (lanes past K read as 0; x is zero-padded there)
-            const __mmask32 m = __mmask32((1u << (K - k)) - 1u);
-            __m512i v[N];
-#pragma GCC unroll 8
-            for (int j = 0; j < N; ++j) v[j] = _mm512_maskz_loadu_epi16(m, wp + j * K + k);
-            step(acc, v, x, ldx, k, hi);
-        }
+        for (; k + 32 <= k1; k += 32) step(acc, wp, K, ~__mmask32(0), x + k * M, k, hi);
+        if (k < k1)   // the K tail (k1 = K): a masked load (lanes past K read as 0; x is zero-padded there)
+            step(acc, wp, K, __mmask32((1u << (K - k)) - 1u), x + k * M, k, hi);
         acc_finish(acc, k1, K, part, out, ldo, bias);
     }
 };
