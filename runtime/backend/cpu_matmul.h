@@ -8,13 +8,15 @@
 //   portable   plain C++ micro-kernels (8 fixed partial sums per dot product), for CPUs without AVX2.
 //   avx2       AVX2+FMA+F16C micro-kernels, 8 lanes.
 //   avx512     AVX-512F/BW/VL micro-kernels, 16 lanes.
-// The fast paths compute an MR x NR block of outputs per micro-kernel call on W as stored (no packing, no fp32
-// copy of W: BF16/F16 are widened in registers). Every output element is one dot product over K in a fixed order:
-// lane l of its own accumulator sums x[k]·w[k] for k = l mod L in increasing k (L = the lane count; the K tail
-// is a zero-padded load), then the L lanes are reduced in one fixed tree, then the bias is added. Edge tiles
-// run the same template with a smaller MR/NR, i.e. the identical per-element instruction sequence, so the result
-// never depends on where the element falls. K is never split across threads. Different paths give different
-// bits (different L); one path gives the same bits for every batch.
+// The fast paths compute an MR x NR block of outputs per micro-kernel call on W as stored (no fp32 copy of W: BF16/F16
+// are widened in registers; only x is repacked, per tile, where a kernel wants it). Every output element is one dot
+// product over K in a fixed order: its own L-lane accumulator (L = 16 on AVX-512, else 8) takes the products of k in a
+// fixed lane assignment, chunk after chunk in increasing k (the K tail a zero-padded load), optionally in K blocks
+// whose partial accumulators round-trip memory exactly; then the L lanes are reduced in one fixed tree, then the bias
+// is added. Edge tiles run the same template with a smaller MR/NR, i.e. the identical per-element instruction sequence,
+// so the result never depends on where the element falls; the blocking (which may depend on T and the thread count)
+// only decides speed. K is never split across threads. Different paths give different bits; one path gives the same
+// bits for every batch.
 //
 // Selection: cpu_matmul_default_path() is the best path this CPU supports, or ZT_CPU_MATMUL=reference|portable|
 // avx2|avx512 (read once per process; a path the CPU lacks, or an unknown name, is an error).

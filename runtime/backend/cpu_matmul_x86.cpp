@@ -1,10 +1,11 @@
-// cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes, 4 x 6 tiles) micro-kernels of the
-// CPU matmul. Each function carries its own __attribute__((target)), so this file builds with generic flags and
+// cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes; 4 x 6 tiles for F32/F16 weights,
+// 8 x 3 for BF16, K in blocks of 512) micro-kernels of the CPU matmul. Each function carries its own __attribute__((target)), so this file builds with generic flags and
 // the tables are handed out only when __builtin_cpu_supports says the CPU has the ISA.
 //
 // Per output element (x row i, W row j): acc = 0 (L lanes); for k = 0, L, 2L, ... : acc = fma(x[k..k+L),
-// widen(w[k..k+L)), acc), the last step with a zero-padded (masked) load when L does not divide K; then
-// hsum(acc) in one fixed tree (upper half + lower half, down to one lane); then + bias[j]. BF16 is widened by
+// widen(w[k..k+L)), acc), the last step with a zero-padded (masked) load when L does not divide K (BF16 on
+// AVX-512: 32-chunks, even then odd elements, see Avx512Bf16); then hsum(acc) in one fixed tree (upper half +
+// lower half, down to one lane); then + bias[j]. BF16 is widened by
 // zero-extending to 32 bits and shifting left 16, F16 by vcvtph2ps, both in registers.
 #include "runtime/backend/cpu_matmul_tiles.h"
 
