@@ -38,7 +38,8 @@ bool cpu_matmul_path_supported(CpuMatmulPath p) {
 
 std::vector<CpuMatmulPath> cpu_matmul_supported_paths() {
     std::vector<CpuMatmulPath> v;
-    for (CpuMatmulPath p : {CpuMatmulPath::reference, CpuMatmulPath::portable, CpuMatmulPath::avx2, CpuMatmulPath::avx512})
+    for (CpuMatmulPath p :
+         {CpuMatmulPath::reference, CpuMatmulPath::portable, CpuMatmulPath::avx2, CpuMatmulPath::avx512})
         if (cpu_matmul_path_supported(p)) v.push_back(p);
     return v;
 }
@@ -50,8 +51,9 @@ CpuMatmulPath cpu_matmul_default_path() {
             for (CpuMatmulPath p : {CpuMatmulPath::reference, CpuMatmulPath::portable, CpuMatmulPath::avx2,
                                     CpuMatmulPath::avx512}) {
                 if (std::string(env) != cpu_matmul_path_name(p)) continue;
-                ZT_CHECK(cpu_matmul_path_supported(p), "ZT_CPU_MATMUL={}: this CPU cannot run that path; unset it or "
-                         "choose reference, portable{}", env, cpu_matmul_path_supported(CpuMatmulPath::avx2) ? ", avx2" : "");
+                ZT_CHECK(cpu_matmul_path_supported(p),
+                         "ZT_CPU_MATMUL={}: this CPU cannot run that path; unset it or choose reference, portable{}", env,
+                         cpu_matmul_path_supported(CpuMatmulPath::avx2) ? ", avx2" : "");
                 return p;
             }
             ZT_FAIL("ZT_CPU_MATMUL=\"{}\" is not a CPU matmul path; use reference, portable, avx2 or avx512 (or unset "
@@ -104,7 +106,8 @@ void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Ten
             } else {
                 float * pb = panel_buf.get(size_t(NP * K));
                 if (cached_panel != p) {
-                    convert_to_f32(pb, static_cast<const char *>(w.data) + size_t(n0 * K) * wsize, w.dtype, size_t(np * K));
+                    convert_to_f32(pb, static_cast<const char *>(w.data) + size_t(n0 * K) * wsize, w.dtype,
+                                   size_t(np * K));
                     cached_panel = p;
                 }
                 panel = pb;
@@ -159,8 +162,9 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                 }
                 if (KC == 0) {
                     for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr)
-                        tt.fn[m - 1][std::min(nr, n_hi - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0,
-                                                                N, bias ? bias + n0 : nullptr, 0, K, nullptr);
+                        tt.fn[m - 1][std::min(nr, n_hi - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize,
+                                                                out + t0 * N + n0, N, bias ? bias + n0 : nullptr, 0, K,
+                                                                nullptr);
                     continue;
                 }
                 // K blocks of KC: G tiles at a time walk K together, so the x tile's block stays in L1
@@ -168,9 +172,9 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                     const int64_t g1 = std::min(n_hi, g0 + G * nr);
                     for (int64_t k0 = 0; k0 < K; k0 += KC)
                         for (int64_t n0 = g0; n0 < g1; n0 += nr)
-                            tt.fn[m - 1][std::min(nr, g1 - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize,
-                                                                  out + t0 * N + n0, N, bias ? bias + n0 : nullptr, k0,
-                                                                  std::min(K, k0 + KC), part + (n0 - g0) / nr * part_tile);
+                            tt.fn[m - 1][std::min(nr, g1 - n0) - 1](
+                                xt, ldx, K, wp + size_t(n0 * K) * wsize, out + t0 * N + n0, N,
+                                bias ? bias + n0 : nullptr, k0, std::min(K, k0 + KC), part + (n0 - g0) / nr * part_tile);
                 }
             }
         }

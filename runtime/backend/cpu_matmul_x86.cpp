@@ -1,6 +1,7 @@
-// cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes; 4 x 6 tiles for F32/F16 weights,
-// 8 x 3 for BF16, K in blocks of 512) micro-kernels of the CPU matmul. Each function carries its own __attribute__((target)), so this file builds with generic flags and
-// the tables are handed out only when __builtin_cpu_supports says the CPU has the ISA.
+// cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes; 4 x 6 tiles for F32/F16 weights, 8 x 3 for
+// BF16, K in blocks of 512) micro-kernels of the CPU matmul. Each function carries its own __attribute__((target)), so
+// this file builds with generic flags and the tables are handed out only when __builtin_cpu_supports says the CPU has
+// the ISA.
 //
 // Per output element (x row i, W row j): acc = 0 (L lanes); for k = 0, L, 2L, ... : acc = fma(x[k..k+L),
 // widen(w[k..k+L)), acc), the last step with a zero-padded (masked) load when L does not divide K (BF16 on
@@ -219,7 +220,9 @@ ZT_TARGET_AVX512 void pack_even_odd(const float * src, int64_t ld, int m, int64_
     for (int64_t c = 0; c < K; c += 32) {
         const int64_t rem = K - c;   // lanes past K read as 0
         const __mmask16 lo = rem >= 16 ? __mmask16(0xffff) : __mmask16((1u << rem) - 1u);
-        const __mmask16 hi = rem >= 32 ? __mmask16(0xffff) : rem > 16 ? __mmask16((1u << (rem - 16)) - 1u) : __mmask16(0);
+        const __mmask16 hi = rem >= 32  ? __mmask16(0xffff)
+                             : rem > 16 ? __mmask16((1u << (rem - 16)) - 1u)
+                                        : __mmask16(0);
         for (int i = 0; i < m; ++i) {
             const float * s = src + i * ld + c;
             float * d = dst + (c / 32 * m + i) * 32;
