@@ -1,5 +1,5 @@
 // The CPU backend: the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
-// GEMM through OpenBLAS, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory
+// GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory
 // (pinned_host: 4096-aligned, mlock'ed where RLIMIT_MEMLOCK allows).
 //
 // Streams. compute: synchronous, ops / copy_async / host_task run at once on the calling thread; record(compute)
