@@ -1,5 +1,5 @@
 // The CPU backend: the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
-// GEMM through OpenBLAS, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory
+// GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h). Memory of every kind is host memory
 // (pinned_host: 4096-aligned, mlock'ed where RLIMIT_MEMLOCK allows).
 //
 // Streams. compute: synchronous, ops / copy_async / host_task run at once on the calling thread; record(compute)
@@ -20,12 +20,11 @@
 // Batch invariance (a hard requirement, see backend.h). Measured with OpenBLAS 0.3.21 (DYNAMIC_ARCH, Cooperlake
 // kernels): cblas_sgemm gives a row different bits depending on M (the number of rows in the call, e.g. M = 5
 // vs 1, even single-threaded: edge kernels and the small-matrix path sum K differently), and sgemm with M = 1
-// differs from sgemv. So matmul never calls sgemm. It cuts W into panels of NP rows (NP depends only on N and
-// K) and calls cblas_sgemv once per (token row, panel), with the row copied to an aligned scratch vector: every
-// output element is then one fixed sgemv over the same panel, whatever T is or which other rows share the
-// batch. OpenBLAS is set to one thread (its own threading would split panels by size); the pool spreads
-// (panel, row-block) work items over threads instead, which never changes what a single call computes.
-// Panels of BF16/F16 weights are widened to fp32 into a per-thread scratch buffer (cached across row blocks).
+// differs from sgemv. So matmul never calls sgemm: it runs cpu_matmul (cpu_matmul.h), whose readable reference
+// is one sgemv per (token row, W panel) and whose fast paths (AVX-512, AVX2, portable; picked at run time,
+// ZT_CPU_MATMUL forces one) are register-blocked micro-kernels where every output element is one dot product
+// over K in a fixed order, whatever T, tile or thread. OpenBLAS is set to one thread (its own threading would
+// split panels by size); the pool spreads work items over threads instead, which never changes the bits.
 // Other ops reduce each output element in a fixed order (rmsnorm: over C in order; attention: keys in order).
 #include <cblas.h>
 #include <sys/mman.h>
@@ -49,6 +48,7 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu_matmul.h"
 #include "runtime/backend/memory_account.h"
 #include "runtime/backend/op_checks.h"
 #include "runtime/backend/sample_token.h"
@@ -469,41 +469,8 @@ public:
 
     void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream *) override {
         const MatmulDims dims = check_matmul(out, x, w, bias);
-        const int64_t T = dims.T, N = dims.N, K = dims.K;
-        if (T == 0 || N == 0) return;
-        // Panel height: ~128 KiB of fp32 weights, a multiple of 16 rows, depends on K only (never on T).
-        const int64_t NP = std::min<int64_t>(N, std::max<int64_t>(16, (32768 / std::max<int64_t>(K, 1)) / 16 * 16));
-        const int64_t n_panels = (N + NP - 1) / NP;
-        const int64_t RB = 64;                                   // token rows per work item
-        const int64_t n_row_blocks = (T + RB - 1) / RB;
-        const float * xp = x.ptr<const float>();
-        float * op = out.ptr<float>();
-        pool_.parallel_for(n_panels * n_row_blocks, 1, [&](int64_t b, int64_t e) {
-            thread_local Scratch panel_buf, xrow_buf, yrow_buf;
-            int64_t cached_panel = -1;                            // panel widened in panel_buf by this call
-            for (int64_t item = b; item < e; ++item) {
-                const int64_t p = item / n_row_blocks, rb = item % n_row_blocks;
-                const int64_t n0 = p * NP, np = std::min(NP, N - n0);
-                const float * panel;                              // (np,K) fp32
-                if (w.dtype == DType::F32) {
-                    panel = w.ptr<const float>() + n0 * K;
-                } else {
-                    float * pb = panel_buf.get(size_t(NP * K));
-                    if (cached_panel != p) { weight_row(pb, w, n0 * K, np * K); cached_panel = p; }
-                    panel = pb;
-                }
-                float * xr = xrow_buf.get(size_t(K));
-                float * yr = yrow_buf.get(size_t(NP));
-                const int64_t t_end = std::min(T, (rb + 1) * RB);
-                for (int64_t t = rb * RB; t < t_end; ++t) {
-                    std::memcpy(xr, xp + t * K, size_t(K) * sizeof(float));   // same alignment for every row
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(np), int(K), 1.0f, panel, int(K), xr, 1, 0.0f, yr, 1);
-                    float * o = op + t * N + n0;
-                    if (bias.data) for (int64_t j = 0; j < np; ++j) o[j] = yr[j] + weight_at(bias, n0 + j);
-                    else std::memcpy(o, yr, size_t(np) * sizeof(float));
-                }
-            }
-        });
+        cpu_matmul(cpu_matmul_default_path(), pool_, out.ptr<float>(), x.ptr<const float>(), w, bias, dims.T, dims.N,
+                   dims.K);   // cpu_matmul.h: the sgemv reference and the batch-invariant SIMD paths
     }
 
     void rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream *) override {

@@ -4,13 +4,15 @@
 // ztinfer's matmul op (f32 activations x W weights -> f32, with its conversions) on the layer's three GEMM shapes at
 // T = --prompt tokens, against the plain GEMM of the same shape: on CUDA a bare cublasLtMatmul in bf16 (bf16 in,
 // bf16 out, fp32 accumulation, the heuristic's first algorithm: what torch.matmul runs); on CPU OpenBLAS sgemm on
-// fp32 copies with every thread (ztinfer's CPU matmul is per-row sgemv, batch-invariant by design, so far slower).
+// fp32 copies with every thread (ztinfer's CPU matmul is cpu_matmul.h, batch-invariant by design; ZT_CPU_MATMUL
+// picks its path, e.g. reference for the per-row sgemv).
 #include <algorithm>
 #include <string>
 #include <vector>
 
 #include <cblas.h>
 
+#include "runtime/backend/cpu_matmul.h"
 #include "runtime/base/error.h"
 #include "runtime/bench/benchmark_impl.h"
 #ifdef ZT_HAVE_CUDA
@@ -101,10 +103,13 @@ void table_gemm(Bench & b) {
 #else
     const bool cuda = false;
 #endif
+    std::string cpu_path = "?";   // ZT_CPU_MATMUL's error, if any, is each row's "skipped"
+    try { cpu_path = cpu_matmul_path_name(cpu_matmul_default_path()); } catch (const Error &) {}
     b.say("#\n# gemm: prefill GEMMs of {} at T = {} tokens: ztinfer's matmul op (f32 activations, bf16 weights, its "
           "conversions included) vs {}; mean of {} after 1 warm-up; ratio = ztinfer TFLOP/s / plain TFLOP/s\n", sh.name,
           T, cuda ? "a plain cublasLtMatmul in bf16 (bf16 in/out, fp32 accumulation)"
-                  : "OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is per-row sgemv: batch-invariant)",
+                  : fmt::format("OpenBLAS sgemm on fp32 copies with every thread (the CPU matmul is batch-invariant; path {})",
+                              cpu_path),
           iters);
     b.say("# {:>6}  {:>8}  {:>8}  {:>8}  {:>12}  {:>12}  {:>12}  {:>12}  {:>7}\n", "gemm", "T", "N", "K", "ztinfer(us)",
           "plain(us)", "ztTFLOP/s", "plainTFLOP/s", "ratio");
