@@ -15,10 +15,10 @@
 // Other ops reduce each output element in a fixed order (rmsnorm: over C in order; attention: keys in order).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "runtime/backend/aligned_scratch.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/backend_cpu_impl.h"
 #include "runtime/backend/cpu_matmul.h"
@@ -44,22 +44,6 @@ inline float weight_at(const Tensor & w, int64_t i) {
 inline void weight_row(float * dst, const Tensor & w, int64_t i, int64_t n) {
     convert_to_f32(dst, static_cast<const char *>(w.data) + size_t(i) * dtype_size(w.dtype), w.dtype, size_t(n));
 }
-
-// 64-byte aligned per-thread scratch of n floats (contents kept until the next call with a larger n).
-struct Scratch {
-    float * p = nullptr;
-    size_t cap = 0;
-    ~Scratch() { std::free(p); }
-    float * get(size_t n) {
-        if (n > cap) {
-            std::free(p);
-            cap = (n + 15) & ~size_t(15);
-            p = static_cast<float *>(std::aligned_alloc(64, cap * sizeof(float)));
-            ZT_CHECK(p != nullptr, "out of host memory allocating {} bytes of scratch", cap * sizeof(float));
-        }
-        return p;
-    }
-};
 
 }  // namespace
 
@@ -109,7 +93,7 @@ void CpuBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_fre
     const float * freqs = inv_freq.ptr<const float>();
     float * xp = x.ptr<float>();
     pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
-        thread_local Scratch cs_buf;
+        thread_local AlignedScratch cs_buf;
         float * cs = cs_buf.get(size_t(2 * half));
         for (int64_t t = b; t < e; ++t) {
             const float * f = freqs + t * dims.freq_stride;
@@ -159,7 +143,7 @@ void CpuBackend::attention(Tensor out, const Tensor & q, const Tensor & k_cache,
     const float * vp = v_cache.ptr<const float>();
     float * op = out.ptr<float>();
     pool_.parallel_for(T * H, 4, [&](int64_t b, int64_t e) {
-        thread_local Scratch score_buf;
+        thread_local AlignedScratch score_buf;
         for (int64_t item = b; item < e; ++item) {
             const int64_t t = item / H, h = item % H, kvh = h / group;
             float * o = op + (t * H + h) * D;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "runtime/backend/aligned_scratch.h"
 #include "runtime/backend/cpu_matmul_tiles.h"
 #include "runtime/base/error.h"
 
@@ -68,23 +69,6 @@ CpuMatmulPath cpu_matmul_default_path() {
 namespace {
 
 // ---- reference: one sgemv per (token row, panel) -------------------------------------------------------------
-// 64-byte aligned per-thread scratch of n floats (contents kept until the next call with a larger n).
-struct AlignedScratch {
-    float * p = nullptr;
-    size_t cap = 0;
-    ~AlignedScratch() { std::free(p); }
-    float * get(size_t n) {
-        if (n > cap) {
-            std::free(p);
-            p = nullptr;
-            cap = (n + 15) & ~size_t(15);
-            p = static_cast<float *>(std::aligned_alloc(64, cap * sizeof(float)));
-            ZT_CHECK(p != nullptr, "out of host memory allocating {} bytes of matmul scratch", cap * sizeof(float));
-        }
-        return p;
-    }
-};
-
 // Panels of NP rows (NP from N and K only, never T); each panel widened to fp32 once per work item, then one
 // cblas_sgemv per token row with the row copied to an aligned vector (sgemv's result depends on alignment).
 void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Tensor & w, const float * bias,
