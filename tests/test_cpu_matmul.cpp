@@ -1,7 +1,7 @@
 // The CPU matmul's batch invariance on each of its paths (cpu_matmul.h): row t of a T-row call is bit-identical
 // (memcmp) to the same row computed alone (T = 1) and inside other batches (T = 3, 17, 129, at other offsets),
-// whatever the thread count. Its agreement with the sgemv reference is tests/test_backend_ops.cpp's
-// MatmulPaths.FastPathsMatchTheReferenceOnOddSizes.
+// whatever the thread count. Its agreement with the sgemv reference is test_backend_ops's
+// MatmulPaths.FastPathsMatchTheReferenceOnOddSizes (tests/backend_ops/matmul_cases.cpp).
 #include <gtest/gtest.h>
 
 #include <cstring>
