@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "runtime/backend/aligned_scratch.h"
 #include "runtime/backend/backend.h"
 #include "runtime/base/error.h"
 #include "runtime/model/model_config.h"
@@ -304,3 +305,16 @@ TEST_F(BackendCpu, MemoryAndStreams) {
 
 }  // namespace
 }  // namespace zt
+
+// A scratch buffer whose growth failed (out of memory) must not remember the size it could not get: the next,
+// smaller request allocates again instead of handing back a null pointer.
+TEST(AlignedScratch, FailedGrowthIsRetriedNotRemembered) {
+    zt::AlignedScratch s;
+    EXPECT_THROW(s.get(size_t(1) << 60), zt::Error);
+    float * p = s.get(100);
+    ASSERT_NE(p, nullptr);
+    p[99] = 1.0f;
+    EXPECT_EQ(s.get(50), p);
+    EXPECT_THROW(s.get(size_t(-1)), zt::Error);   // n * sizeof(float) would overflow
+    EXPECT_NE(s.get(16), nullptr);
+}

@@ -22,9 +22,12 @@ struct AlignedScratch {
         if (n > cap) {
             std::free(p);
             p = nullptr;
-            cap = (n + 15) & ~size_t(15);
-            p = static_cast<float *>(std::aligned_alloc(64, cap * sizeof(float)));
-            ZT_CHECK(p != nullptr, "out of host memory allocating {} bytes of scratch", cap * sizeof(float));
+            cap = 0;   // set only once the new block exists: after a failed allocation the next call retries
+            ZT_CHECK(n <= (size_t(-1) / sizeof(float) - 15), "scratch of {} floats does not fit in memory", n);
+            const size_t want = (n + 15) & ~size_t(15);
+            p = static_cast<float *>(std::aligned_alloc(64, want * sizeof(float)));
+            ZT_CHECK(p != nullptr, "out of host memory allocating {} bytes of scratch", want * sizeof(float));
+            cap = want;
         }
         return p;
     }
