@@ -11,13 +11,16 @@
 #include "runtime/backend/cpu_matmul_tiles.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstring>
 
 // GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* placeholders (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #define ZT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define ZT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -115,7 +118,8 @@ ZT_TARGET_AVX512 inline __m512 load16(const void * w, int64_t i) {
     }
 }
 
-ZT_TARGET_AVX512 inline float hsum16(__m512 a) {   // halves added down to one lane, always in this order
+// The one-accumulator form, kept as the readable spec of hsum16x4 below (which the kernels use).
+[[maybe_unused]] ZT_TARGET_AVX512 inline float hsum16(__m512 a) {   // halves added down to one lane, in this order
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     b = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -294,18 +298,24 @@ const TileTable * tables_for(DType wt) {
     return wt == DType::F32 ? &f32 : wt == DType::BF16 ? &bf16 : &f16;
 }
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know the name "f16c". The AVX
+// state the OS must save is already checked by __builtin_cpu_supports("avx2") / ("avx512f").
+bool cpu_has_f16c() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 }  // namespace
 
 const TileTable * cpu_matmul_tiles_avx2(DType wt) {
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     return ok ? tables_for<Avx2>(wt) : nullptr;
 }
 
 const TileTable * cpu_matmul_tiles_avx512(DType wt) {
     static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                           __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+                           __builtin_cpu_supports("fma") && cpu_has_f16c();
     return ok ? avx512_tables(wt) : nullptr;
 }
 
