@@ -32,6 +32,9 @@ PY_PACKAGES = {"torch": "torch", "transformers": "transformers", "safetensors": 
                "numpy": "numpy", "sentencepiece": "sentencepiece",
                "accelerate": "accelerate"}   # accelerate: transformers needs it to read a GGUF
 Q4_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The 2-core VM's CPU advertises AMX but its first tile instruction is SIGILL (ggml_backend_amx_mul_mat, Q4_1
+# weights), so -march=native's AMX is switched off; llama.cpp then uses its AVX-512 kernels.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 TRIAD_CPP = r"""
 // STREAM triad a = b + s*c over 3 x 128 MiB arrays, OpenMP threads; prints the best GB/s of 10 passes.
@@ -127,7 +130,7 @@ def llama_prepare(cache, f32_dir, threads):
         log(f"building llama.cpp's llama-batched-bench from {src} (minutes)")
         run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
              "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-             "-DLLAMA_OPENSSL=OFF"])
+             "-DLLAMA_OPENSSL=OFF", f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"])
         run(["nice", "cmake", "--build", str(build), "-j", str(threads), "--target", "llama-batched-bench"])
     gguf32 = cache / "smollm2-135m-f32.gguf"
     if not gguf32.exists():
@@ -152,7 +155,7 @@ def sgemm_measure(env, m, k, n):
     code = ("import numpy as np, time\n"
             f"a = np.random.rand({m}, {k}).astype(np.float32); b = np.random.rand({k}, {n}).astype(np.float32)\n"
             "a @ b\nbest = 1e9\n"
-            "for _ in range(5):\n    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+            "for _ in range(10):\n    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
             f"print(2.0 * {m} * {k} * {n} / best)\n")
     return float(run([sys.executable, "-c", code], env=env).strip())   # FLOP/s
 
@@ -248,7 +251,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke run: prompt 32, gen 4, 1 round")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "ztinfer-bench"))
-    ap.add_argument("--llama-fa", default="off", help="llama.cpp -fa (on|off|auto); off was faster on a 2-core VM")
+    ap.add_argument("--llama-fa", default="auto", help="llama.cpp -fa on|off|auto (its default; on vs off was within the noise here)")
     ap.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
@@ -289,14 +292,18 @@ def main():
                     times[(e, b)].append(fn(b, ids, work))
                     log(f"round {r + 1}/{args.rounds} batch {b} {e}: prefill {times[(e, b)][-1][0]:.3f} s, "
                         f"decode step {times[(e, b)][-1][1] * 1e3:.1f} ms ({time.time() - t0:.0f} s)")
+            if r + 1 < args.rounds:   # the figures so far, in case a long run is cut short
+                print(f"\n(after round {r + 1} of {args.rounds})")
+                report(args, cfg, batches, times, statistics.median(bws), statistics.median(flops), f32_dir, q4,
+                       gguf32)
     report(args, cfg, batches, times, statistics.median(bws), statistics.median(flops), f32_dir, q4, gguf32)
     print("\nsame work:")
     for b in batches:   # same greedy tokens: a check that both engines did the same work on the same weights
         zt, hf = times[("ztinfer f32", b)][-1][2], times[("HF f32", b)][-1][2]
         same = sum(x == y for x, y in zip(zt, hf))
         first = [next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), len(x)) for x, y in zip(zt, hf)]
-        print(f"  batch {b}: ztinfer and HF greedy tokens identical in {same}/{b} requests "
-              f"(first difference at new token {min(first)} at the earliest; f32 rounding can flip near-ties)")
+        diff = f" (first difference at new token {min(first)}; f32 rounding can flip near-ties)" if same < b else ""
+        print(f"  batch {b}: ztinfer and HF greedy tokens identical in {same}/{b} requests{diff}")
 
 
 def report(args, cfg, batches, times, bw, sgemm, f32_dir, q4, gguf32):
@@ -310,7 +317,10 @@ def report(args, cfg, batches, times, bw, sgemm, f32_dir, q4, gguf32):
     emb = cfg["vocab_size"] * cfg["hidden_size"]
     lin = st_bytes / 4 - emb * (1 if cfg.get("tie_word_embeddings") else 2)   # layer matmul params (lm_head: 1 row)
     print(f"\nbench_cpu_peers: SmolLM2-135M-Instruct, prompt {p}, gen {g}, threads {n}, {args.rounds} round(s) "
-          f"(medians), OMP_WAIT_POLICY=PASSIVE for all, llama.cpp -fa {args.llama_fa}, KV f16")
+          f"(medians), OMP_WAIT_POLICY=PASSIVE for all, llama.cpp -fa {args.llama_fa}")
+    print("tok/s: prefill = B*P / prefill s, decode = B / step s, total = B*(P+G) / (prefill + (G-1) steps); "
+          "dec/BW = decode / (B * triad GB/s / (weight bytes + K,V bytes read per step; KV f32, llama.cpp f16)); "
+          "pre/sgemm = prefill GFLOP/s (2 * layer params * tokens + causal attention) / numpy sgemm GFLOP/s")
     print(f"machine: stream triad {bw / 1e9:.1f} GB/s, numpy sgemm {sgemm / 1e9:.1f} GFLOP/s "
           f"({min(512, max(batches) * p)}x{cfg['hidden_size']}x{cfg['intermediate_size']})")
     hdr = f"{'engine':<16}{'B':>4}{'prefill/s':>11}{'decode/s':>10}{'total/s':>10}" \
