@@ -11,8 +11,11 @@
 # under --cache (default ~/.cache/ztinfer-bench). ztinfer itself must be built (build/ztinfer).
 #
 # Timing (every engine: prefill = the prompt forward that yields the 1st new token, decode = the G-1 steps after):
-#   ztinfer  two jobs, G=1 and G; loop_seconds of <output>.metrics.json (the metrics carry no prefill/decode split,
-#            see runtime/job/job_metrics.cpp): prefill = loop(G=1), decode = loop(G) - loop(G=1).
+#   ztinfer  one job with prefill_chunk = B*P (the whole batch prefills in step 1, then G-1 decode steps of all B) and
+#            --trace: <output>.metrics.json has no prefill/decode split (runtime/job/job_metrics.cpp) and two jobs
+#            (G=1, G) differenced were swamped by the shared machine's noise (a negative decode time), so step
+#            boundaries come from the Chrome trace ("compute embed" starts a step, "compute head" ends it):
+#            prefill = step 1, decode step = (end of the last step - end of step 1) / (G-1).
 #   HF       one forward of the prompts (logits_to_keep=1) = prefill; model.generate(min=max=G) - prefill = decode.
 #   llama    llama-batched-bench: T_PP = prefill; decode per step = T_TG / G (it runs G steps after the prompt).
 #   total tok/s = B*(P+G) / (prefill + (G-1) decode steps), the same work for every engine.
@@ -168,9 +171,10 @@ def prompt_ids(b, p, vocab):
     return [[rng.randrange(1000, vocab) for _ in range(p)] for _ in range(b)]
 
 
-def ztinfer_job(model, ids, g, threads, env, work):
-    out = work / f"out_{len(ids)}_{g}.jsonl"
-    for f in (out, Path(str(out) + ".metrics.json")):
+def ztinfer_time(model, ids, g, threads, env, work):
+    """-> (prefill s, decode s per step, the generated token ids per request)"""
+    out, trace = work / f"out_{len(ids)}_{g}.jsonl", work / "trace.json"
+    for f in (out, Path(str(out) + ".metrics.json"), trace):
         f.unlink(missing_ok=True)
     inp = work / f"prompts_{len(ids)}_{len(ids[0])}_{g}.jsonl"
     inp.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt_token_ids": t, "max_tokens": g,
@@ -178,19 +182,20 @@ def ztinfer_job(model, ids, g, threads, env, work):
     cfg = work / "ds.json"
     cfg.write_text(json.dumps({"ztinfer": {
         "model": str(model), "task": "generate", "input": str(inp), "output": str(out), "device": "cpu",
-        "batch_size": len(ids), "threads": threads, "temperature": 0, "resume": False}}))
-    run([str(REPO / "build" / "ztinfer"), "--config", str(cfg)], env=env)
+        "batch_size": len(ids), "prefill_chunk": len(ids) * len(ids[0]), "threads": threads, "temperature": 0,
+        "resume": False}}))
+    run([str(REPO / "build" / "ztinfer"), "--config", str(cfg), "--trace", str(trace)], env=env)
     m = json.loads(Path(str(out) + ".metrics.json").read_text())
     assert m["tokens"]["generated"] == len(ids) * g, m["tokens"]
+    assert m["steps"] == g, f"expected 1 prefill step + {g - 1} decode steps, the job took {m['steps']}"
     recs = {r["custom_id"]: r["token_ids"] for r in map(json.loads, out.read_text().splitlines())}
-    return m["loop_seconds"], [recs[f"r{i}"] for i in range(len(ids))]
-
-
-def ztinfer_time(model, ids, g, threads, env, work):
-    """-> (prefill s, decode s per step, the generated token ids per request)"""
-    t1, _ = ztinfer_job(model, ids, 1, threads, env, work)
-    tg, tokens = ztinfer_job(model, ids, g, threads, env, work)
-    return t1, (tg - t1) / max(g - 1, 1), tokens
+    ev = json.loads(trace.read_text())
+    ev = [e for e in (ev["traceEvents"] if isinstance(ev, dict) else ev) if e.get("name", "").startswith("compute")]
+    starts = [e["ts"] for e in ev if e["name"] == "compute embed"]
+    ends = [e["ts"] + e["dur"] for e in ev if e["name"] == "compute head"]
+    assert len(starts) == len(ends) == g, (len(starts), len(ends), g)
+    prefill = (ends[0] - starts[0]) / 1e6
+    return prefill, (ends[-1] - ends[0]) / 1e6 / max(g - 1, 1), [recs[f"r{i}"] for i in range(len(ids))]
 
 
 def hf_worker(args):
