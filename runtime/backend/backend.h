@@ -196,6 +196,9 @@ struct CpuBackendOptions {
     int64_t race_delay_us = 0;        // > 0: race-hunting mode, every task on the copy and comm streams first sleeps a
                                       // random 0..race_delay_us µs (seeded by race_seed), to shake out ordering bugs
     uint64_t race_seed = 1;
+    std::string kernel_path;          // which CPU kernels run the ops: "" = ZT_CPU_MATMUL or the fastest this CPU
+                                      // supports; "reference" (the plain loops, the readable spec), "portable",
+                                      // "avx2", "avx512" (cpu_matmul.h; tests compare each with "reference")
 };
 
 // The CPU reference backend. Memory of every kind is host memory (pinned_host: page-aligned and mlock'ed where

@@ -282,7 +282,8 @@ Buffer alloc_plain(size_t bytes, MemKind kind, const std::string & purpose, Free
 }  // namespace
 
 CpuBackend::CpuBackend(const CpuBackendOptions & o)
-    : pool_(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
+    : path_(o.kernel_path.empty() ? cpu_matmul_default_path() : cpu_matmul_path_named(o.kernel_path)),
+      pool_(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
       compute_(StreamRole::compute, o), copy_(std::make_shared<CpuStream>(StreamRole::copy, o)),
       comm_(std::make_shared<CpuStream>(StreamRole::comm, o)) {
     ZT_CHECK(o.link_gbps >= 0 && o.race_delay_us >= 0, "cpu backend: link_gbps ({}) and race_delay_us ({}) "

@@ -14,6 +14,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu_matmul.h"
 #include "runtime/backend/memory_account.h"
 #include "runtime/backend/parallel_for.h"
 
@@ -109,6 +110,7 @@ private:
     CpuStream & of(Stream * s, const char * what);
 
     std::shared_ptr<MemoryAccount> account_ = std::make_shared<MemoryAccount>();
+    const CpuMatmulPath path_;   // the kernels every op runs (CpuBackendOptions::kernel_path)
     ThreadPool pool_;
     CpuStream compute_;
     std::shared_ptr<CpuStream> copy_, comm_;   // shared: a Buffer's free waits on them while the backend lives

@@ -82,7 +82,7 @@ void CpuBackend::rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float e
 
 void CpuBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream *) {
     const MatmulDims dims = check_matmul(out, x, w, bias);
-    cpu_matmul(cpu_matmul_default_path(), pool_, out.ptr<float>(), x.ptr<const float>(), w, bias, dims.T, dims.N,
+    cpu_matmul(path_, pool_, out.ptr<float>(), x.ptr<const float>(), w, bias, dims.T, dims.N,
                dims.K);   // cpu_matmul.h: the sgemv reference and the batch-invariant SIMD paths
 }
 

@@ -45,21 +45,23 @@ std::vector<CpuMatmulPath> cpu_matmul_supported_paths() {
     return v;
 }
 
+CpuMatmulPath cpu_matmul_path_named(const std::string & name, const char * source) {
+    for (CpuMatmulPath p : {CpuMatmulPath::reference, CpuMatmulPath::portable, CpuMatmulPath::avx2,
+                            CpuMatmulPath::avx512}) {
+        if (name != cpu_matmul_path_name(p)) continue;
+        ZT_CHECK(cpu_matmul_path_supported(p),
+                 "{}={}: this CPU cannot run that path; unset it or choose reference, portable{}", source, name,
+                 cpu_matmul_path_supported(CpuMatmulPath::avx2) ? ", avx2" : "");
+        return p;
+    }
+    ZT_FAIL("{}=\"{}\" is not a CPU kernel path; use reference, portable, avx2 or avx512 (or unset it for the "
+            "fastest this CPU supports)", source, name);
+}
+
 CpuMatmulPath cpu_matmul_default_path() {
     static const CpuMatmulPath chosen = [] {
         const char * env = std::getenv("ZT_CPU_MATMUL");
-        if (env && *env) {
-            for (CpuMatmulPath p : {CpuMatmulPath::reference, CpuMatmulPath::portable, CpuMatmulPath::avx2,
-                                    CpuMatmulPath::avx512}) {
-                if (std::string(env) != cpu_matmul_path_name(p)) continue;
-                ZT_CHECK(cpu_matmul_path_supported(p),
-                         "ZT_CPU_MATMUL={}: this CPU cannot run that path; unset it or choose reference, portable{}", env,
-                         cpu_matmul_path_supported(CpuMatmulPath::avx2) ? ", avx2" : "");
-                return p;
-            }
-            ZT_FAIL("ZT_CPU_MATMUL=\"{}\" is not a CPU matmul path; use reference, portable, avx2 or avx512 (or unset "
-                    "it for the fastest this CPU supports)", env);
-        }
+        if (env && *env) return cpu_matmul_path_named(env, "ZT_CPU_MATMUL");
         const std::vector<CpuMatmulPath> all = cpu_matmul_supported_paths();
         return all.back();
     }();

@@ -23,6 +23,7 @@
 // Not used: AVX512-BF16 (vdpbf16ps), which would round x to bf16 (results further from HF's fp32 matmul).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/backend/parallel_for.h"
@@ -36,6 +37,8 @@ const char * cpu_matmul_path_name(CpuMatmulPath p);       // "avx512"
 bool cpu_matmul_path_supported(CpuMatmulPath p);          // this CPU can run it
 std::vector<CpuMatmulPath> cpu_matmul_supported_paths();  // reference first
 CpuMatmulPath cpu_matmul_default_path();                  // ZT_CPU_MATMUL, else the fastest supported
+// The path called `name` ("avx2"); an unknown name or one this CPU cannot run is an error saying what to use.
+CpuMatmulPath cpu_matmul_path_named(const std::string & name, const char * source = "kernel_path");
 
 // out (T,N) fp32 = x (T,K) fp32 . w (N,K)^T (+ bias (N) when bias.data), rows contiguous. w/bias: F32/F16/BF16.
 // Shapes are the caller's to check (check_matmul). Work is spread over `pool`; the result does not depend on it.
