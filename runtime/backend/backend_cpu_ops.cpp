@@ -22,6 +22,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/backend_cpu_impl.h"
 #include "runtime/backend/cpu_matmul.h"
+#include "runtime/backend/cpu_rowwise.h"
 #include "runtime/backend/op_checks.h"
 #include "runtime/backend/sample_token.h"
 #include "runtime/base/error.h"
@@ -58,6 +59,15 @@ void CpuBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & tab
     for (int64_t t = 0; t < T; ++t)
         ZT_CHECK(tok[t] >= 0 && tok[t] < V, "token id {} at position {} is outside the vocabulary [0, {})", tok[t], t, V);
     float * o = out.ptr<float>();
+    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: the row widened in vector registers (same bits)
+        const CpuRowKernels & k = cpu_row_kernels(path_);
+        const char * tab = static_cast<const char *>(table.data);
+        const size_t row_bytes = size_t(C) * dtype_size(table.dtype);
+        pool_.parallel_for(T, 16, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) k.widen(o + t * C, tab + size_t(tok[t]) * row_bytes, table.dtype, C);
+        });
+        return;
+    }
     pool_.parallel_for(T, 16, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) weight_row(o + t * C, table, int64_t(tok[t]) * C, C);
     });
@@ -68,6 +78,13 @@ void CpuBackend::rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float e
     const int64_t R = dims.R, C = dims.C;
     const float * xp = x.ptr<const float>();
     float * op = out.ptr<float>();
+    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: the sum of squares in 16 lanes, one fixed tree
+        const CpuRowKernels & k = cpu_row_kernels(path_);
+        pool_.parallel_for(R, 64, [&](int64_t b, int64_t e) {
+            for (int64_t r = b; r < e; ++r) k.rmsnorm(op + r * C, xp + r * C, w.data, w.dtype, eps, C);
+        });
+        return;
+    }
     pool_.parallel_for(R, 64, [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
             const float * xr = xp + r * C;
@@ -92,6 +109,7 @@ void CpuBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_fre
     const int32_t * pos = positions.ptr<const int32_t>();
     const float * freqs = inv_freq.ptr<const float>();
     float * xp = x.ptr<float>();
+    const CpuRowKernels * k = path_ == CpuMatmulPath::reference ? nullptr : &cpu_row_kernels(path_);
     pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
         thread_local AlignedScratch cs_buf;
         float * cs = cs_buf.get(size_t(2 * half));
@@ -102,6 +120,7 @@ void CpuBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_fre
                 cs[i] = float(std::cos(double(a))) * scaling;            // HF: emb.cos() * attention_scaling
                 cs[half + i] = float(std::sin(double(a))) * scaling;
             }
+            if (k) { k->rope(xp + t * H * D, cs, H, D); continue; }   // cpu_rowwise.h: the rotation in vectors (same bits)
             for (int64_t h = 0; h < H; ++h) {
                 float * v = xp + (t * H + h) * D;
                 for (int64_t i = 0; i < half; ++i) {
@@ -185,6 +204,11 @@ void CpuBackend::swiglu(Tensor out, const Tensor & gate, const Tensor & up, Stre
     const float * g = gate.ptr<const float>();
     const float * u = up.ptr<const float>();
     float * o = out.ptr<float>();
+    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: exp of cpu_simd.h, elementwise
+        const CpuRowKernels & k = cpu_row_kernels(path_);
+        pool_.parallel_for(out.numel(), 4096, [&](int64_t b, int64_t e) { k.swiglu(o + b, g + b, u + b, e - b); });
+        return;
+    }
     pool_.parallel_for(out.numel(), 4096, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) o[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
     });
@@ -197,6 +221,11 @@ void CpuBackend::add(Tensor out, const Tensor & a, const Tensor & b, Stream *) {
     const float * ap = a.ptr<const float>();
     const float * bp = b.ptr<const float>();
     float * o = out.ptr<float>();
+    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h (same bits)
+        const CpuRowKernels & k = cpu_row_kernels(path_);
+        pool_.parallel_for(out.numel(), 16384, [&](int64_t s, int64_t e) { k.add(o + s, ap + s, bp + s, e - s); });
+        return;
+    }
     pool_.parallel_for(out.numel(), 16384, [&](int64_t s, int64_t e) {
         for (int64_t i = s; i < e; ++i) o[i] = ap[i] + bp[i];
     });
@@ -218,6 +247,27 @@ void CpuBackend::gather_rows(Tensor out, const Tensor & x, const Tensor & rows, 
 void CpuBackend::pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode, Stream *) {
     const PoolDims dims = check_pool(out, x, seqs);
     const int64_t C = dims.C, B = dims.B;
+    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: rows in order into a zeroed sum, row-major (same bits)
+        const CpuRowKernels & k = cpu_row_kernels(path_);
+        pool_.parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+            thread_local AlignedScratch sum_buf;
+            float * acc = sum_buf.get(size_t(C));
+            for (int64_t b = b0; b < b1; ++b) {
+                const AttentionSeq & q = seqs[size_t(b)];
+                float * o = out.ptr<float>() + b * C;
+                const float * rows = x.ptr<const float>() + int64_t(q.row0) * C;
+                if (mode == Pooling::last) {
+                    std::memcpy(o, rows + int64_t(q.n_tokens - 1) * C, size_t(C) * sizeof(float));
+                    continue;
+                }
+                std::memset(acc, 0, size_t(C) * sizeof(float));
+                for (int64_t r = 0; r < q.n_tokens; ++r) k.accumulate(acc, rows + r * C, C);
+                const float inv = 1.0f / float(q.n_tokens);
+                for (int64_t c = 0; c < C; ++c) o[c] = acc[c] * inv;
+            }
+        });
+        return;
+    }
     for (int64_t b = 0; b < B; ++b) {
         const AttentionSeq & q = seqs[size_t(b)];
         float * o = out.ptr<float>() + b * C;
@@ -241,8 +291,8 @@ void CpuBackend::sample(Tensor ids, const Tensor & logits, const std::vector<Sam
     SampleScratch scratch;
     for (int64_t r = 0; r < R; ++r) {
         const SampleRow & p = rows[size_t(r)];
-        ids.ptr<int32_t>()[r] = sample_token(logits.ptr<const float>() + r * V, V, p.temperature, p.top_k, p.top_p,
-                                             p.u, scratch);
+        ids.ptr<int32_t>()[r] = sample_token(path_, logits.ptr<const float>() + r * V, V, p.temperature, p.top_k,
+                                             p.top_p, p.u, scratch);   // path_ reference: the plain loops
     }
 }
 

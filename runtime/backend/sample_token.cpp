@@ -1,27 +1,39 @@
 // sample_token (see sample_token.h): every step is written out so results do not depend on library internals;
-// sorting breaks ties by token id.
+// sorting breaks ties by token id. The fast overload only swaps the two scans over all V logits (the argmax of greedy,
+// the max that the softmax subtracts) for the vector kernels of cpu_rowwise.h, which return the same element.
 #include "runtime/backend/sample_token.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace zt {
+#include "runtime/backend/cpu_rowwise.h"
 
-int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u01,
-                     SampleScratch & scratch) {
+namespace zt {
+namespace {
+
+// rows: nullptr = the reference's own loops
+int32_t sample_with(const CpuRowKernels * rows, const float * logits, int64_t vocab, double temperature,
+                    int64_t top_k, double top_p, double u01, SampleScratch & scratch) {
     std::vector<int32_t> & order_ = scratch.order;
     std::vector<double> & probs_ = scratch.probs;
     if (temperature <= 0.0) {
+        if (rows) return int32_t(rows->argmax(logits, vocab));
         int32_t best = 0;
         for (int64_t i = 1; i < vocab; ++i)
             if (logits[i] > logits[best]) best = int32_t(i);
         return best;
     }
+    // the largest logit in double (logits[0] when that is NaN), as the loop below
+    auto max_logit = [&] {
+        if (rows) return double(rows->max(logits, vocab));
+        double top = logits[0];
+        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
+        return top;
+    };
     const double inv_t = 1.0 / temperature;
     if ((top_k <= 0 || top_k >= vocab) && top_p >= 1.0) {
         // plain temperature sampling: no candidate order is needed, walk the softmax in id order
-        double top = logits[0];
-        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
+        const double top = max_logit();
         probs_.resize(size_t(vocab));
         double sum = 0;
         for (int64_t i = 0; i < vocab; ++i) sum += probs_[size_t(i)] = std::exp((double(logits[i]) - top) * inv_t);
@@ -57,8 +69,7 @@ int32_t sample_token(const float * logits, int64_t vocab, double temperature, in
         top = logits[order_[0]];
         for (int64_t i = 0; i < keep; ++i) sum += weight(order_[size_t(i)], top);
     } else {
-        top = logits[0];
-        for (int64_t i = 1; i < vocab; ++i) top = std::max(top, double(logits[i]));
+        top = max_logit();
         for (int64_t i = 0; i < vocab; ++i) sum += weight(int32_t(i), top);
     }
     // nucleus: the smallest prefix whose mass >= top_p (sorted in growing chunks: it is usually short)
@@ -88,6 +99,19 @@ int32_t sample_token(const float * logits, int64_t vocab, double temperature, in
         if (u < acc) return order_[size_t(i)];
     }
     return order_[size_t(n - 1)];
+}
+
+}  // namespace
+
+int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u01,
+                     SampleScratch & scratch) {
+    return sample_with(nullptr, logits, vocab, temperature, top_k, top_p, u01, scratch);
+}
+
+int32_t sample_token(CpuMatmulPath path, const float * logits, int64_t vocab, double temperature, int64_t top_k,
+                     double top_p, double u01, SampleScratch & scratch) {
+    const CpuRowKernels * rows = path == CpuMatmulPath::reference ? nullptr : &cpu_row_kernels(path);
+    return sample_with(rows, logits, vocab, temperature, top_k, top_p, u01, scratch);
 }
 
 }  // namespace zt

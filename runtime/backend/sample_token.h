@@ -7,6 +7,8 @@
 
 namespace zt {
 
+enum class CpuMatmulPath;   // cpu_matmul.h
+
 // Scratch space sample_token reuses between calls.
 struct SampleScratch {
     std::vector<int32_t> order;
@@ -20,5 +22,10 @@ struct SampleScratch {
 // no top-p) walks ids in ascending order instead. This is the spec of Backend::sample.
 int32_t sample_token(const float * logits, int64_t vocab, double temperature, int64_t top_k, double top_p, double u,
                      SampleScratch & scratch);
+
+// The same token, with the scans over all V logits (greedy's argmax, the softmax's max) run by the vector kernels of a
+// CPU kernel path (cpu_rowwise.h; reference = the loops above). The CPU backend's sample calls this one.
+int32_t sample_token(CpuMatmulPath path, const float * logits, int64_t vocab, double temperature, int64_t top_k,
+                     double top_p, double u, SampleScratch & scratch);
 
 }  // namespace zt
