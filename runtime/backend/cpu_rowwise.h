@@ -4,7 +4,7 @@
 // over its threads and calls one kernel per row; a kernel never sees the row count, so a row's bits do not depend on
 // the batch, the chunking or the threads.
 //
-// Per-element order each kernel keeps (identical on portable, avx2 and avx512 unless said otherwise):
+// Per-element order each kernel keeps (identical bits on portable, avx2 and avx512 unless said otherwise):
 //   widen      dst[c] = src[c] widened to fp32 (exact).                                  = reference bits
 //   rmsnorm    ss: 16 lane sums, lane l takes x[c]*x[c] (a multiply, then an add, no fma) for c = l mod 16 in increasing
 //              c (the tail a zero-padded chunk); then one tree: l + (l+8), then l + (l+4), l + (l+2), l0 + l1 (AVX2:
@@ -13,8 +13,9 @@
 //              (which sums in order).
 //   rope       v[i] = x0*c - x1*s, v[i+half] = x1*c + x0*s per element (multiplies, then one add/sub; no fma), with
 //              the caller's cos/sin table.                                                    = reference bits
-//   swiglu     out = (g / (1 + exp(-g))) * u, exp = simd::exp_lane / exp8 / exp16 (cpu_simd.h, the same bits on
-//              every fast path; within 2 ulp of std::exp, which the reference uses).
+//   swiglu     out = (g / (1 + exp(-g))) * u. avx2 / avx512: exp = simd::exp8 / exp16 (cpu_simd.h; the same bits on
+//              both, within 2 ulp of std::exp); portable: std::exp, the reference's bits (simd::exp_lane's
+//              std::fma is a library call on CPUs without FMA, the ones that path is for).
 //   add        out = a + b.                                                                   = reference bits
 //   accumulate acc[c] += x[c] (mean pooling: the rows in order into acc starting at 0, then scale). = reference bits
 //   max        the largest non-NaN element, or x[0] when x[0] is NaN (= the reference's running

@@ -12,6 +12,7 @@
 
 #if ZT_X86
 #include <cmath>
+#include <cstring>
 
 namespace zt {
 namespace {
@@ -41,6 +42,7 @@ ZT_TARGET_AVX512 inline __m512 wload16(const void * w, int64_t i, __mmask16 m) {
 }
 
 ZT_TARGET_AVX512 void widen512(float * dst, const void * src, DType t, int64_t n) {
+    if (t == DType::F32) { std::memcpy(dst, src, size_t(n) * sizeof(float)); return; }
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = mask16(n - i);
         __m512 v;
@@ -93,16 +95,22 @@ ZT_TARGET_AVX512 void rope512(float * v, const float * cs, int64_t H, int64_t D)
 
 ZT_TARGET_AVX512 void swiglu512(float * out, const float * g, const float * u, int64_t n) {
     const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = mask16(n - i);
-        const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+    auto silu_u = [&](__m512 gv, __m512 uv) ZT_TARGET_AVX512 {
         const __m512 e = exp16(_mm512_xor_ps(gv, sign));   // exp(-g)
-        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv));
+        return _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv);
+    };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu_u(_mm512_loadu_ps(g + i), _mm512_loadu_ps(u + i)));
+    if (i < n) {
+        const __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(out + i, m, silu_u(_mm512_maskz_loadu_ps(m, g + i), _mm512_maskz_loadu_ps(m, u + i)));
     }
 }
 
 ZT_TARGET_AVX512 void add512(float * out, const float * a, const float * b, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    for (; i < n; i += 16) {
         const __mmask16 m = mask16(n - i);
         _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
     }
@@ -170,6 +178,7 @@ ZT_TARGET_AVX2 inline __m256 wload8(const void * w, int64_t i, int64_t n) {   //
 }
 
 ZT_TARGET_AVX2 void widen256(float * dst, const void * src, DType t, int64_t n) {
+    if (t == DType::F32) { std::memcpy(dst, src, size_t(n) * sizeof(float)); return; }
     for (int64_t i = 0; i < n; i += 8) {
         __m256 v;
         switch (t) {
