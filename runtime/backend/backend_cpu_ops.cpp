@@ -110,6 +110,31 @@ void CpuBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_fre
     const float * freqs = inv_freq.ptr<const float>();
     float * xp = x.ptr<float>();
     const CpuRowKernels * k = path_ == CpuMatmulPath::reference ? nullptr : &cpu_row_kernels(path_);
+    if (k && dims.freq_stride == 0 && T > 1) {
+        // cpu_rowwise.h: the rotation in vectors (same bits). With one inv_freq table, the cos/sin rows (the same
+        // values as below) are computed once per position of the span min..max pos when that is no longer than T
+        // (a batch of prefills repeats positions), then every token rotates with its position's row.
+        const auto [lo, hi] = std::minmax_element(pos, pos + T);
+        const int64_t p0 = *lo, span = int64_t(*hi) - p0 + 1;
+        if (span <= T) {
+            thread_local AlignedScratch table_buf;   // the calling thread's: (span, D) = cos then sin per position
+            float * table = table_buf.get(size_t(span * D));
+            pool_.parallel_for(span, 8, [&](int64_t b, int64_t e) {
+                for (int64_t p = b; p < e; ++p) {
+                    float * cs = table + p * D;
+                    for (int64_t i = 0; i < half; ++i) {
+                        const float a = float(p0 + p) * freqs[i];
+                        cs[i] = float(std::cos(double(a))) * scaling;
+                        cs[half + i] = float(std::sin(double(a))) * scaling;
+                    }
+                }
+            });
+            pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
+                for (int64_t t = b; t < e; ++t) k->rope(xp + t * H * D, table + (pos[t] - p0) * D, H, D);
+            });
+            return;
+        }
+    }
     pool_.parallel_for(T, 8, [&](int64_t b, int64_t e) {
         thread_local AlignedScratch cs_buf;
         float * cs = cs_buf.get(size_t(2 * half));

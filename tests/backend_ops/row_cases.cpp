@@ -272,7 +272,9 @@ std::vector<PathCase> odd_row_cases() {
                     push(std::move(c), false);
                 }
             }
-    for (int64_t half : kOddC)   // ROPE: D = 2 * half, a shared or a per-row frequency table
+    // ROPE: D = 2 * half, a shared or a per-row frequency table; positions scattered (T = 1), consecutive (3: the
+    // fast path's per-position table), per-row (17) or a batch of prefills (129: 3 sequences over 43 positions)
+    for (int64_t half : kOddC)
         for (int64_t H : {1, 3})
             for (int64_t T : kOddRows) {
                 const bool per_row = T == 17;
@@ -281,7 +283,8 @@ std::vector<PathCase> odd_row_cases() {
                 c.desc = fmt::format("ROPE(T={},H={},D={}{})", T, H, 2 * half, per_row ? ",per-row" : "");
                 Rng r(seed_of(c.desc));
                 std::vector<int32_t> pos(static_cast<size_t>(T));
-                for (auto & p : pos) p = r.below(5000);
+                for (int64_t t = 0; t < T; ++t)
+                    pos[size_t(t)] = T == 3 ? int32_t(4000 + t) : T == 129 ? int32_t(100 + t % 43) : r.below(5000);
                 const int64_t n_inv = (per_row ? T : 1) * half;
                 std::vector<float> inv(static_cast<size_t>(n_inv));
                 for (int64_t i = 0; i < n_inv; ++i) inv[size_t(i)] = 1.0f / std::pow(1e4f, float(2 * (i % half)) / float(2 * half));
@@ -479,18 +482,18 @@ TEST(RowPaths, FastPathsAreBatchInvariant) {
                 return o;
             }, name + (is_add ? " add" : " swiglu"));
         }
-        {   // ROPE: token rows of (H, D)
+        for (bool prefills : {false, true}) {   // ROPE: token rows of (H, D); positions scattered or 3 prefills
             std::vector<float> v = rng.uniforms(R * H * D), inv(size_t(D / 2));
             for (int64_t i = 0; i < D / 2; ++i) inv[size_t(i)] = 1.0f / std::pow(1e4f, float(2 * i) / float(D));
             std::vector<int32_t> pos(static_cast<size_t>(R));
-            for (auto & p : pos) p = rng.below(8192);
+            for (int64_t t = 0; t < R; ++t) pos[size_t(t)] = prefills ? int32_t(t % 43) : rng.below(8192);
             std::vector<float> all = v;
             many->rope(f32_view(all, {R, H, D}), Tensor(pos.data(), DType::I32, {R}), f32_view(inv, {D / 2}), 1.0f);
             expect_rows_alone(all, H * D, picked, [&](int64_t r) {
                 std::vector<float> vr(v.begin() + r * H * D, v.begin() + (r + 1) * H * D);
                 b1.rope(f32_view(vr, {1, H, D}), Tensor(&pos[size_t(r)], DType::I32, {1}), f32_view(inv, {D / 2}), 1.0f);
                 return vr;
-            }, name + " rope");
+            }, name + (prefills ? " rope (prefills)" : " rope"));
         }
         {   // POOL (mean): each sequence alone
             const std::vector<std::pair<int32_t, int32_t>> n_past = {{1, 0}, {17, 0}, {3, 0}, {108, 0}};
