@@ -313,7 +313,7 @@ void CpuBackend::pool(Tensor out, const Tensor & x, const std::vector<AttentionS
 void CpuBackend::sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows, Stream *) {
     const SampleDims dims = check_sample(ids, logits, rows);
     const int64_t R = dims.R, V = dims.V;
-    SampleScratch scratch;
+    thread_local SampleScratch scratch;   // kept between calls: V-sized vectors, page faults every call otherwise
     for (int64_t r = 0; r < R; ++r) {
         const SampleRow & p = rows[size_t(r)];
         ids.ptr<int32_t>()[r] = sample_token(path_, logits.ptr<const float>() + r * V, V, p.temperature, p.top_k,

@@ -13,6 +13,7 @@ enum class CpuMatmulPath;   // cpu_matmul.h
 struct SampleScratch {
     std::vector<int32_t> order;
     std::vector<double> probs;
+    std::vector<uint64_t> keys, keys_tmp;   // the fast overload's candidates (sample_token.cpp: fill_keys)
 };
 
 // The token one row of logits (V) fp32 picks, given the uniform draw u in [0, 1) (unused when temperature <= 0):
@@ -24,7 +25,8 @@ int32_t sample_token(const float * logits, int64_t vocab, double temperature, in
                      SampleScratch & scratch);
 
 // The same token, with the scans over all V logits (greedy's argmax, the softmax's max) run by the vector kernels of a
-// CPU kernel path (cpu_rowwise.h; reference = the loops above). The CPU backend's sample calls this one.
+// CPU kernel path (cpu_rowwise.h; reference = the loops above) and the candidates sorted as integer keys in the same
+// order. The CPU backend's sample calls this one.
 int32_t sample_token(CpuMatmulPath path, const float * logits, int64_t vocab, double temperature, int64_t top_k,
                      double top_p, double u, SampleScratch & scratch);
 

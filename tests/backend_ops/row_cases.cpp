@@ -339,10 +339,14 @@ std::vector<PathCase> odd_row_cases() {
                 c.run = [seqs, mode](Backend & b, const Tensors & in, const Tensors & out) { b.pool(out[0], in[0], seqs, mode); };
                 push(std::move(c), true);
             }
-    // SAMPLE: greedy (ties, NaN and -inf in places), temperature, top-k, top-p over odd V and the real 49152
+    // SAMPLE: greedy (ties, NaN and -inf in places), temperature, top-k, top-p over odd V and the real 49152 (where the
+    // fast path sorts integer keys: selections of 1024 and more, full radix sorts of a flat nucleus, ties of +-0)
     struct S { const char * name; double temperature; int64_t top_k; double top_p; };
     const S settings[] = {{"greedy", 0, 0, 1}, {"greedy,ties", 0, 0, 1}, {"greedy,nan", 0, 0, 1},
-                          {"temp", 0.8, 0, 1}, {"top_k", 1.0, 5, 1},      {"top_p", 1.1, 0, 0.9}};
+                          {"temp", 0.8, 0, 1}, {"top_k", 1.0, 5, 1},      {"top_p", 1.1, 0, 0.9},
+                          {"top_k,top_p,ties", 0.9, 200, 0.95}, {"top_p,flat", 1.0, 0, 0.95},
+                          {"top_k,top_p,nan", 1.0, 5, 0.9}, {"top_k=3000,ties", 1.0, 3000, 1},
+                          {"top_p,flat,ties", 1.0, 0, 0.95}, {"top_k=2000,zeros", 1.0, 2000, 1}};
     for (int64_t V : {1, 7, 15, 17, 33, 577, 49152})
         for (const S & s : settings) {
             const int64_t R = V > 1000 ? 5 : 17;
@@ -356,8 +360,11 @@ std::vector<PathCase> odd_row_cases() {
             const std::string name = s.name;
             for (int64_t i = 0; i < R; ++i) {
                 float * row = check->logits.data() + i * V;
-                if (name == "greedy,ties") for (int64_t k = 0; k < V; ++k) row[k] = std::round(row[k]);
-                if (name == "greedy,nan") {   // row 0: all -inf; row 1: NaN first; others: NaN and -inf scattered
+                if (name.find("ties") != std::string::npos) for (int64_t k = 0; k < V; ++k) row[k] = std::round(row[k]);
+                if (name.find("zeros") != std::string::npos)   // all tied: -0 and +0 equal, ids ascending
+                    for (int64_t k = 0; k < V; ++k) row[k] = std::copysign(0.0f, row[k]);
+                if (name.find("flat") != std::string::npos) for (int64_t k = 0; k < V; ++k) row[k] *= 0.01f;   // a long nucleus: full sorts
+                if (name.find("nan") != std::string::npos) {   // row 0: all -inf; row 1: NaN first; others: NaN and -inf scattered
                     for (int64_t k = 0; k < V; ++k) {
                         if (i == 0) row[k] = -INFINITY;
                         else if (r.below(3) == 0) row[k] = r.below(2) ? NAN : -INFINITY;
