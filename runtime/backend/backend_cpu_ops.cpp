@@ -313,11 +313,22 @@ void CpuBackend::pool(Tensor out, const Tensor & x, const std::vector<AttentionS
 void CpuBackend::sample(Tensor ids, const Tensor & logits, const std::vector<SampleRow> & rows, Stream *) {
     const SampleDims dims = check_sample(ids, logits, rows);
     const int64_t R = dims.R, V = dims.V;
+    if (path_ != CpuMatmulPath::reference) {   // rows spread over the threads (each row alone: the same id)
+        pool_.parallel_for(R, 1, [&](int64_t b, int64_t e) {
+            thread_local SampleScratch scratch;   // V-sized vectors, kept: page faults every call otherwise
+            for (int64_t r = b; r < e; ++r) {
+                const SampleRow & p = rows[size_t(r)];
+                ids.ptr<int32_t>()[r] = sample_token(path_, logits.ptr<const float>() + r * V, V, p.temperature,
+                                                     p.top_k, p.top_p, p.u, scratch);
+            }
+        });
+        return;
+    }
     thread_local SampleScratch scratch;   // kept between calls: V-sized vectors, page faults every call otherwise
     for (int64_t r = 0; r < R; ++r) {
         const SampleRow & p = rows[size_t(r)];
-        ids.ptr<int32_t>()[r] = sample_token(path_, logits.ptr<const float>() + r * V, V, p.temperature, p.top_k,
-                                             p.top_p, p.u, scratch);   // path_ reference: the plain loops
+        ids.ptr<int32_t>()[r] = sample_token(logits.ptr<const float>() + r * V, V, p.temperature, p.top_k, p.top_p,
+                                             p.u, scratch);
     }
 }
 
