@@ -6,6 +6,8 @@
 #include <cmath>
 #include <string>
 
+#include "runtime/backend/cpu_matmul.h"
+
 namespace zt {
 
 Sampler::Sampler(const SamplingParams & p) : params_(p), rng_(p.seed) {
@@ -19,7 +21,9 @@ double Sampler::next_uniform() {
 
 int32_t Sampler::sample(const float * logits, int64_t vocab) {
     const double u = next_uniform();
-    return sample_token(logits, vocab, params_.temperature, params_.top_k, params_.top_p, u, scratch_);
+    // the CPU kernel path's scans and sorts (cpu_rowwise.h; ZT_CPU_MATMUL=reference: the plain loops): the same id
+    return sample_token(cpu_matmul_default_path(), logits, vocab, params_.temperature, params_.top_k, params_.top_p, u,
+                        scratch_);
 }
 
 double Sampler::logprob(const float * logits, int64_t vocab, int32_t id) {
