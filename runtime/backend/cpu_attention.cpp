@@ -106,15 +106,26 @@ ZT_TARGET_REGION_END
 
 namespace {
 
-using AttendGroupFn = void (*)(const float * const *, float * const *, int, const float *, const float *, int64_t,
-                               int64_t, int64_t, float, float *, int64_t);
+// One ISA's kernels (cpu_attention_kernels.inc).
+struct AttentionKernels {
+    void (*attend_group)(const float * const *, float * const *, int, const float *, const float *, int64_t, int64_t,
+                         int64_t, float, float *, int64_t);
+    void (*scores_range)(const float * const *, int, const float *, int64_t, int64_t, int64_t, int64_t, float, float *,
+                         int64_t);
+    void (*softmax_row)(float *, int64_t);
+    void (*output_vector)(const float *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
+    int lanes;
+};
 
-AttendGroupFn attend_group_for(CpuMatmulPath path) {
+#define ZT_ATTENTION_KERNELS(ns) \
+    AttentionKernels{&ns::attend_group, &ns::scores_range, &ns::softmax_row, &ns::output_vector, ns::kLanes}
+
+AttentionKernels kernels_for(CpuMatmulPath path) {
     switch (path) {
-        case CpuMatmulPath::portable: return &attention_portable::attend_group;
+        case CpuMatmulPath::portable: return ZT_ATTENTION_KERNELS(attention_portable);
 #if ZT_X86
-        case CpuMatmulPath::avx2: return &attention_avx2::attend_group;
-        case CpuMatmulPath::avx512: return &attention_avx512::attend_group;
+        case CpuMatmulPath::avx2: return ZT_ATTENTION_KERNELS(attention_avx2);
+        case CpuMatmulPath::avx512: return ZT_ATTENTION_KERNELS(attention_avx512);
 #endif
         default: break;
     }
@@ -122,46 +133,99 @@ AttendGroupFn attend_group_for(CpuMatmulPath path) {
             cpu_matmul_path_name(path));
 }
 
+// One work item (t, g): its queries and outputs, and the keys [lo, lo + n) of the cache rows it sees.
+struct Item {
+    const float * qs[64];
+    float * outs[64];
+    int64_t kv_off = 0;   // (row lo of the cache, kv head g): floats from the start of k_cache / v_cache
+    int64_t n = 0;
+};
+
 }  // namespace
 
 void cpu_attention(CpuMatmulPath path, ThreadPool & pool, const CpuAttentionArgs & a,
                    const std::vector<AttentionSeq> & seqs) {
-    const AttendGroupFn attend = attend_group_for(path);
+    const AttentionKernels kern = kernels_for(path);
     const int64_t T = a.T, H = a.H, D = a.D, M = a.M, KV = a.KV, G = H / KV;
+    ZT_CHECK(G <= 64, "cpu_attention: {} query heads per kv head; at most 64 are supported", G);
     std::vector<int32_t> seq_of(size_t(T), -1);   // each token row's sequence
     for (size_t i = 0; i < seqs.size(); ++i)
         for (int32_t r = 0; r < seqs[i].n_tokens; ++r) seq_of[size_t(seqs[i].row0 + r)] = int32_t(i);
     const float scale = float(1.0 / std::sqrt(double(D)));   // head_dim ** -0.5
-    ZT_CHECK(G <= 64, "cpu_attention: {} query heads per kv head; at most 64 are supported", G);
-    // Items (t, g): the G heads of row t on kv head g.
-    pool.parallel_for(T * KV, 1, [&](int64_t b, int64_t e) {
-        thread_local AlignedScratch score_buf;
-        const float * qs[64];
-        float * outs[64];
-        for (int64_t item = b; item < e; ++item) {
-            const int64_t t = item / KV, g = item % KV;
-            for (int64_t i = 0; i < G; ++i) {
-                qs[i] = a.q + (t * H + g * G + i) * D;
-                outs[i] = a.out + (t * H + g * G + i) * D;
+    const int64_t kstride = KV * D;
+    // Item (t, g): the G heads of row t on kv head g.
+    auto item_of = [&](int64_t item, Item & it) {
+        const int64_t t = item / KV, g = item % KV;
+        for (int64_t i = 0; i < G; ++i) {
+            it.qs[i] = a.q + (t * H + g * G + i) * D;
+            it.outs[i] = a.out + (t * H + g * G + i) * D;
+        }
+        int64_t lo = 0, hi = 0;
+        if (seq_of[size_t(t)] >= 0) {
+            const AttentionSeq & sq = seqs[size_t(seq_of[size_t(t)])];
+            attention_key_range(sq.past_len + (t - sq.row0), int64_t(sq.past_len) + sq.n_tokens, a.causal, a.window,
+                                &lo, &hi);
+        }
+        it.n = hi - lo;
+        it.kv_off = seq_of[size_t(t)] >= 0 ? ((int64_t(seqs[size_t(seq_of[size_t(t)])].slot) * M + lo) * KV + g) * D : 0;
+        if (it.n <= 0)   // a row outside every sequence
+            for (int64_t i = 0; i < G; ++i) std::memset(it.outs[i], 0, size_t(D) * sizeof(float));
+    };
+    const int64_t n_items = T * KV;
+    int64_t most_keys = 0;
+    for (const AttentionSeq & sq : seqs) most_keys = std::max<int64_t>(most_keys, int64_t(sq.past_len) + sq.n_tokens);
+    if (n_items >= 2 * pool.size() || most_keys < 256) {   // enough items: one per work unit
+        pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
+            thread_local AlignedScratch score_buf;
+            Item it;
+            for (int64_t item = b; item < e; ++item) {
+                item_of(item, it);
+                if (it.n <= 0) continue;
+                const int64_t lds = (it.n + 15) / 16 * 16;
+                kern.attend_group(it.qs, it.outs, int(G), a.k_cache + it.kv_off, a.v_cache + it.kv_off, kstride, it.n,
+                                  D, scale, score_buf.get(size_t(G * lds)), lds);
             }
-            int64_t lo = 0, hi = 0;
-            if (seq_of[size_t(t)] >= 0) {
-                const AttentionSeq & sq = seqs[size_t(seq_of[size_t(t)])];
-                attention_key_range(sq.past_len + (t - sq.row0), int64_t(sq.past_len) + sq.n_tokens, a.causal,
-                                    a.window, &lo, &hi);
-                lo += int64_t(sq.slot) * M;   // rows of the slot's cache
-                hi += int64_t(sq.slot) * M;
-            }
-            const int64_t n = hi - lo;
-            if (n <= 0) {   // a row outside every sequence
-                for (int64_t i = 0; i < G; ++i) std::memset(outs[i], 0, size_t(D) * sizeof(float));
-                continue;
-            }
-            const int64_t lds = (n + 15) / 16 * 16;
-            float * s = score_buf.get(size_t(G * lds));
-            const int64_t kstride = KV * D;
-            attend(qs, outs, int(G), a.k_cache + (lo * KV + g) * D, a.v_cache + (lo * KV + g) * D, kstride, n, D,
-                   scale, s, lds);
+        });
+        return;
+    }
+    // Few items (decode of a small batch) over many keys: each item split over threads in three phases, the same
+    // arithmetic per score and per output element as attend_group (so the same bits): (1) scores of key chunks,
+    // (2) each query's softmax, (3) each query's output vectors of L lanes, every element summed over keys in order.
+    std::vector<Item> items(static_cast<size_t>(n_items));
+    std::vector<int64_t> s_off(size_t(n_items) + 1, 0);   // each item's scores: G rows of lds floats
+    for (int64_t i = 0; i < n_items; ++i) {
+        item_of(i, items[size_t(i)]);
+        s_off[size_t(i) + 1] = s_off[size_t(i)] + G * ((std::max<int64_t>(items[size_t(i)].n, 0) + 15) / 16 * 16);
+    }
+    auto lds_of = [&](int64_t i) { return (s_off[size_t(i) + 1] - s_off[size_t(i)]) / G; };
+    AlignedScratch scores;
+    float * sc = scores.get(size_t(std::max<int64_t>(s_off.back(), 1)));
+    constexpr int64_t kKeyChunk = 64;
+    std::vector<std::pair<int64_t, int64_t>> chunks;   // (item, first key)
+    for (int64_t i = 0; i < n_items; ++i)
+        for (int64_t j = 0; j < items[size_t(i)].n; j += kKeyChunk) chunks.push_back({i, j});
+    pool.parallel_for(int64_t(chunks.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t c = b; c < e; ++c) {
+            const auto [i, j0] = chunks[size_t(c)];
+            const Item & it = items[size_t(i)];
+            kern.scores_range(it.qs, int(G), a.k_cache + it.kv_off, kstride, j0, std::min(it.n, j0 + kKeyChunk), D,
+                              scale, sc + s_off[size_t(i)], lds_of(i));
+        }
+    });
+    pool.parallel_for(n_items * G, 1, [&](int64_t b, int64_t e) {
+        for (int64_t u = b; u < e; ++u) {
+            const int64_t i = u / G;
+            if (items[size_t(i)].n > 0) kern.softmax_row(sc + s_off[size_t(i)] + (u % G) * lds_of(i), items[size_t(i)].n);
+        }
+    });
+    const int64_t n_vec = (D + kern.lanes - 1) / kern.lanes;
+    pool.parallel_for(n_items * G * n_vec, 1, [&](int64_t b, int64_t e) {
+        for (int64_t u = b; u < e; ++u) {
+            const int64_t i = u / (G * n_vec), q = (u / n_vec) % G, d0 = (u % n_vec) * kern.lanes;
+            const Item & it = items[size_t(i)];
+            if (it.n <= 0) continue;
+            kern.output_vector(sc + s_off[size_t(i)] + q * lds_of(i), a.v_cache + it.kv_off, kstride, it.n, d0, D,
+                               it.outs[q]);
         }
     });
 }
