@@ -133,6 +133,10 @@ AttentionKernels kernels_for(CpuMatmulPath path) {
             cpu_matmul_path_name(path));
 }
 
+// Split an item over threads only past this many multiply-adds per item (keys x heads per kv head x D): 1M,
+// e.g. 5462 keys for SmolLM2 (3 x 64), 8192 for Llama-2-7B (1 x 128).
+constexpr int64_t kSplitMinWork = int64_t(1) << 20;
+
 // One work item (t, g): its queries and outputs, and the keys [lo, lo + n) of the cache rows it sees.
 struct Item {
     const float * qs[64];
@@ -174,7 +178,9 @@ void cpu_attention(CpuMatmulPath path, ThreadPool & pool, const CpuAttentionArgs
     const int64_t n_items = T * KV;
     int64_t most_keys = 0;
     for (const AttentionSeq & sq : seqs) most_keys = std::max<int64_t>(most_keys, int64_t(sq.past_len) + sq.n_tokens);
-    if (n_items >= 2 * pool.size() || most_keys < 256) {   // enough items: one per work unit
+    // One item per work unit, unless there are fewer items than threads and each is long: measured on the 2-core
+    // VM, splitting a 3-item, 512-key decode (SmolLM2) over 2 threads cost more in hand-offs than it gained.
+    if (n_items >= pool.size() || most_keys * G * D < kSplitMinWork) {
         pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
             thread_local AlignedScratch score_buf;
             Item it;
