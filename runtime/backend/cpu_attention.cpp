@@ -40,6 +40,8 @@ struct V {
         return ((a.v[0] + a.v[4]) + (a.v[2] + a.v[6])) + ((a.v[1] + a.v[5]) + (a.v[3] + a.v[7]));
     }
     static float hmax(R a) { float m = a.v[0]; for (float x : a.v) m = std::max(m, x); return m; }
+    static constexpr int KB = 1;   // keys per hsum_keys
+    static void hsum_keys(const R * a, float * out) { out[0] = hsum(a[0]); }
 };
 #include "runtime/backend/cpu_attention_kernels.inc"
 }  // namespace attention_portable
@@ -73,6 +75,8 @@ struct V {
         b = _mm_max_ss(b, _mm_movehdup_ps(b));
         return _mm_cvtss_f32(b);
     }
+    static constexpr int KB = 1;
+    static void hsum_keys(const R * a, float * out) { out[0] = hsum(a[0]); }
 };
 #include "runtime/backend/cpu_attention_kernels.inc"
 }  // namespace attention_avx2
@@ -98,6 +102,8 @@ struct V {
     static R exp(R a) { return simd::exp16(a); }
     static float hsum(R a) { return simd::hsum16(a); }
     static float hmax(R a) { return _mm512_reduce_max_ps(a); }
+    static constexpr int KB = 4;   // keys per hsum_keys
+    static void hsum_keys(const R * a, float * out) { simd::hsum16x4(a, out); }
 };
 #include "runtime/backend/cpu_attention_kernels.inc"
 }  // namespace attention_avx512
@@ -108,8 +114,8 @@ namespace {
 
 // One ISA's kernels (cpu_attention_kernels.inc).
 struct AttentionKernels {
-    void (*attend_group)(const float * const *, float * const *, int, const float *, const float *, int64_t, int64_t,
-                         int64_t, float, float *, int64_t);
+    void (*attend_rows)(const float * const *, float * const *, int, const int64_t *, const float *, const float *,
+                        int64_t, int64_t, float, float *, int64_t);
     void (*scores_range)(const float * const *, int, const float *, int64_t, int64_t, int64_t, int64_t, float, float *,
                          int64_t);
     void (*softmax_row)(float *, int64_t);
@@ -118,7 +124,7 @@ struct AttentionKernels {
 };
 
 #define ZT_ATTENTION_KERNELS(ns) \
-    AttentionKernels{&ns::attend_group, &ns::scores_range, &ns::softmax_row, &ns::output_vector, ns::kLanes}
+    AttentionKernels{&ns::attend_rows, &ns::scores_range, &ns::softmax_row, &ns::output_vector, ns::kLanes}
 
 AttentionKernels kernels_for(CpuMatmulPath path) {
     switch (path) {
@@ -136,13 +142,15 @@ AttentionKernels kernels_for(CpuMatmulPath path) {
 // Split an item over threads only past this many multiply-adds per item (keys x heads per kv head x D): 1M,
 // e.g. 5462 keys for SmolLM2 (3 x 64), 8192 for Llama-2-7B (1 x 128).
 constexpr int64_t kSplitMinWork = int64_t(1) << 20;
+// Query rows of one sequence per item (at most; fewer when the heads per kv head are many): they share each key
+// and value row read (prefill); 64 queries at most per item.
+constexpr int64_t kRowsPerItem = 8;
 
-// One work item (t, g): its queries and outputs, and the keys [lo, lo + n) of the cache rows it sees.
-struct Item {
-    const float * qs[64];
-    float * outs[64];
-    int64_t kv_off = 0;   // (row lo of the cache, kv head g): floats from the start of k_cache / v_cache
-    int64_t n = 0;
+// A block of consecutive query rows of one sequence that see keys from the same first key: rows [t0, t0 + n_rows),
+// row t0 + r sees the slot's keys [lo, hi0 + r) (causal) or [lo, hi0) (not).
+struct RowBlock {
+    int64_t t0 = 0, n_rows = 0, lo = 0, hi0 = 0;   // lo, hi0: rows of the cache (slot * M + position)
+    bool causal = true;
 };
 
 }  // namespace
@@ -152,60 +160,83 @@ void cpu_attention(CpuMatmulPath path, ThreadPool & pool, const CpuAttentionArgs
     const AttentionKernels kern = kernels_for(path);
     const int64_t T = a.T, H = a.H, D = a.D, M = a.M, KV = a.KV, G = H / KV;
     ZT_CHECK(G <= 64, "cpu_attention: {} query heads per kv head; at most 64 are supported", G);
-    std::vector<int32_t> seq_of(size_t(T), -1);   // each token row's sequence
-    for (size_t i = 0; i < seqs.size(); ++i)
-        for (int32_t r = 0; r < seqs[i].n_tokens; ++r) seq_of[size_t(seqs[i].row0 + r)] = int32_t(i);
     const float scale = float(1.0 / std::sqrt(double(D)));   // head_dim ** -0.5
     const int64_t kstride = KV * D;
-    // Item (t, g): the G heads of row t on kv head g.
-    auto item_of = [&](int64_t item, Item & it) {
-        const int64_t t = item / KV, g = item % KV;
-        for (int64_t i = 0; i < G; ++i) {
-            it.qs[i] = a.q + (t * H + g * G + i) * D;
-            it.outs[i] = a.out + (t * H + g * G + i) * D;
-        }
-        int64_t lo = 0, hi = 0;
-        if (seq_of[size_t(t)] >= 0) {
-            const AttentionSeq & sq = seqs[size_t(seq_of[size_t(t)])];
-            attention_key_range(sq.past_len + (t - sq.row0), int64_t(sq.past_len) + sq.n_tokens, a.causal, a.window,
-                                &lo, &hi);
-        }
-        it.n = hi - lo;
-        it.kv_off = seq_of[size_t(t)] >= 0 ? ((int64_t(seqs[size_t(seq_of[size_t(t)])].slot) * M + lo) * KV + g) * D : 0;
-        if (it.n <= 0)   // a row outside every sequence
-            for (int64_t i = 0; i < G; ++i) std::memset(it.outs[i], 0, size_t(D) * sizeof(float));
-    };
-    const int64_t n_items = T * KV;
+    const int64_t rows_per_item = std::max<int64_t>(1, std::min<int64_t>(kRowsPerItem, 64 / G));
+    // Rows outside every sequence are zero; the others go in blocks (a new block where the first key moves).
+    std::vector<char> covered(size_t(T), 0);
+    std::vector<RowBlock> blocks;
     int64_t most_keys = 0;
-    for (const AttentionSeq & sq : seqs) most_keys = std::max<int64_t>(most_keys, int64_t(sq.past_len) + sq.n_tokens);
+    for (const AttentionSeq & sq : seqs) {
+        for (int32_t r = 0; r < sq.n_tokens; ++r) {
+            const int64_t t = sq.row0 + r;
+            covered[size_t(t)] = 1;
+            int64_t lo = 0, hi = 0;
+            attention_key_range(sq.past_len + r, int64_t(sq.past_len) + sq.n_tokens, a.causal, a.window, &lo, &hi);
+            lo += int64_t(sq.slot) * M;
+            hi += int64_t(sq.slot) * M;
+            most_keys = std::max(most_keys, hi - lo);
+            RowBlock * b = blocks.empty() ? nullptr : &blocks.back();
+            const bool joins = b && b->t0 + b->n_rows == t && b->lo == lo && b->n_rows < rows_per_item &&
+                               hi == b->hi0 + (a.causal ? b->n_rows : 0) && r > 0;
+            if (joins) { ++b->n_rows; continue; }
+            blocks.push_back({t, 1, lo, hi, a.causal});
+        }
+    }
+    for (int64_t t = 0; t < T; ++t)
+        if (!covered[size_t(t)]) std::memset(a.out + t * H * D, 0, size_t(H * D) * sizeof(float));
+    // Item (block, g): the block's rows x the G heads on kv head g.
+    auto item_queries = [&](const RowBlock & b, int64_t g, const float ** qs, float ** outs, int64_t * nk) {
+        int i = 0;
+        for (int64_t r = 0; r < b.n_rows; ++r)
+            for (int64_t h = g * G; h < (g + 1) * G; ++h, ++i) {
+                qs[i] = a.q + ((b.t0 + r) * H + h) * D;
+                outs[i] = a.out + ((b.t0 + r) * H + h) * D;
+                nk[i] = b.hi0 + (b.causal ? r : 0) - b.lo;
+            }
+        return i;
+    };
+    const int64_t n_items = int64_t(blocks.size()) * KV;
     // One item per work unit, unless there are fewer items than threads and each is long: measured on the 2-core
     // VM, splitting a 3-item, 512-key decode (SmolLM2) over 2 threads cost more in hand-offs than it gained.
     if (n_items >= pool.size() || most_keys * G * D < kSplitMinWork) {
-        pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
+        pool.parallel_for(n_items, 1, [&](int64_t ib, int64_t ie) {
             thread_local AlignedScratch score_buf;
-            Item it;
-            for (int64_t item = b; item < e; ++item) {
-                item_of(item, it);
-                if (it.n <= 0) continue;
-                const int64_t lds = (it.n + 15) / 16 * 16;
-                kern.attend_group(it.qs, it.outs, int(G), a.k_cache + it.kv_off, a.v_cache + it.kv_off, kstride, it.n,
-                                  D, scale, score_buf.get(size_t(G * lds)), lds);
+            const float * qs[64];
+            float * outs[64];
+            int64_t nk[64];
+            for (int64_t item = ib; item < ie; ++item) {
+                const RowBlock & b = blocks[size_t(item / KV)];
+                const int64_t g = item % KV;
+                const int nq = item_queries(b, g, qs, outs, nk);
+                const int64_t n_max = b.hi0 + (b.causal ? b.n_rows - 1 : 0) - b.lo;
+                const int64_t lds = (n_max + 15) / 16 * 16;
+                const int64_t off = (b.lo * KV + g) * D;
+                kern.attend_rows(qs, outs, nq, nk, a.k_cache + off, a.v_cache + off, kstride, D, scale,
+                                 score_buf.get(size_t(nq * lds)), lds);
             }
         });
         return;
     }
-    // Few items (decode of a small batch) over many keys: each item split over threads in three phases, the same
-    // arithmetic per score and per output element as attend_group (so the same bits): (1) scores of key chunks,
-    // (2) each query's softmax, (3) each query's output vectors of L lanes, every element summed over keys in order.
+    // Few items (decode of a small batch: one row each) over many keys: each item split over threads in three
+    // phases, the same arithmetic per score and per output element as attend_rows (so the same bits): (1) scores of
+    // key chunks, (2) each query's softmax (and its output zeroed), (3) each query's output vectors of L lanes,
+    // every element summed over its keys in order.
+    struct Item { const float * qs[64]; float * outs[64]; int64_t nk[64]; int nq; int64_t off, n, lds, s_off; };
     std::vector<Item> items(static_cast<size_t>(n_items));
-    std::vector<int64_t> s_off(size_t(n_items) + 1, 0);   // each item's scores: G rows of lds floats
+    int64_t s_total = 0;
     for (int64_t i = 0; i < n_items; ++i) {
-        item_of(i, items[size_t(i)]);
-        s_off[size_t(i) + 1] = s_off[size_t(i)] + G * ((std::max<int64_t>(items[size_t(i)].n, 0) + 15) / 16 * 16);
+        Item & it = items[size_t(i)];
+        const RowBlock & b = blocks[size_t(i / KV)];
+        it.nq = item_queries(b, i % KV, it.qs, it.outs, it.nk);
+        it.n = *std::max_element(it.nk, it.nk + it.nq);
+        it.off = (b.lo * KV + (i % KV)) * D;
+        it.lds = (it.n + 15) / 16 * 16;
+        it.s_off = s_total;
+        s_total += it.nq * it.lds;
     }
-    auto lds_of = [&](int64_t i) { return (s_off[size_t(i) + 1] - s_off[size_t(i)]) / G; };
     AlignedScratch scores;
-    float * sc = scores.get(size_t(std::max<int64_t>(s_off.back(), 1)));
+    float * sc = scores.get(size_t(std::max<int64_t>(s_total, 1)));
     constexpr int64_t kKeyChunk = 64;
     std::vector<std::pair<int64_t, int64_t>> chunks;   // (item, first key)
     for (int64_t i = 0; i < n_items; ++i)
@@ -214,24 +245,28 @@ void cpu_attention(CpuMatmulPath path, ThreadPool & pool, const CpuAttentionArgs
         for (int64_t c = b; c < e; ++c) {
             const auto [i, j0] = chunks[size_t(c)];
             const Item & it = items[size_t(i)];
-            kern.scores_range(it.qs, int(G), a.k_cache + it.kv_off, kstride, j0, std::min(it.n, j0 + kKeyChunk), D,
-                              scale, sc + s_off[size_t(i)], lds_of(i));
+            kern.scores_range(it.qs, it.nq, a.k_cache + it.off, kstride, j0, std::min(it.n, j0 + kKeyChunk), D, scale,
+                              sc + it.s_off, it.lds);
         }
     });
-    pool.parallel_for(n_items * G, 1, [&](int64_t b, int64_t e) {
+    std::vector<std::pair<int64_t, int>> queries;   // (item, query)
+    for (int64_t i = 0; i < n_items; ++i)
+        for (int q = 0; q < items[size_t(i)].nq; ++q) queries.push_back({i, q});
+    pool.parallel_for(int64_t(queries.size()), 1, [&](int64_t b, int64_t e) {
         for (int64_t u = b; u < e; ++u) {
-            const int64_t i = u / G;
-            if (items[size_t(i)].n > 0) kern.softmax_row(sc + s_off[size_t(i)] + (u % G) * lds_of(i), items[size_t(i)].n);
+            const auto [i, q] = queries[size_t(u)];
+            const Item & it = items[size_t(i)];
+            kern.softmax_row(sc + it.s_off + q * it.lds, it.nk[q]);
+            std::memset(it.outs[q], 0, size_t(D) * sizeof(float));
         }
     });
     const int64_t n_vec = (D + kern.lanes - 1) / kern.lanes;
-    pool.parallel_for(n_items * G * n_vec, 1, [&](int64_t b, int64_t e) {
+    pool.parallel_for(int64_t(queries.size()) * n_vec, 1, [&](int64_t b, int64_t e) {
         for (int64_t u = b; u < e; ++u) {
-            const int64_t i = u / (G * n_vec), q = (u / n_vec) % G, d0 = (u % n_vec) * kern.lanes;
+            const auto [i, q] = queries[size_t(u / n_vec)];
             const Item & it = items[size_t(i)];
-            if (it.n <= 0) continue;
-            kern.output_vector(sc + s_off[size_t(i)] + q * lds_of(i), a.v_cache + it.kv_off, kstride, it.n, d0, D,
-                               it.outs[q]);
+            kern.output_vector(sc + it.s_off + q * it.lds, a.v_cache + it.off, kstride, it.nk[q],
+                               (u % n_vec) * kern.lanes, D, it.outs[q]);
         }
     });
 }

@@ -228,7 +228,7 @@ TEST(AttentionPaths, FastPathsMatchTheReferenceOnOddSizes) {
 }
 
 // Batch invariance on each fast path: a sequence's rows computed alone equal, bit for bit, the same rows computed
-// in a batch with other sequences (decode rows and a prefill chunk), with 1 or 3 threads.
+// in a batch with other sequences (decode rows and a prefill chunk) and in two chunks, with 1 or 3 threads.
 TEST(AttentionPaths, ASequencesRowsDoNotDependOnTheBatch) {
     // Alone, the decode rows with 5500 and 6000 keys (x 3 heads x 64 >= cpu_attention.cpp's kSplitMinWork) are
     // split over the threads; in the batch they are not.
@@ -255,6 +255,23 @@ TEST(AttentionPaths, ASequencesRowsDoNotDependOnTheBatch) {
                               {alone}, true, 0);
                 EXPECT_EQ(0, std::memcmp(one.data(), all.data() + int64_t(sq.row0) * H * D, one.size() * 4))
                     << cpu_matmul_path_name(path) << ", " << threads << " threads, slot " << sq.slot;
+                // and in two chunks (a prefill chunked differently: its rows fall in other blocks of rows)
+                for (int32_t cut = 1; cut < sq.n_tokens; cut += 6) {
+                    AttentionSeq first = alone, second = alone;
+                    first.n_tokens = cut;
+                    second.past_len = sq.past_len + cut;
+                    second.n_tokens = sq.n_tokens - cut;
+                    std::vector<float> two(one.size());
+                    be->attention(Tensor(two.data(), DType::F32, {cut, H, D}),
+                                  Tensor(f32(q) + int64_t(sq.row0) * H * D, DType::F32, {cut, H, D}), kt, vt, {first},
+                                  true, 0);
+                    be->attention(Tensor(two.data() + cut * H * D, DType::F32, {second.n_tokens, H, D}),
+                                  Tensor(f32(q) + int64_t(sq.row0 + cut) * H * D, DType::F32, {second.n_tokens, H, D}),
+                                  kt, vt, {second}, true, 0);
+                    EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * 4))
+                        << cpu_matmul_path_name(path) << ", " << threads << " threads, slot " << sq.slot << ", cut "
+                        << cut;
+                }
             }
         }
     }
