@@ -9,11 +9,13 @@
 // the thread count. Per query (the same order on every call, L = 16 lanes on AVX-512, 8 on AVX2 and portable):
 //   s_j   = hsum(sum over d-chunks c, in order, of q[c] * k_j[c] in L lanes (fma; the D tail zero-padded)) * scale
 //   m     = max_j s_j (exact)
-//   e_j   = exp(s_j - m)                      (cpu_simd.h's exp, the same bits on every path)
+//   e_j   = exp(s_j - m)                      (cpu_simd.h's exp on AVX2/AVX-512, libm's on portable)
 //   sum   = hsum(sum over j-chunks of L keys, in order from lo, of e_j (the tail padded with 0))
 //   p_j   = e_j / sum
 //   o[d]  = sum over j = lo .. hi-1, in order, of p_j * v_j[d]   (fma, one accumulator per element)
-// hsum is the fixed tree of cpu_simd.h (the portable path sums its 8 lanes in the same tree as AVX2).
+// hsum is the fixed tree of cpu_simd.h (the portable path sums its 8 lanes in the same tree as AVX2, and rounds
+// a*b + c twice where the others fma). Items are blocks of up to 8 query rows of one sequence x one kv head (the
+// rows share each key/value row read); which rows share a block never changes a row's bits.
 #pragma once
 #include <cstdint>
 #include <vector>
