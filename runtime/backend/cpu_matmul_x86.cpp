@@ -188,6 +188,12 @@ struct Avx512 {
         int64_t k = k0;
         for (; k + 16 <= k1; k += 16) {
             __m512 wv[N];
+            if constexpr (M == 1) {   // decode: W is streamed once; ask for the next tile's rows (N*K ahead) early
+#pragma GCC unroll 8
+                for (int j = 0; j < N; ++j)
+                    _mm_prefetch(static_cast<const char *>(w) + size_t((N + j) * K + k) * (WT == DType::F32 ? 4 : 2),
+                                 _MM_HINT_T0);
+            }
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k);
 #pragma GCC unroll 8
