@@ -149,11 +149,13 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                 const size_t tile_bytes = size_t(nr * K) * wsize;
                 for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                     const char * wt = wp + size_t(n0 * K) * wsize;
-                    if (n_tiles > 1 && n0 + 2 * nr < n_hi)   // (one x tile: the decode kernel prefetches itself)
-                        for (size_t off = 0; off < tile_bytes; off += 64)
-                            __builtin_prefetch(wt + 2 * tile_bytes + off, 0, 2);
+                    const bool ahead = n_tiles > 1 && n0 + 2 * nr < n_hi;   // (one x tile: the kernel prefetches)
+                    const size_t share = (tile_bytes / 64 + size_t(n_tiles) - 1) / size_t(n_tiles) * 64;
                     const int64_t nn = std::min(nr, n_hi - n0);
                     for (int64_t i = 0; i < n_tiles; ++i) {
+                        if (ahead)   // a share of the W tile two ahead before each x tile, so the requests spread
+                            for (size_t off = size_t(i) * share; off < std::min(tile_bytes, size_t(i + 1) * share); off += 64)
+                                __builtin_prefetch(wt + 2 * tile_bytes + off, 0, 2);
                         const int64_t t0 = t_lo + i * mr, m = std::min(mr, t_hi - t0);
                         const float * xt = xpk ? xpk + i * mr * Kp : x + t0 * K;
                         tt.fn[m - 1][nn - 1](xt, xpk ? Kp : K, K, wt, out + t0 * N + n0, N, bias ? bias + n0 : nullptr,
