@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "runtime/backend/cpu_matmul.h"
@@ -67,6 +68,29 @@ TEST(CpuSimd, VectorExpIsBitIdenticalToTheLaneForm) {
     }
 #endif
     std::printf("  %d vector form(s) checked on this CPU\n", checked);
+}
+
+// hsum16x4 (the attention's 4-key reduction) gives each vector exactly hsum16's bits.
+TEST(CpuSimd, FourWayHorizontalSumEqualsFourSingleSums) {
+#if ZT_X86
+    if (!cpu_matmul_path_supported(CpuMatmulPath::avx512)) GTEST_SKIP() << "this CPU has no AVX-512: nothing to check";
+    std::mt19937 g(7);
+    std::uniform_real_distribution<float> u(-1e3f, 1e3f);
+    for (int rep = 0; rep < 2000; ++rep) {
+        alignas(64) float v[4][16];
+        for (auto & row : v)
+            for (float & x : row) x = u(g) * (rep % 3 == 0 ? 1e-6f : 1.0f);
+        float got[4], want[4];
+        [&]() ZT_TARGET_AVX512 {
+            const __m512 a[4] = {_mm512_load_ps(v[0]), _mm512_load_ps(v[1]), _mm512_load_ps(v[2]), _mm512_load_ps(v[3])};
+            simd::hsum16x4(a, got);
+            for (int k = 0; k < 4; ++k) want[k] = simd::hsum16(a[k]);
+        }();
+        ASSERT_EQ(0, std::memcmp(got, want, sizeof got)) << "rep " << rep;
+    }
+#else
+    GTEST_SKIP() << "not an x86 build: nothing to check";
+#endif
 }
 
 }  // namespace

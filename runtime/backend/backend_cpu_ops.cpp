@@ -21,6 +21,7 @@
 #include "runtime/backend/aligned_scratch.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/backend_cpu_impl.h"
+#include "runtime/backend/cpu_attention.h"
 #include "runtime/backend/cpu_matmul.h"
 #include "runtime/backend/cpu_rowwise.h"
 #include "runtime/backend/op_checks.h"
@@ -175,6 +176,18 @@ void CpuBackend::attention(Tensor out, const Tensor & q, const Tensor & k_cache,
                            const std::vector<AttentionSeq> & seqs, bool causal, int32_t window, Stream *) {
     const AttentionDims dims = check_attention(out, q, k_cache, v_cache, seqs, window);
     const int64_t T = dims.T, H = dims.H, D = dims.D, M = dims.M, KV = dims.KV;
+    if (path_ != CpuMatmulPath::reference) {   // the vectorised kernels (cpu_attention.h); this loop is their spec
+        CpuAttentionArgs a;
+        a.q = q.ptr<const float>();
+        a.k_cache = k_cache.ptr<const float>();
+        a.v_cache = v_cache.ptr<const float>();
+        a.out = out.ptr<float>();
+        a.T = T; a.H = H; a.D = D; a.M = M; a.KV = KV;
+        a.causal = causal;
+        a.window = window;
+        cpu_attention(path_, pool_, a, seqs);
+        return;
+    }
     // Work items: (token row, head). seq_of[t] finds each row's sequence.
     std::vector<int32_t> seq_of(size_t(T), -1);
     for (size_t i = 0; i < seqs.size(); ++i) {

@@ -113,8 +113,8 @@ void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Ten
 }
 
 // ---- the tile driver -----------------------------------------------------------------------------------------
-// Work items: (block of NB W rows) x (block of TB x rows); inside one, tiles of mr x rows by nr W rows, x rows
-// outer so an x tile stays in L1 while the W block (~1 MiB) is re-read from L2. Any blocking gives the same
+// Work items: (block of NB W rows) x (block of TB x rows); inside one, tiles of mr x rows by nr W rows: W tiles
+// outer (in L1 while the block's x tiles pass) unless K is blocked (then x tiles outer, each K block in L1). Any blocking gives the same
 // bits (each element is computed whole by one micro-kernel call); the blocks only decide speed.
 void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const float * x, const Tensor & w,
                   const float * bias, int64_t T, int64_t N, int64_t K) {
@@ -131,12 +131,40 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
     const int64_t G = 4, part_tile = mr * nr * 16;                             // tiles per K walk, their partials
     pool.parallel_for(n_blocks * t_blocks, 1, [&](int64_t b, int64_t e) {
         thread_local AlignedScratch packed, partial;
-        float * xpk = tt.pack_x ? packed.get(size_t(mr * Kp)) : nullptr;
         float * part = KC ? partial.get(size_t(G * part_tile)) : nullptr;
         for (int64_t item = b; item < e; ++item) {
             const int64_t nb = item / t_blocks, tb = item % t_blocks;
             const int64_t n_lo = nb * NB, n_hi = std::min(N, n_lo + NB);
             const int64_t t_lo = tb * TB, t_hi = std::min(T, t_lo + TB);
+            if (KC == 0) {
+                // W tile outer (its nr rows stay in L1 while every x tile of the block passes; the next W tile is
+                // prefetched meanwhile: with few rows, e.g. decode at batch 32, W streams from memory under the
+                // compute), x tiles inner (packed once per item when the table packs x).
+                const int64_t n_tiles = (t_hi - t_lo + mr - 1) / mr;
+                float * xpk = tt.pack_x ? packed.get(size_t(n_tiles * mr * Kp)) : nullptr;
+                if (xpk)
+                    for (int64_t i = 0; i < n_tiles; ++i)
+                        tt.pack_x(x + (t_lo + i * mr) * K, K, int(std::min(mr, t_hi - t_lo - i * mr)), K,
+                                  xpk + i * mr * Kp);
+                const size_t tile_bytes = size_t(nr * K) * wsize;
+                for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr) {
+                    const char * wt = wp + size_t(n0 * K) * wsize;
+                    const bool ahead = n_tiles > 1 && n0 + 2 * nr < n_hi;   // (one x tile: the kernel prefetches)
+                    const size_t share = (tile_bytes / 64 + size_t(n_tiles) - 1) / size_t(n_tiles) * 64;
+                    const int64_t nn = std::min(nr, n_hi - n0);
+                    for (int64_t i = 0; i < n_tiles; ++i) {
+                        if (ahead)   // a share of the W tile two ahead before each x tile, so the requests spread
+                            for (size_t off = size_t(i) * share; off < std::min(tile_bytes, size_t(i + 1) * share); off += 64)
+                                __builtin_prefetch(wt + 2 * tile_bytes + off, 0, 2);
+                        const int64_t t0 = t_lo + i * mr, m = std::min(mr, t_hi - t0);
+                        const float * xt = xpk ? xpk + i * mr * Kp : x + t0 * K;
+                        tt.fn[m - 1][nn - 1](xt, xpk ? Kp : K, K, wt, out + t0 * N + n0, N, bias ? bias + n0 : nullptr,
+                                             0, K, nullptr);
+                    }
+                }
+                continue;
+            }
+            float * xpk = tt.pack_x ? packed.get(size_t(mr * Kp)) : nullptr;
             for (int64_t t0 = t_lo; t0 < t_hi; t0 += mr) {
                 const int64_t m = std::min(mr, t_hi - t0);
                 const float * xt = x + t0 * K;
@@ -145,13 +173,6 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                     tt.pack_x(xt, K, int(m), K, xpk);
                     xt = xpk;
                     ldx = Kp;
-                }
-                if (KC == 0) {
-                    for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr)
-                        tt.fn[m - 1][std::min(nr, n_hi - n0) - 1](xt, ldx, K, wp + size_t(n0 * K) * wsize,
-                                                                out + t0 * N + n0, N, bias ? bias + n0 : nullptr, 0, K,
-                                                                nullptr);
-                    continue;
                 }
                 // K blocks of KC: G tiles at a time walk K together, so the x tile's block stays in L1
                 for (int64_t g0 = n_lo; g0 < n_hi; g0 += G * nr) {

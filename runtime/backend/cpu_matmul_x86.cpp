@@ -12,18 +12,12 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
-#include <immintrin.h>
+
+#include "runtime/backend/cpu_simd.h"
 
 #include <cstring>
 
-// GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* placeholders (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
-#define ZT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define ZT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 namespace zt {
 namespace {
@@ -40,12 +34,7 @@ ZT_TARGET_AVX2 inline __m256 load8(const void * w, int64_t i) {   // w[i..i+8) w
     }
 }
 
-ZT_TARGET_AVX2 inline float hsum8(__m256 a) {   // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
+using simd::hsum8;   // cpu_simd.h: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
 
 template <DType WT>
 struct Avx2 {
@@ -118,27 +107,7 @@ ZT_TARGET_AVX512 inline __m512 load16(const void * w, int64_t i) {
     }
 }
 
-// The one-accumulator form, kept as the readable spec of hsum16x4 below (which the kernels use).
-[[maybe_unused]] ZT_TARGET_AVX512 inline float hsum16(__m512 a) {   // halves added down to one lane, in this order
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
-
-// hsum16 of four accumulators at once, the same additions (so the same bits) as hsum16 on each: lane i + i+8,
-// then + i+4, then + i+2, then + i+1, with the four vectors' lanes side by side. sums[q] = hsum16(v[q]).
-ZT_TARGET_AVX512 inline void hsum16x4(const __m512 (&v)[4], float * sums) {
-    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xee));
-    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xee));
-    __m512 r = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
-    r = _mm512_add_ps(r, _mm512_permute_ps(r, 0x4e));   // lanes (2,3,0,1) of each 128-bit chunk
-    r = _mm512_add_ps(r, _mm512_permute_ps(r, 0xb1));   // lanes (1,0,3,2)
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, r);
-    for (int q = 0; q < 4; ++q) sums[q] = lanes[4 * q];
-}
+// cpu_simd.h: hsum16 (one accumulator, the spec) and hsum16x4 (four at once, the same bits).
 
 // out[i*ldo + j] = hsum16(acc[i][j]) (+ bias[j]), four accumulators per hsum16x4.
 template <int M, int N>
@@ -150,7 +119,7 @@ ZT_TARGET_AVX512 inline void store_sums(const __m512 (&acc)[M][N], float * out, 
         __m512 v[4];
 #pragma GCC unroll 8
         for (int q = 0; q < 4; ++q) v[q] = g + q < MN ? acc[(g + q) / N][(g + q) % N] : _mm512_setzero_ps();
-        hsum16x4(v, sums + g);
+        simd::hsum16x4(v, sums + g);
     }
     for (int i = 0; i < M; ++i)
         for (int j = 0; j < N; ++j) out[i * ldo + j] = bias ? sums[i * N + j] + bias[j] : sums[i * N + j];
@@ -188,6 +157,12 @@ struct Avx512 {
         int64_t k = k0;
         for (; k + 16 <= k1; k += 16) {
             __m512 wv[N];
+            if constexpr (M == 1) {   // decode: W is streamed once; ask for the next tile's rows (N*K ahead) early
+#pragma GCC unroll 8
+                for (int j = 0; j < N; ++j)
+                    _mm_prefetch(static_cast<const char *>(w) + size_t((N + j) * K + k) * (WT == DType::F32 ? 4 : 2),
+                                 _MM_HINT_T0);
+            }
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load16<WT>(w, j * K + k);
 #pragma GCC unroll 8

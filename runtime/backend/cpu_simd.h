@@ -130,6 +130,17 @@ ZT_TARGET_AVX512 inline float hsum16(__m512 a) {
     b = _mm_add_ss(b, _mm_movehdup_ps(b));
     return _mm_cvtss_f32(b);
 }
+// out[k] = hsum16(a[k]) for k < 4, bit for bit, with the shuffles shared: each lane is summed in hsum16's tree
+// (halves of 8, then of 4, then lanes 0+2 / 1+3, then 0+1); 12 instructions instead of 4 x 8.
+ZT_TARGET_AVX512 inline void hsum16x4(const __m512 * a, float * out) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], 0x44), _mm512_shuffle_f32x4(a[0], a[1], 0xEE));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], 0x44), _mm512_shuffle_f32x4(a[2], a[3], 0xEE));
+    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4E));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xB1));
+    const __m512 lanes = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(lanes));
+}
 // Sum of the 8 lanes: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
 ZT_TARGET_AVX2 inline float hsum8(__m256 a) {
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));

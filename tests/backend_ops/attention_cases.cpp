@@ -2,9 +2,16 @@
 // ATTENTION, POOL), each a list of OpCase (harness.h).
 #include "tests/backend_ops/harness.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+
+#include "runtime/backend/cpu_matmul.h"
 
 namespace zt::backend_ops {
 
@@ -150,4 +157,125 @@ std::vector<OpCase> pool_cases(const Judge &) {
     return cases;
 }
 
+}  // namespace zt::backend_ops
+
+// ---- the CPU attention's fast paths (cpu_attention.h) against its reference loop ---------------------------------
+namespace zt::backend_ops {
+namespace {
+
+std::unique_ptr<Backend> cpu_on_path(CpuMatmulPath path, int threads) {
+    CpuBackendOptions o;
+    o.n_threads = threads;
+    o.kernel_path = cpu_matmul_path_name(path);
+    return make_cpu_backend(o);
+}
+
+// Odd sizes on top of attention_cases: D around and off the vector widths (1, 7, 17, 33, 80), 1 to 5 query heads
+// per kv head, query rows 1, 3, 17 and 129 in one sequence, with and without a past, windows, causal or not.
+std::vector<OpCase> attention_path_cases() {
+    std::vector<OpCase> cases = attention_cases(Judge{});
+    for (int32_t D : {1, 7, 17, 33, 80})
+        for (int32_t G : {1, 3, 5})
+            for (int32_t rows : {1, 3, 17, 129})
+                for (int32_t window : {0, 9}) {
+                    const int32_t KV = 2, H = KV * G, M = 400, past = rows == 1 ? 330 : rows % 7;
+                    Rng r0(seed_of(fmt::format("paths slots {} {} {}", D, G, rows)));
+                    const auto seqs = make_seqs({{rows, past}, {1, 5}}, shuffled_slots(2, 3, r0));
+                    const int64_t T = total_rows(seqs);
+                    for (bool causal : {true, false}) {
+                        OpCase c;
+                        c.op = "ATTENTION";
+                        c.desc = fmt::format("ATTENTION(H={},KV={},D={},M={},seqs={},{}{})", H, KV, D, M,
+                                             seqs_desc(seqs), causal ? "causal" : "non-causal",
+                                             window ? fmt::format(",window={}", window) : "");
+                        Rng r(seed_of(c.desc));
+                        c.inputs = {random_f32({T, H, D}, r), random_f32({3, M, KV, D}, r),
+                                    random_f32({3, M, KV, D}, r)};
+                        c.outputs = {output(DType::F32, {T, H, D})};
+                        c.run = [seqs, causal, window](Backend & b, const Tensors & in, const Tensors & out) {
+                            b.attention(out[0], in[0], in[1], in[2], seqs, causal, window);
+                        };
+                        cases.push_back(std::move(c));
+                    }
+                }
+    return cases;
+}
+
+// Every fast path this CPU supports (3 threads) against the reference loop (1 thread): fp32 rounding and exp's
+// 1 ulp only (NMSE <= 1e-10), guards intact, every element written.
+TEST(AttentionPaths, FastPathsMatchTheReferenceOnOddSizes) {
+    auto ref = cpu_on_path(CpuMatmulPath::reference, 1);
+    const std::vector<OpCase> cases = attention_path_cases();
+    int n_paths = 0;
+    for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
+        if (path == CpuMatmulPath::reference) continue;
+        ++n_paths;
+        auto fast = cpu_on_path(path, 3);
+        int passed = 0;
+        double worst = 0;
+        for (OpCase c : cases) {
+            c.max_nmse = 1e-10;
+            const CaseResult res = evaluate(*fast, cpu_matmul_path_name(path), *ref, c, false);
+            if (res.ok) ++passed;
+            else ADD_FAILURE() << describe(res);
+            const size_t at = res.line.find("NMSE = ");
+            if (at != std::string::npos) worst = std::max(worst, std::atof(res.line.c_str() + at + 7));
+        }
+        std::printf("  attention %s vs reference: %d/%zu cases passed, worst NMSE %.1e\n",
+                    cpu_matmul_path_name(path), passed, cases.size(), worst);
+    }
+    EXPECT_GE(n_paths, 1) << "the portable path is always supported";
+}
+
+// Batch invariance on each fast path: a sequence's rows computed alone equal, bit for bit, the same rows computed
+// in a batch with other sequences (decode rows and a prefill chunk) and in two chunks, with 1 or 3 threads.
+TEST(AttentionPaths, ASequencesRowsDoNotDependOnTheBatch) {
+    // Alone, the decode rows with 5500 and 6000 keys (x 3 heads x 64 >= cpu_attention.cpp's kSplitMinWork) are
+    // split over the threads; in the batch they are not.
+    const int32_t H = 6, KV = 2, D = 64, M = 6008, S = 4;
+    Rng r(seed_of("attention batch invariance"));
+    HostTensor k = random_f32({S, M, KV, D}, r), v = random_f32({S, M, KV, D}, r);
+    const auto batch = make_seqs({{1, 6000}, {37, 20}, {1, 5500}, {5, 0}}, {2, 0, 3, 1});
+    const int64_t T = total_rows(batch);
+    HostTensor q = random_f32({T, H, D}, r);
+    auto f32 = [](HostTensor & h) { return reinterpret_cast<float *>(h.bytes.data()); };
+    const Tensor kt(f32(k), DType::F32, k.shape), vt(f32(v), DType::F32, v.shape);
+    for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
+        for (int threads : {1, 3}) {
+            auto be = cpu_on_path(path, threads);
+            std::vector<float> all(size_t(T * H * D));
+            be->attention(Tensor(all.data(), DType::F32, {T, H, D}), Tensor(f32(q), DType::F32, q.shape), kt, vt,
+                          batch, true, 0);
+            for (const AttentionSeq & sq : batch) {
+                AttentionSeq alone = sq;
+                alone.row0 = 0;
+                std::vector<float> one(size_t(sq.n_tokens * H * D));
+                be->attention(Tensor(one.data(), DType::F32, {sq.n_tokens, H, D}),
+                              Tensor(f32(q) + int64_t(sq.row0) * H * D, DType::F32, {sq.n_tokens, H, D}), kt, vt,
+                              {alone}, true, 0);
+                EXPECT_EQ(0, std::memcmp(one.data(), all.data() + int64_t(sq.row0) * H * D, one.size() * 4))
+                    << cpu_matmul_path_name(path) << ", " << threads << " threads, slot " << sq.slot;
+                // and in two chunks (a prefill chunked differently: its rows fall in other blocks of rows)
+                for (int32_t cut = 1; cut < sq.n_tokens; cut += 6) {
+                    AttentionSeq first = alone, second = alone;
+                    first.n_tokens = cut;
+                    second.past_len = sq.past_len + cut;
+                    second.n_tokens = sq.n_tokens - cut;
+                    std::vector<float> two(one.size());
+                    be->attention(Tensor(two.data(), DType::F32, {cut, H, D}),
+                                  Tensor(f32(q) + int64_t(sq.row0) * H * D, DType::F32, {cut, H, D}), kt, vt, {first},
+                                  true, 0);
+                    be->attention(Tensor(two.data() + cut * H * D, DType::F32, {second.n_tokens, H, D}),
+                                  Tensor(f32(q) + int64_t(sq.row0 + cut) * H * D, DType::F32, {second.n_tokens, H, D}),
+                                  kt, vt, {second}, true, 0);
+                    EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * 4))
+                        << cpu_matmul_path_name(path) << ", " << threads << " threads, slot " << sq.slot << ", cut "
+                        << cut;
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
 }  // namespace zt::backend_ops
