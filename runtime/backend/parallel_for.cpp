@@ -1,9 +1,11 @@
 // ThreadPool (parallel_for.h): the workers, the job hand-off and the bounded spin-then-sleep waits.
 //
 // Hand-off. The caller (under call_mu_) writes the job fields and done_ = 0, then publishes claim_ =
-// (gen << 32) | 0 (seq_cst). Workers and the caller claim chunk i by CAS claim_ (gen, i) -> (gen, i + 1); after a
-// successful claim the job cannot complete before that chunk is done, so its fields are stable and are the ones
-// of `gen` (the caller rewrites them only for the next job). The finisher of a chunk adds 1 to done_; the caller
+// (gen, chunks, next = 0) (seq_cst). Workers and the caller claim chunk i by CAS claim_ (gen, chunks, i) ->
+// (gen, chunks, i + 1), only while i < chunks: the bound is in the same word as the generation, so a stale
+// snapshot of a finished job can never be claimed past its end while the next job's fields are being written.
+// After a successful claim the job cannot complete before that chunk is done, so its fields are stable and are
+// the ones of `gen` (the caller rewrites them only for the next job). The finisher of a chunk adds 1 to done_; the caller
 // returns once done_ == chunks, so no worker still runs the caller's fn (on its stack) after it returns.
 //
 // Sleeping without lost wake-ups (both are the store-then-load pattern on seq_cst atomics): a worker increments
@@ -111,12 +113,12 @@ void ThreadPool::run(int64_t n, int64_t chunks, ChunkFn fn, void * ctx) {
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
     n_.store(n, std::memory_order_relaxed);
-    chunks_.store(chunks, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     failed_.store(false, std::memory_order_relaxed);
     error_ = nullptr;   // no worker touches it: the last job is done and this one is not published yet
     const uint32_t gen = ++gen_;
-    claim_.store(uint64_t(gen) << 32);   // seq_cst: publishes the fields; ordered before the sleepers_ read
+    claim_.store(uint64_t(gen) << 32 | uint64_t(chunks) << 16);   // seq_cst: publishes the fields; ordered
+                                                                   // before the sleepers_ read
     const int sleeping = sleepers_.load();
     if (sleeping > 0) {
         { std::lock_guard<std::mutex> lock(sleep_mu_); }
@@ -136,10 +138,9 @@ bool ThreadPool::claim_and_run(uint32_t gen) {
     bool ran = false;
     uint64_t s = claim_.load(std::memory_order_acquire);
     while (gen_of(s) == gen) {
-        // chunks_ may belong to a newer job if this one is over; then the CAS below fails (the generation moved)
-        if (index_of(s) >= chunks_.load(std::memory_order_relaxed)) break;
+        if (index_of(s) >= chunks_of(s)) break;   // every chunk of this job is taken
         if (claim_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-            run_chunk(index_of(s));
+            run_chunk(index_of(s), chunks_of(s));
             ran = true;
             s = claim_.load(std::memory_order_acquire);
         }
@@ -147,8 +148,8 @@ bool ThreadPool::claim_and_run(uint32_t gen) {
     return ran;
 }
 
-void ThreadPool::run_chunk(int64_t c) {
-    const int64_t n = n_.load(std::memory_order_relaxed), chunks = chunks_.load(std::memory_order_relaxed);
+void ThreadPool::run_chunk(int64_t c, int64_t chunks) {
+    const int64_t n = n_.load(std::memory_order_relaxed);
     if (!failed_.load(std::memory_order_relaxed)) {   // after a failure the rest is skipped, not run
         int64_t b = 0, e = 0;
         chunk_range(n, chunks, c, b, e);

@@ -45,6 +45,7 @@ class ThreadPool {
 public:
     static constexpr int64_t kChunksPerThread = 4;   // chunks per thread when items allow (load balance)
     static constexpr int kDefaultSpinUs = 50;        // idle spin before sleeping, unless ZT_POOL_SPIN_US says
+    static constexpr int64_t kMaxChunks = 0xffff;    // chunks of one job (they share the 64-bit claim word)
 
     // n_threads <= 0: one per hardware thread. The calling thread works too, so the pool starts n_threads - 1
     // workers. spin_us < 0: ZT_POOL_SPIN_US, else kDefaultSpinUs; 0: sleep at once.
@@ -68,11 +69,13 @@ public:
             const_cast<void *>(static_cast<const void *>(std::addressof(fn))));
     }
 
-    // Chunks a parallel_for(n, grain) is split into: min(n / grain, size() * kChunksPerThread), at least 1.
+    // Chunks a parallel_for(n, grain) is split into: min(n / grain, size() * kChunksPerThread, kMaxChunks),
+    // at least 1.
     int64_t chunk_count(int64_t n, int64_t grain) const {
         if (n <= 0) return 0;
         const int64_t by_grain = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
-        return std::min<int64_t>(by_grain, workers_.empty() ? 1 : int64_t(n_threads_) * kChunksPerThread);
+        const int64_t by_threads = std::min<int64_t>(kMaxChunks, int64_t(n_threads_) * kChunksPerThread);
+        return std::min<int64_t>(by_grain, workers_.empty() ? 1 : by_threads);
     }
     // Chunk c of `chunks` over [0, n): sizes differ by at most one item.
     static void chunk_range(int64_t n, int64_t chunks, int64_t c, int64_t & begin, int64_t & end) {
@@ -88,12 +91,14 @@ private:
     void run(int64_t n, int64_t chunks, ChunkFn fn, void * ctx);
     void worker_main(int index);
     bool claim_and_run(uint32_t gen);           // runs chunks of job `gen` until none is left; true if it ran any
-    void run_chunk(int64_t c);                  // chunk c of the current job (fields read after the claim)
+    void run_chunk(int64_t c, int64_t chunks);  // chunk c of the current job (fields read after the claim)
     uint64_t wait_for_job(uint32_t seen);       // bounded spin, then sleep; the state of a newer job (or stop)
     void wait_done(int64_t chunks);             // caller: bounded spin, then sleep until every chunk is done
 
+    // the claim word: generation (32 bits) | chunks of that job (16) | next chunk to claim (16)
     static uint32_t gen_of(uint64_t s) { return uint32_t(s >> 32); }
-    static int64_t index_of(uint64_t s) { return int64_t(s & 0xffffffffu); }
+    static int64_t chunks_of(uint64_t s) { return int64_t((s >> 16) & 0xffffu); }
+    static int64_t index_of(uint64_t s) { return int64_t(s & 0xffffu); }
 
     const int n_threads_;
     const int spin_us_;
@@ -101,15 +106,15 @@ private:
     std::mutex call_mu_;                        // one job at a time (callers on two threads are serialised)
     uint32_t gen_ = 0;                          // generation of the last job (under call_mu_)
 
-    // claim: (generation << 32) | next chunk to claim; a CAS claims a chunk only within its generation, so a
-    // worker that is late for a job can never take a chunk of the next one
+    // claim: a CAS claims chunk `next` only while next < chunks within one generation, all in one word, so a
+    // worker that is late for a job can never take a chunk of the next one (nor one past the end of its own)
     alignas(64) std::atomic<uint64_t> claim_{0};
     alignas(64) std::atomic<int64_t> done_{0};  // chunks of the current job finished
     // the current job, written by the caller before it publishes the generation; relaxed atomics because a late
     // worker may read them while the next job is being written (its claim then fails and it ignores them)
     alignas(64) std::atomic<ChunkFn> fn_{nullptr};
     std::atomic<void *> ctx_{nullptr};
-    std::atomic<int64_t> n_{0}, chunks_{0};
+    std::atomic<int64_t> n_{0};
     std::atomic<bool> failed_{false};
     std::mutex error_mu_;
     std::exception_ptr error_;                  // first exception of the current job (under error_mu_)
