@@ -1,6 +1,8 @@
 // The ops of the CPU backend (see backend_cpu.cpp for its memory, streams and events; the class is in
 // backend_cpu_impl.h): the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
-// GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h).
+// GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h). The plain loops here run on the
+// "reference" kernel path (CpuBackendOptions::kernel_path, ZT_CPU_MATMUL); the other paths call the vectorised
+// versions beside them, tested equal: cpu_attention.h (attention), cpu_rowwise.h (the row-wise ops, sampling).
 //
 // Ops ignore their stream argument and always run on the calling thread (the compute stream's order).
 //
@@ -12,7 +14,8 @@
 // ZT_CPU_MATMUL forces one) are register-blocked micro-kernels where every output element is one dot product
 // over K in a fixed order, whatever T, tile or thread. OpenBLAS is set to one thread (its own threading would
 // split panels by size); the pool spreads work items over threads instead, which never changes the bits.
-// Other ops reduce each output element in a fixed order (rmsnorm: over C in order; attention: keys in order).
+// Other ops reduce each output element in a fixed order (here: rmsnorm over C in order, attention over keys in
+// order; the fast paths write down their own fixed orders).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
