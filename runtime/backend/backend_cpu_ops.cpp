@@ -288,7 +288,8 @@ void CpuBackend::gather_rows(Tensor out, const Tensor & x, const Tensor & rows, 
 void CpuBackend::pool(Tensor out, const Tensor & x, const std::vector<AttentionSeq> & seqs, Pooling mode, Stream *) {
     const PoolDims dims = check_pool(out, x, seqs);
     const int64_t C = dims.C, B = dims.B;
-    if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: rows in order into a zeroed sum, row-major (same bits)
+    if (path_ != CpuMatmulPath::reference && mode == Pooling::mean) {   // cpu_rowwise.h: rows in order into a zeroed
+                                                                         // sum, row-major (same bits)
         const CpuRowKernels & k = cpu_row_kernels(path_);
         pool_.parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
             thread_local AlignedScratch sum_buf;
@@ -297,10 +298,6 @@ void CpuBackend::pool(Tensor out, const Tensor & x, const std::vector<AttentionS
                 const AttentionSeq & q = seqs[size_t(b)];
                 float * o = out.ptr<float>() + b * C;
                 const float * rows = x.ptr<const float>() + int64_t(q.row0) * C;
-                if (mode == Pooling::last) {
-                    std::memcpy(o, rows + int64_t(q.n_tokens - 1) * C, size_t(C) * sizeof(float));
-                    continue;
-                }
                 std::memset(acc, 0, size_t(C) * sizeof(float));
                 for (int64_t r = 0; r < q.n_tokens; ++r) k.accumulate(acc, rows + r * C, C);
                 const float inv = 1.0f / float(q.n_tokens);

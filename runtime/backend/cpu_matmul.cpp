@@ -137,9 +137,10 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
             const int64_t n_lo = nb * NB, n_hi = std::min(N, n_lo + NB);
             const int64_t t_lo = tb * TB, t_hi = std::min(T, t_lo + TB);
             if (KC == 0) {
-                // W tile outer (its nr rows stay in L1 while every x tile of the block passes; the next W tile is
-                // prefetched meanwhile: with few rows, e.g. decode at batch 32, W streams from memory under the
-                // compute), x tiles inner (packed once per item when the table packs x).
+                // W tile outer (its nr rows stay in L1 while every x tile of the block passes), x tiles inner
+                // (packed once per item when the table packs x). With one block of rows (T <= TB, e.g. decode at
+                // batch 32) W is read once, from memory: the tile two ahead is prefetched meanwhile (one x tile:
+                // the decode kernel prefetches itself; several blocks of rows: W is in L2 after the first).
                 const int64_t n_tiles = (t_hi - t_lo + mr - 1) / mr;
                 float * xpk = tt.pack_x ? packed.get(size_t(n_tiles * mr * Kp)) : nullptr;
                 if (xpk)
@@ -149,7 +150,7 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
                 const size_t tile_bytes = size_t(nr * K) * wsize;
                 for (int64_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                     const char * wt = wp + size_t(n0 * K) * wsize;
-                    const bool ahead = n_tiles > 1 && n0 + 2 * nr < n_hi;   // (one x tile: the kernel prefetches)
+                    const bool ahead = n_tiles > 1 && t_blocks == 1 && n0 + 2 * nr < n_hi;
                     const size_t share = (tile_bytes / 64 + size_t(n_tiles) - 1) / size_t(n_tiles) * 64;
                     const int64_t nn = std::min(nr, n_hi - n0);
                     for (int64_t i = 0; i < n_tiles; ++i) {
@@ -190,13 +191,6 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
 
 // ---- portable micro-kernels: 8 partial sums per output element -----------------------------------------------
 template <DType WT>
-inline float widen(const void * w, int64_t i) {
-    if constexpr (WT == DType::F32) return static_cast<const float *>(w)[i];
-    else if constexpr (WT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t *>(w)[i]);
-    else return f16_to_f32(static_cast<const uint16_t *>(w)[i]);
-}
-
-template <DType WT>
 struct Portable {
     static constexpr int MR = 4, NR = 4, L = 8, k_align = 1, k_block = 0;
     static constexpr PackFn pack_x = nullptr;
@@ -208,7 +202,7 @@ struct Portable {
         int64_t k = 0;
         for (; k + L <= K; k += L) {
             for (int j = 0; j < N; ++j)
-                for (int l = 0; l < L; ++l) wv[j][l] = widen<WT>(w, j * K + k + l);
+                for (int l = 0; l < L; ++l) wv[j][l] = widen_at<WT>(w, j * K + k + l);
             for (int i = 0; i < M; ++i)
                 for (int j = 0; j < N; ++j)
                     for (int l = 0; l < L; ++l) acc[i][j][l] += x[i * ldx + k + l] * wv[j][l];
@@ -216,7 +210,7 @@ struct Portable {
         if (k < K) {   // the K tail: zero-padded lanes
             float xv[L];
             for (int j = 0; j < N; ++j)
-                for (int l = 0; l < L; ++l) wv[j][l] = k + l < K ? widen<WT>(w, j * K + k + l) : 0.0f;
+                for (int l = 0; l < L; ++l) wv[j][l] = k + l < K ? widen_at<WT>(w, j * K + k + l) : 0.0f;
             for (int i = 0; i < M; ++i) {
                 for (int l = 0; l < L; ++l) xv[l] = k + l < K ? x[i * ldx + k + l] : 0.0f;
                 for (int j = 0; j < N; ++j)

@@ -13,13 +13,6 @@ namespace {
 void widen_portable(float * dst, const void * src, DType t, int64_t n) { convert_to_f32(dst, src, t, size_t(n)); }
 
 template <DType WT>
-inline float weight_lane(const void * w, int64_t i) {
-    if constexpr (WT == DType::F32) return static_cast<const float *>(w)[i];
-    else if constexpr (WT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t *>(w)[i]);
-    else return f16_to_f32(static_cast<const uint16_t *>(w)[i]);
-}
-
-template <DType WT>
 void rmsnorm_portable_t(float * out, const float * x, const void * w, float eps, int64_t C) {
     float acc[16] = {};
     int64_t c = 0;
@@ -31,7 +24,7 @@ void rmsnorm_portable_t(float * out, const float * x, const void * w, float eps,
     for (int l = 0; l < 2; ++l) acc[l] += acc[l + 2];
     const float ss = acc[0] + acc[1];
     const float inv = 1.0f / std::sqrt(ss / float(C) + eps);
-    for (c = 0; c < C; ++c) out[c] = weight_lane<WT>(w, c) * (x[c] * inv);
+    for (c = 0; c < C; ++c) out[c] = widen_at<WT>(w, c) * (x[c] * inv);
 }
 
 void rmsnorm_portable(float * out, const float * x, const void * w, DType wt, float eps, int64_t C) {

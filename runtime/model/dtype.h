@@ -33,6 +33,14 @@ inline uint16_t f32_to_bf16(float f) {
 float    f16_to_f32(uint16_t h);   // IEEE half -> float (exact)
 uint16_t f32_to_f16(float f);      // float -> IEEE half, round to nearest even
 
+// Element i of an array of WT (F32, BF16 or F16) at w, widened to fp32 (the kernels' scalar loads).
+template <DType WT>
+inline float widen_at(const void * w, int64_t i) {
+    if constexpr (WT == DType::F32) return static_cast<const float *>(w)[i];
+    else if constexpr (WT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t *>(w)[i]);
+    else return f16_to_f32(static_cast<const uint16_t *>(w)[i]);
+}
+
 // Converts n elements of type `src_type` at src to fp32 at dst (F32, F16, BF16 only).
 void convert_to_f32(float * dst, const void * src, DType src_type, size_t n);
 // Converts n fp32 values at src to `dst_type` at dst (F32, F16, BF16 only).
