@@ -14,7 +14,9 @@
 #include "runtime/base/error.h"
 
 // The portable vectors are passed between inline functions of this file only: the ABI note does not apply.
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
