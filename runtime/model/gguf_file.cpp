@@ -32,16 +32,19 @@ const GgmlType * ggml_type_of(uint32_t id) {
 
 struct FileCloser { void operator()(std::FILE * f) const { if (f) std::fclose(f); } };
 
+// Reads from an open file or from a buffer (parse_gguf_header: the fuzz target).
 class Cursor {
 public:
     Cursor(const std::string & path, std::FILE * f, uint64_t size) : path_(path), f_(f), size_(size) {}
+    Cursor(const std::string & path, const uint8_t * buf, uint64_t size) : path_(path), buf_(buf), size_(size) {}
     uint64_t pos() const { return pos_; }
     uint64_t left() const { return size_ - pos_; }
 
     void bytes(void * dst, uint64_t n, const char * what) {
         ZT_CHECK(n <= left(), "{}: truncated GGUF file: {} needs {} bytes at offset {}, only {} left; the file is "
                  "incomplete (re-download or re-convert it)", path_, what, n, pos_, left());
-        ZT_CHECK(std::fread(dst, 1, size_t(n), f_) == size_t(n), "{}: read error at offset {}", path_, pos_);
+        if (buf_) std::memcpy(dst, buf_ + pos_, size_t(n));
+        else ZT_CHECK(std::fread(dst, 1, size_t(n), f_) == size_t(n), "{}: read error at offset {}", path_, pos_);
         pos_ += n;
     }
     template <typename T> T num(const char * what) {
@@ -65,7 +68,8 @@ public:
 
 private:
     const std::string & path_;
-    std::FILE * f_;
+    std::FILE * f_ = nullptr;
+    const uint8_t * buf_ = nullptr;
     uint64_t size_, pos_ = 0;
 };
 
@@ -112,16 +116,11 @@ std::string ggml_type_name(uint32_t id) {
     return t ? t->name : "type " + std::to_string(id);
 }
 
-GgufFile read_gguf_header(const std::string & path) {
-    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
-    ZT_CHECK(f != nullptr, "{}: cannot open: {}", path, std::strerror(errno));
-    ZT_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "{}: cannot seek", path);
-    const long end = std::ftell(f.get());
-    ZT_CHECK(end >= 0, "{}: cannot tell its size", path);
-    std::rewind(f.get());
+namespace {
+
+GgufFile parse(Cursor & c, const std::string & path, uint64_t end) {
     GgufFile g;
     g.path = path;
-    Cursor c(path, f.get(), uint64_t(end));
     char magic[4];
     c.bytes(magic, 4, "the magic");
     ZT_CHECK(std::memcmp(magic, "GGUF", 4) == 0, "{}: not a GGUF file (it starts with other bytes than \"GGUF\")", path);
@@ -140,7 +139,8 @@ GgufFile read_gguf_header(const std::string & path) {
         const nlohmann::json & a = g.metadata["general.alignment"];
         ZT_CHECK(a.is_number_unsigned() && a.get<uint64_t>() > 0 && a.get<uint64_t>() <= (1u << 20) &&
                      (a.get<uint64_t>() & (a.get<uint64_t>() - 1)) == 0,
-                 "{}: general.alignment = {} is not a power of two up to 1 MiB", path, a.dump());
+                 "{}: general.alignment = {} is not a power of two up to 1 MiB", path,
+                 a.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         g.alignment = a.get<uint64_t>();
     }
     c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, "the tensor count");
@@ -189,6 +189,24 @@ GgufFile read_gguf_header(const std::string & path) {
         t.offset = g.data_offset + rel_offsets[i];
     }
     return g;
+}
+
+}  // namespace
+
+GgufFile read_gguf_header(const std::string & path) {
+    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+    ZT_CHECK(f != nullptr, "{}: cannot open: {}", path, std::strerror(errno));
+    ZT_CHECK(std::fseek(f.get(), 0, SEEK_END) == 0, "{}: cannot seek", path);
+    const long end = std::ftell(f.get());
+    ZT_CHECK(end >= 0, "{}: cannot tell its size", path);
+    std::rewind(f.get());
+    Cursor c(path, f.get(), uint64_t(end));
+    return parse(c, path, uint64_t(end));
+}
+
+GgufFile parse_gguf_header(const uint8_t * data, size_t size, const std::string & name) {
+    Cursor c(name, data, size);
+    return parse(c, name, size);
 }
 
 }  // namespace zt

@@ -39,6 +39,8 @@ struct GgufFile {
 // a tensor type ztinfer cannot read (named, e.g. IQ2_XS), a row that is not a whole number of blocks, data outside
 // the file or not aligned.
 GgufFile read_gguf_header(const std::string & path);
+// The same checks on a whole file held in memory (data, size bytes); name stands for the path in errors.
+GgufFile parse_gguf_header(const uint8_t * data, size_t size, const std::string & name);
 
 // ggml's name of a tensor type ("Q4_K"), or "type N" for a number it does not know.
 std::string ggml_type_name(uint32_t ggml_type);
