@@ -163,13 +163,6 @@ std::vector<OpCase> pool_cases(const Judge &) {
 namespace zt::backend_ops {
 namespace {
 
-std::unique_ptr<Backend> cpu_on_path(CpuMatmulPath path, int threads) {
-    CpuBackendOptions o;
-    o.n_threads = threads;
-    o.kernel_path = cpu_matmul_path_name(path);
-    return make_cpu_backend(o);
-}
-
 // Odd sizes on top of attention_cases: D around and off the vector widths (1, 7, 17, 33, 80), 1 to 5 query heads
 // per kv head, query rows 1, 3, 17 and 129 in one sequence, with and without a past, windows, causal or not.
 std::vector<OpCase> attention_path_cases() {
@@ -204,13 +197,13 @@ std::vector<OpCase> attention_path_cases() {
 // Every fast path this CPU supports (3 threads) against the reference loop (1 thread): fp32 rounding and exp's
 // 1 ulp only (NMSE <= 1e-10), guards intact, every element written.
 TEST(AttentionPaths, FastPathsMatchTheReferenceOnOddSizes) {
-    auto ref = cpu_on_path(CpuMatmulPath::reference, 1);
+    auto ref = cpu_backend_on_path(CpuMatmulPath::reference, 1);
     const std::vector<OpCase> cases = attention_path_cases();
     int n_paths = 0;
     for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
         if (path == CpuMatmulPath::reference) continue;
         ++n_paths;
-        auto fast = cpu_on_path(path, 3);
+        auto fast = cpu_backend_on_path(path, 3);
         int passed = 0;
         double worst = 0;
         for (OpCase c : cases) {
@@ -242,7 +235,7 @@ TEST(AttentionPaths, ASequencesRowsDoNotDependOnTheBatch) {
     const Tensor kt(f32(k), DType::F32, k.shape), vt(f32(v), DType::F32, v.shape);
     for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
         for (int threads : {1, 3}) {
-            auto be = cpu_on_path(path, threads);
+            auto be = cpu_backend_on_path(path, threads);
             std::vector<float> all(size_t(T * H * D));
             be->attention(Tensor(all.data(), DType::F32, {T, H, D}), Tensor(f32(q), DType::F32, q.shape), kt, vt,
                           batch, true, 0);

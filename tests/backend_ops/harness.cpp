@@ -46,6 +46,13 @@ HostTensor random_f32(std::vector<int64_t> shape, Rng & r, float scale) {
 }
 HostTensor output(DType dt, std::vector<int64_t> shape) { return HostTensor{dt, std::move(shape), {}}; }
 
+std::unique_ptr<Backend> cpu_backend_on_path(CpuMatmulPath path, int threads) {
+    CpuBackendOptions o;
+    o.n_threads = threads;
+    o.kernel_path = cpu_matmul_path_name(path);
+    return make_cpu_backend(o);
+}
+
 const char * dt_name(DType d) {
     switch (d) {
         case DType::F32: return "f32";

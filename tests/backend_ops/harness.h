@@ -46,6 +46,7 @@
 #include <fmt/format.h>
 
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu_matmul.h"
 #include "runtime/model/dtype.h"
 #include "runtime/base/error.h"
 #include "runtime/job/sampler.h"
@@ -97,6 +98,8 @@ HostTensor host_i32(std::vector<int64_t> shape, const std::vector<int32_t> & v);
 HostTensor random_f32(std::vector<int64_t> shape, Rng & r, float scale = 1.0f);
 HostTensor output(DType dt, std::vector<int64_t> shape);
 const char * dt_name(DType d);
+// A CPU backend whose ops all run one kernel path (CpuBackendOptions::kernel_path), with `threads` threads.
+std::unique_ptr<Backend> cpu_backend_on_path(CpuMatmulPath path, int threads);
 
 // ---- op cases --------------------------------------------------------------------------------------------------
 using Tensors = std::vector<Tensor>;

@@ -216,13 +216,6 @@ namespace {
 const int64_t kOddC[] = {1, 7, 15, 17, 33, 577};   // around and off the vector widths 8, 16
 const int64_t kOddRows[] = {1, 3, 17, 129};
 
-std::unique_ptr<Backend> path_backend(CpuMatmulPath p, int threads = 3) {
-    CpuBackendOptions o;
-    o.n_threads = threads;
-    o.kernel_path = cpu_matmul_path_name(p);
-    return make_cpu_backend(o);
-}
-
 // A case and whether the fast paths must give the reference's bits (the ops without a reduction of their own) or may
 // differ by rounding (rmsnorm's sum of squares in 16 lanes, swiglu's exp): NMSE <= 1e-10, as MatmulPaths.
 struct PathCase {
@@ -387,13 +380,13 @@ std::vector<PathCase> odd_row_cases() {
 // reference's bits (NMSE 0, the same ids), rmsnorm and swiglu fp32 rounding only (NMSE <= 1e-10); guards intact,
 // every element written.
 TEST(RowPaths, FastPathsMatchTheReferenceOnOddSizes) {
-    const std::unique_ptr<Backend> ref = path_backend(CpuMatmulPath::reference);
+    const std::unique_ptr<Backend> ref = cpu_backend_on_path(CpuMatmulPath::reference, 3);
     const std::vector<PathCase> cases = odd_row_cases();
     int n_paths = 0;
     for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
         if (path == CpuMatmulPath::reference) continue;
         ++n_paths;
-        const std::unique_ptr<Backend> fast = path_backend(path);
+        const std::unique_ptr<Backend> fast = cpu_backend_on_path(path, 3);
         int passed = 0;
         double worst = 0;
         for (const PathCase & pc : cases) {
@@ -414,7 +407,7 @@ TEST(RowPaths, FastPathsMatchTheReferenceOnOddSizes) {
 TEST(RowPaths, FastPathsGiveTheSameBits) {
     const std::vector<PathCase> cases = odd_row_cases();
     auto compare = [&](CpuMatmulPath a, CpuMatmulPath b) {
-        const std::unique_ptr<Backend> ba = path_backend(a), bb = path_backend(b);
+        const std::unique_ptr<Backend> ba = cpu_backend_on_path(a, 3), bb = cpu_backend_on_path(b, 3);
         const std::string name = fmt::format("{} vs {}", cpu_matmul_path_name(a), cpu_matmul_path_name(b));
         int passed = 0, total = 0;
         for (const PathCase & pc : cases) {
@@ -452,7 +445,7 @@ TEST(RowPaths, FastPathsAreBatchInvariant) {
     const std::vector<int64_t> picked = {0, 1, 64, R - 1};
     for (CpuMatmulPath path : cpu_matmul_supported_paths()) {
         if (path == CpuMatmulPath::reference) continue;
-        const std::unique_ptr<Backend> many = path_backend(path, 3), one_b = path_backend(path, 1);
+        const std::unique_ptr<Backend> many = cpu_backend_on_path(path, 3), one_b = cpu_backend_on_path(path, 1);
         Backend & b1 = *one_b;
         const std::string name = cpu_matmul_path_name(path);
         Rng rng(seed_of("RowPaths.FastPathsAreBatchInvariant"));
