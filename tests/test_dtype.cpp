@@ -6,7 +6,9 @@
 #include <limits>
 #include <vector>
 
+#include "runtime/base/error.h"
 #include "runtime/model/dtype.h"
+#include "runtime/model/tensor.h"
 
 using namespace zt;
 
@@ -48,4 +50,19 @@ TEST(DType, Bf16BulkConversionMatchesScalar) {
             ASSERT_EQ(std::memcmp(&out[i], &ref, 4), 0) << "bits " << all[i + off];
         }
     }
+}
+
+TEST(DType, QuantizedTypesHaveRowBytesNotElementSizes) {
+    EXPECT_EQ(*dtype_from_name("Q4_K"), DType::Q4_K);
+    EXPECT_TRUE(dtype_is_quantized(DType::Q6_K));
+    EXPECT_FALSE(dtype_is_quantized(DType::BF16));
+    EXPECT_EQ(dtype_row_bytes(DType::Q8_0, 64), 68);
+    EXPECT_EQ(dtype_row_bytes(DType::Q4_K, 512), 288);
+    EXPECT_EQ(dtype_row_bytes(DType::BF16, 7), 14);
+    EXPECT_EQ(dtype_block_weights(DType::Q5_K), 256);
+    EXPECT_DOUBLE_EQ(dtype_bits_per_weight(DType::Q4_K), 4.5);
+    EXPECT_THROW(dtype_row_bytes(DType::Q4_0, 33), Error);      // not a whole number of blocks
+    EXPECT_THROW(dtype_size(DType::Q4_0), Error);               // no element size
+    const Tensor t(nullptr, DType::Q6_K, {3, 512});
+    EXPECT_EQ(t.bytes(), 3u * 420u);
 }

@@ -2,6 +2,7 @@
 #include "runtime/model/dtype.h"
 
 #include "runtime/base/error.h"
+#include "runtime/model/quant_block.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -16,6 +17,8 @@ constexpr DTypeInfo kTypes[] = {
     {DType::F64, "F64", 8, true},  {DType::I64, "I64", 8, false}, {DType::I32, "I32", 4, false},
     {DType::I16, "I16", 2, false}, {DType::I8, "I8", 1, false},  {DType::U8, "U8", 1, false},
     {DType::BOOL, "BOOL", 1, false},
+    {DType::Q8_0, "Q8_0", 0, false}, {DType::Q4_0, "Q4_0", 0, false}, {DType::Q4_1, "Q4_1", 0, false},
+    {DType::Q4_K, "Q4_K", 0, false}, {DType::Q5_K, "Q5_K", 0, false}, {DType::Q6_K, "Q6_K", 0, false},
 };
 const DTypeInfo & info(DType t) {
     for (const auto & i : kTypes) if (i.type == t) return i;
@@ -23,7 +26,19 @@ const DTypeInfo & info(DType t) {
 }
 }  // namespace
 
-size_t dtype_size(DType t) { return info(t).size; }
+size_t dtype_size(DType t) {
+    ZT_CHECK(!dtype_is_quantized(t), "internal: dtype_size of quantized {} (use dtype_row_bytes)", dtype_name(t));
+    return info(t).size;
+}
+bool dtype_is_quantized(DType t) { return t >= DType::Q8_0 && t <= DType::Q6_K; }
+int dtype_block_weights(DType t) { return dtype_is_quantized(t) ? quant_layout(quant_type_of(t)).block_weights : 1; }
+int64_t dtype_row_bytes(DType t, int64_t n) {
+    if (dtype_is_quantized(t)) return quant_row_bytes(quant_type_of(t), n);
+    return n * int64_t(info(t).size);
+}
+double dtype_bits_per_weight(DType t) {
+    return dtype_is_quantized(t) ? quant_bits_per_weight(quant_type_of(t)) : 8.0 * double(info(t).size);
+}
 const char * dtype_name(DType t) { return info(t).name; }
 bool dtype_is_float(DType t) { return info(t).is_float; }
 std::optional<DType> dtype_from_name(const std::string & s) {

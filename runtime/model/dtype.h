@@ -8,12 +8,20 @@
 
 namespace zt {
 
-enum class DType : uint8_t { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL };
+// Q8_0 .. Q6_K: GGUF's block-quantized weight types (quant_block.h has their layouts). A quantized tensor's rows
+// (its last dim) are whole blocks; its bytes are rows x dtype_row_bytes(t, last dim). They have no element size.
+enum class DType : uint8_t { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K };
 
-size_t dtype_size(DType t);                                    // bytes per element
-const char * dtype_name(DType t);                              // safetensors spelling: "F32", "BF16", ...
-std::optional<DType> dtype_from_name(const std::string & s);   // "F32" -> F32; unknown -> nullopt
+size_t dtype_size(DType t);                                    // bytes per element; a quantized type is an error
+const char * dtype_name(DType t);                              // safetensors / GGUF spelling: "F32", "BF16", "Q4_K"
+std::optional<DType> dtype_from_name(const std::string & s);   // "F32" -> F32, "Q4_K" -> Q4_K; unknown -> nullopt
 bool dtype_is_float(DType t);                                  // F32, F16, BF16, F64
+bool dtype_is_quantized(DType t);                              // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
+int dtype_block_weights(DType t);                              // weights per block (32 or 256); 1 for the others
+// Bytes of a row of n elements: n x dtype_size, or n / block weights x block bytes (n not a whole number of blocks
+// is an error naming the type).
+int64_t dtype_row_bytes(DType t, int64_t n);
+double dtype_bits_per_weight(DType t);                         // 16 for BF16, 4.5 for Q4_K
 
 // bf16: the top 16 bits of an IEEE fp32. Conversion to bf16 rounds to nearest even (NaN stays NaN).
 inline float bf16_to_f32(uint16_t h) {

@@ -1,6 +1,6 @@
 // quant_block: the quantized weight blocks of GGUF files (ggml's block structs, byte for byte) and the readable scalar
-// dequantization of each, the reference every fast path is tested against (issue 14; not yet a storage dtype of
-// Tensor: the loader and the matmul paths come next).
+// dequantization of each, the reference every fast path is tested against. DType::Q8_0 .. Q6_K are these types as
+// tensor dtypes.
 //
 // Layouts (little-endian; "f16" an IEEE half; a row of a weight matrix is a whole number of blocks):
 //   Q8_0   32 weights,  34 B: f16 d, int8 q[32]                       w = d * q
@@ -16,9 +16,15 @@
 #include <optional>
 #include <string>
 
+#include "runtime/model/dtype.h"
+
 namespace zt {
 
-enum class QuantType : uint8_t { Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K };
+enum class QuantType : uint8_t { Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K };   // same order as DType::Q8_0 ..
+
+// The block type of a quantized DType (dtype_is_quantized(t)), and back.
+inline QuantType quant_type_of(DType t) { return QuantType(int(t) - int(DType::Q8_0)); }
+inline DType dtype_of(QuantType q) { return DType(int(q) + int(DType::Q8_0)); }
 
 struct QuantLayout {
     int block_weights;   // weights per block

@@ -50,7 +50,7 @@ SafetensorsEntry parse_entry(const std::string & key, const nlohmann::json & e, 
     ZT_CHECK(it != e.end() && it->is_string(), "{}: tensor '{}' has no \"dtype\" string", path, name);
     const std::string dtype = it->get<std::string>();
     const auto t = dtype_from_name(dtype);
-    ZT_CHECK(t.has_value(), "{}: tensor '{}' has unknown dtype \"{}\" (known: F32, F16, BF16, F64, I64, I32, "
+    ZT_CHECK(t.has_value() && !dtype_is_quantized(*t), "{}: tensor '{}' has unknown dtype \"{}\" (known: F32, F16, BF16, F64, I64, I32, "
              "I16, I8, U8, BOOL)", path, name, dtype);
     out.dtype = *t;
 

@@ -19,7 +19,8 @@ struct Tensor {
     Tensor(void * d, DType t, std::vector<int64_t> s) : data(d), dtype(t), shape(std::move(s)) {}
 
     int64_t numel() const { int64_t n = 1; for (int64_t d : shape) n *= d; return n; }
-    size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+    // numel x element size; for a quantized dtype, rows x the bytes of a row of dim(-1) weights (whole blocks).
+    size_t bytes() const;
     int dims() const { return int(shape.size()); }
     int64_t dim(int i) const { return shape[i < 0 ? shape.size() + i : i]; }
     template <typename T> T * ptr() const { return static_cast<T *>(data); }
