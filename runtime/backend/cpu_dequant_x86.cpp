@@ -8,6 +8,8 @@
 
 #include "runtime/backend/cpu_simd.h"
 
+#include <cstring>
+
 #if ZT_X86
 #include <cpuid.h>
 
@@ -33,8 +35,16 @@ struct V {
     static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
     static void store(float * p, R a) { _mm256_storeu_ps(p, a); }
     static float half(const uint8_t * p) { return _cvtsh_ss(uint16_t(p[0] | (p[1] << 8))); }
+    static void k_factors(uint64_t sc, uint64_t mn, float d, float dmin, float * out) {   // out[16]
+        _mm256_store_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(sc)))),
+                                           _mm256_set1_ps(d)));
+        _mm256_store_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn)))),
+                                               _mm256_set1_ps(dmin)));
+    }
 };
+#define ZT_DEQUANT_LUT 0   // vpermps has 8 entries: a 16-entry lookup (two and a blend) costs more than cvt + mul
 #include "runtime/backend/cpu_dequant_kernels.inc"
+#undef ZT_DEQUANT_LUT
 }  // namespace dequant_avx2
 ZT_TARGET_REGION_END
 
@@ -58,8 +68,18 @@ struct V {
     static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
     static void store(float * p, R a) { _mm512_storeu_ps(p, a); }
     static float half(const uint8_t * p) { return _cvtsh_ss(uint16_t(p[0] | (p[1] << 8))); }
+    static I iota() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+    static R lut16(R table, I idx) { return _mm512_permutexvar_ps(idx, table); }
+    static R lut32(R lo, R hi, I idx) { return _mm512_permutex2var_ps(lo, idx, hi); }
+    static void k_factors(uint64_t sc, uint64_t mn, float d, float dmin, float * out) {   // out[16]
+        const __m512 f = _mm512_insertf32x8(_mm512_set1_ps(d), _mm256_set1_ps(dmin), 1);
+        _mm512_store_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi64x(int64_t(mn),
+                                                                                                int64_t(sc)))), f));
+    }
 };
+#define ZT_DEQUANT_LUT 1   // vpermps / vpermt2ps: 16 / 32 entries, indexed by the low 4 / 5 bits of each lane
 #include "runtime/backend/cpu_dequant_kernels.inc"
+#undef ZT_DEQUANT_LUT
 }  // namespace dequant_avx512
 ZT_TARGET_REGION_END
 

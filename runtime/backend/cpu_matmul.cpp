@@ -276,7 +276,10 @@ void cpu_matmul(CpuMatmulPath path, ThreadPool & pool, float * out, const float 
         case CpuMatmulPath::avx512: tt = quant ? cpu_matmul_tiles_avx512_cached() : cpu_matmul_tiles_avx512(kern); break;
     }
     ZT_CHECK(tt != nullptr, "matmul: the {} path is not supported by this CPU", cpu_matmul_path_name(path));
-    if (quant) cpu_matmul_quant_tiles(*tt, cpu_dequant_fn(path, quant_type_of(w.dtype)), pool, out, x, w, b, T, N, K);
+    if (quant)
+        cpu_matmul_quant_tiles(*tt, cpu_dequant_fn(path, quant_type_of(w.dtype)),
+                               path == CpuMatmulPath::avx512 ? cpu_matmul_quant_decode_avx512(w.dtype) : nullptr, pool,
+                               out, x, w, b, T, N, K);
     else matmul_tiles(*tt, pool, out, x, w, b, T, N, K);
 }
 

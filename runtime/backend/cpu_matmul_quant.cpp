@@ -18,16 +18,32 @@
 #include "runtime/model/quant_block.h"
 
 namespace zt {
+// At T = 1, Q4_0 / Q4_1 / Q4_K on AVX-512 skip the scratch: cpu_matmul_quant_x86.cpp's decode kernels dequantize
+// in registers (a vpermps lookup per 16 weights) and sum each element as the F32 kernel does (the same bits).
 
 namespace {
 constexpr int64_t kKBlock = 512;   // weights of K per dequantized block: a multiple of every block size (32, 256)
 }
 
-void cpu_matmul_quant_tiles(const TileTable & tt, DequantFn dq, ThreadPool & pool, float * out, const float * x,
-                            const Tensor & w, const float * bias, int64_t T, int64_t N, int64_t K) {
+void cpu_matmul_quant_tiles(const TileTable & tt, DequantFn dq, const QuantDecodeTable * dec, ThreadPool & pool,
+                            float * out, const float * x, const Tensor & w, const float * bias, int64_t T, int64_t N,
+                            int64_t K) {
     const QuantLayout & ql = quant_layout(quant_type_of(w.dtype));
     const int64_t row_bytes = quant_row_bytes(quant_type_of(w.dtype), K);   // K whole blocks, or an error
     const char * wp = static_cast<const char *>(w.data);
+    if (T == 1 && dec) {   // decode: W rows straight from memory through the register-dequantizing kernels
+        const int64_t dr = dec->nr;
+        int64_t NB = std::max<int64_t>(dr, (256 * 1024) / std::max<int64_t>(row_bytes, 1) / dr * dr);
+        while (NB > dr && (N + NB - 1) / NB < 4 * pool.size()) NB = std::max<int64_t>(dr, NB / 2 / dr * dr);
+        pool.parallel_for((N + NB - 1) / NB, 1, [&](int64_t b, int64_t e) {
+            for (int64_t n0 = b * NB; n0 < std::min(N, e * NB); n0 += dr) {
+                const int64_t nn = std::min({dr, N - n0, e * NB - n0});
+                dec->fn[nn - 1](x, K, reinterpret_cast<const uint8_t *>(wp) + n0 * row_bytes, row_bytes, out + n0,
+                                bias ? bias + n0 : nullptr);
+            }
+        });
+        return;
+    }
     const int64_t mr = tt.mr, nr = tt.nr;
     const int64_t TB = 16 * mr;
     const int64_t t_blocks = (T + TB - 1) / TB;

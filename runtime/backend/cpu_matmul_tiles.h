@@ -63,10 +63,25 @@ const TileTable * cpu_matmul_tiles_avx512(DType wt);
 // cpu_matmul_tiles_avx512(F32)), or nullptr: the quantized path's dequantized tiles.
 const TileTable * cpu_matmul_tiles_avx512_cached();
 
+// The quantized path's decode kernels (T = 1; cpu_matmul_quant_x86.cpp): fn[n-1](x, K, w, row_bytes, out, bias)
+// = the n <= nr outputs of x (K) against the n W rows at w (row_bytes apart), the weights dequantized in registers,
+// each element the same bits as the path's F32 kernel on the dequantized rows.
+using QuantDecodeFn = void (*)(const float * x, int64_t K, const uint8_t * w, int64_t row_bytes, float * out,
+                               const float * bias);
+struct QuantDecodeTable {
+    int nr = 0;
+    QuantDecodeFn fn[8] = {};
+};
+// The AVX-512 decode kernels for W of block type wt, or nullptr (the CPU lacks AVX-512, or wt has none: Q4_0, Q4_1
+// and Q4_K have them).
+const QuantDecodeTable * cpu_matmul_quant_decode_avx512(DType wt);
+
 // cpu_matmul_quant.cpp: out (T,N) = x (T,K) . w (N,K)^T (+ bias) for w of a GGUF block type, on the F32 table tt
 // (the path's) with dequantizer dq (cpu_dequant.h). Each W tile is dequantized, K block by K block, into per-thread
 // scratch, and tt's kernels run on it: the same bits as tt on the dequantized F32 weights.
-void cpu_matmul_quant_tiles(const TileTable & tt, DequantFn dq, ThreadPool & pool, float * out, const float * x,
-                            const Tensor & w, const float * bias, int64_t T, int64_t N, int64_t K);
+// At T = 1 with a decode table (dec != nullptr), dec's kernels run instead (the same bits).
+void cpu_matmul_quant_tiles(const TileTable & tt, DequantFn dq, const QuantDecodeTable * dec, ThreadPool & pool,
+                            float * out, const float * x, const Tensor & w, const float * bias, int64_t T, int64_t N,
+                            int64_t K);
 
 }  // namespace zt
