@@ -25,8 +25,11 @@
 # "ids" are transformers-from-GGUF's encode(text, add_special_tokens=special) (special for the first 40 texts too);
 # "decoded" is its decode(ids) where that differs from the text. The header counts, per tokenizer, the texts where
 # transformers-from-GGUF differs from HF `tokenizers` on the original tokenizer.json (tokenizer_reference.jsonl.xz).
+# It also writes the seeds of the fuzz_gguf_tokenizer fuzzer, tests/fuzz/corpus_gguf_tokenizer/: two tiny tokenizer
+# GGUFs (a byte-level one with merges, a SentencePiece one with scores and byte tokens).
 # Usage: pip install gguf transformers tokenizers; python3 examples/make_gguf_tokenizer_fixtures.py [NAME ...]
-# (names: remake only those GGUFs and their rows, keeping the other tokenizers' rows of reference.jsonl.xz)
+# (names: remake only those GGUFs and their rows, keeping the other tokenizers' rows of reference.jsonl.xz;
+# "seeds": only the fuzzer seeds)
 import importlib.metadata
 import json
 import lzma
@@ -143,8 +146,43 @@ def write_gguf(name, src_dir, path):
     return len(tokens)
 
 
+def write_fuzz_seeds():
+    seeds = ROOT / "tests" / "fuzz" / "corpus_gguf_tokenizer"
+    seeds.mkdir(parents=True, exist_ok=True)
+    w = GGUFWriter(str(seeds / "tiny_gpt2.gguf"), "qwen2")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(["a", "b", "ab", "\u0120", "\u0120ab", "<|end|>", "<x>"])
+    w.add_token_types([1, 1, 1, 1, 1, 3, 4])
+    w.add_token_merges(["a b", "\u0120 ab"])
+    w.add_eos_token_id(5)
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()   # no tensors: pads the header to the alignment, where the data section starts
+    w.close()
+    w = GGUFWriter(str(seeds / "tiny_spm.gguf"), "llama")
+    tokens = ["<unk>", "<s>", "</s>", "a", "b", "ab", "\u2581", "\u2581ab"] + [f"<0x{b:02X}>" for b in range(256)]
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0, 0.0, 0.0, -5.0, -5.0, -1.0, -5.0, -2.0] + [0.0] * 256)
+    w.add_token_types([2, 3, 3, 1, 1, 1, 1, 1] + [6] * 256)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()   # no tensors: pads the header to the alignment, where the data section starts
+    w.close()
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    write_fuzz_seeds()
+    if sys.argv[1:] == ["seeds"]:
+        return
     texts = [json.loads(line)["text"] for line in open(DATA / "tokenizer_corpus.jsonl", encoding="utf-8")]
     original = {}
     with lzma.open(DATA / "tokenizer_reference.jsonl.xz", "rt", encoding="utf-8") as f:

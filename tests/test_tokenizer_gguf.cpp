@@ -216,6 +216,15 @@ TEST(TokenizerGguf, TinyByteLevelVocab) {
     EXPECT_EQ(Tokenizer::from_gguf(g, "tiny.gguf").encode("ab", true), (std::vector<int32_t>{5, 2}));
 }
 
+TEST(TokenizerGguf, FuzzSeedsLoad) {   // tests/fuzz/corpus_gguf_tokenizer: what the gguf package writes
+    const std::string dir = std::string(ZT_SOURCE_DIR) + "/tests/fuzz/corpus_gguf_tokenizer/";
+    Tokenizer gpt2 = Tokenizer::from_gguf(read_gguf_header(dir + "tiny_gpt2.gguf"), "tiny_gpt2.gguf");
+    EXPECT_EQ(gpt2.encode("ab ab<|end|><x>"), (std::vector<int32_t>{2, 4, 5, 6}));
+    Tokenizer spm = Tokenizer::from_gguf(read_gguf_header(dir + "tiny_spm.gguf"), "tiny_spm.gguf");
+    EXPECT_EQ(spm.encode("ab a", true), (std::vector<int32_t>{1, 7, 6, 3}));   // <s> ▁ab ▁ a
+    EXPECT_EQ(spm.decode({1, 7, 6, 3, 8 + 'z'}, true), "ab az");
+}
+
 TEST(TokenizerGguf, UnknownModelOrPreTokenizerIsAClearError) {
     GgufFile g = tiny_gpt2();
     g.metadata["tokenizer.ggml.pre"] = "tekken-2099";
@@ -316,4 +325,13 @@ TEST(TokenizerGguf, SentencePieceMergesComeFromScores) {
     EXPECT_EQ(tok.encode("bc"), (std::vector<int32_t>{8, 7}));             // ▁ bc
     EXPECT_EQ(tok.encode("ad", true), (std::vector<int32_t>{1, 8, 3, 10 + 'd'}));   // <s> ▁ a <0x64>
     EXPECT_EQ(tok.decode({1, 9, 5, 10 + 'd'}, true), "abcd");
+
+    g.metadata["tokenizer.ggml.add_space_prefix"] = false;   // no "▁" in front
+    Tokenizer bare = Tokenizer::from_gguf(g, "spm.gguf");
+    EXPECT_EQ(bare.encode("abc"), (std::vector<int32_t>{6, 5}));           // ab c
+    EXPECT_EQ(bare.encode("a bc"), (std::vector<int32_t>{3, 8, 7}));       // a ▁ bc
+    EXPECT_EQ(bare.decode({6, 5, 8, 7}), "abc bc");
+
+    g.metadata["tokenizer.ggml.tokens"][4] = std::string(2000, 'b');   // derivation refuses absurd tokens
+    EXPECT_HAS(error_of(g), "tokenizer.ggml.tokens[4] is 2000 bytes long");
 }

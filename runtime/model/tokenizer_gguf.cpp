@@ -35,6 +35,8 @@ namespace {
 
 using json = nlohmann::json;
 
+constexpr size_t kMaxDerivedTokenBytes = 1024;
+
 enum : int64_t { kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
 // The split regexes of the original tokenizer.json files (HF `tokenizers` Oniguruma syntax).
@@ -272,6 +274,11 @@ Tokenizer Tokenizer::from_gguf(const GgufFile & file, const std::string & path_f
             merges.emplace_back(std::move(a), std::move(b));
         }
     } else if (spm) {
+        for (size_t i = 0; i < n; ++i)   // the derivation hashes every prefix of every token: O(length^2) each
+            ZT_CHECK(tokens[i].size() <= kMaxDerivedTokenBytes,
+                     "{}: tokenizer.ggml.tokens[{}] is {} bytes long; deriving merges from scores is limited to tokens "
+                     "of {} bytes, and no real SentencePiece vocabulary comes close: {}", where, i, tokens[i].size(),
+                     kMaxDerivedTokenBytes, use_hf_folder_hint());
         std::vector<double> scores(n, 0.0);
         if (const json * s = md.array("tokenizer.ggml.scores", n,
                                       [](const json & v) { return v.is_number(); }, "numbers")) {
