@@ -246,6 +246,13 @@ TEST(TokenizerGguf, UnknownModelOrPreTokenizerIsAClearError) {
     g.metadata.erase("tokenizer.ggml.model");
     EXPECT_HAS(error_of(g), "no tokenizer.ggml.model");
 
+    g = tiny_gpt2();   // SentencePiece kinds other than Llama 2 / Mistral are refused, not misread
+    g.metadata["tokenizer.ggml.model"] = "llama";
+    g.metadata["general.architecture"] = "gemma2";
+    e = error_of(g);
+    EXPECT_HAS(e, "gemma2");
+    EXPECT_HAS(e, "\"tokenizer\": \"DIR\"");
+
     g = tiny_gpt2();   // a byte-level vocab without merges cannot tokenize
     g.metadata.erase("tokenizer.ggml.merges");
     EXPECT_HAS(error_of(g), "needs tokenizer.ggml.merges");

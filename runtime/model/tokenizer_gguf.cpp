@@ -196,6 +196,13 @@ Tokenizer Tokenizer::from_gguf(const GgufFile & file, const std::string & path_f
     ZT_CHECK(spm || *model == "gpt2",
              "{}: tokenizer.ggml.model is \"{}\", a tokenizer ztinfer does not read from GGUF (known: gpt2 = byte-level "
              "BPE, llama = SentencePiece-style BPE); {}", where, *model, use_hf_folder_hint());
+    if (spm) {   // SentencePiece variants that store or split text differently from Llama 2 / Mistral
+        const std::string arch = md.string("general.architecture").value_or("");
+        for (const char * other : {"gemma", "gemma2", "gemma3", "gemma3n", "phi3"})
+            ZT_CHECK(arch != other, "{}: a SentencePiece vocabulary of a {} model (Gemma respells space tokens, "
+                     "Phi-3 prefixes spaces differently); ztinfer reads the Llama 2 / Mistral kind only: {}", where, arch,
+                     use_hf_folder_hint());
+    }
     const std::optional<std::string> pre_name = md.string("tokenizer.ggml.pre");
     const PreFamily * pre = nullptr;
     if (!spm) {   // a SentencePiece vocabulary has no pre-tokeniser: llama.cpp ignores the key there too
