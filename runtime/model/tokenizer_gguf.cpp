@@ -14,6 +14,9 @@
 // whole in text), the rest plain vocab entries. bos/eos/unknown ids and add_bos/add_eos become the
 // tokenizer_config.json fields from_json reads. Wrong value types, array lengths that disagree, ids out of range,
 // duplicate tokens, unknown models or pre-tokenisers are errors naming the file and the key.
+// Where HF transformers' own GGUF reader departs from the original tokenizer.json, this follows the original:
+// NFC for qwen2 (transformers skips it), ignore_merges for Llama 3 (likewise), "▁" after every special token in
+// SentencePiece text (transformers' Metaspace "first" adds it at the start only; llama.cpp agrees with the original).
 #include "runtime/base/error.h"
 #include "runtime/model/gguf_file.h"
 #include "runtime/model/tokenizer.h"
