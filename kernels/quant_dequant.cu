@@ -3,10 +3,10 @@
 //   out (R,K) OT, out row r = w row src(r) (src = rows[r], or row0 + r), w rows K / block_weights blocks each.
 // Each weight is quant_block.cuh's decode (bit-identical to zt::dequantize_row); f16 / bf16 outputs are that fp32
 // value narrowed to nearest even (weight_load.cuh, = dtype.h's f32_to_f16 / f32_to_bf16).
-// Launch: 2-D grid, one thread per group of 8 weights of a row: blockIdx.x = a chunk of 256 groups of the row,
-// blockIdx.y = rows r, striding by gridDim.y (<= 65535) so any R works. A group's 8 outputs are one 32-byte (f32)
-// or 16-byte (f16/bf16) run, stored as float4 / uint4 when out is 16-byte aligned (K is a multiple of 8, so every
-// group then is), else element by element.
+// Launch: 2-D grid, one thread per group of 8 weights of a row: blockIdx.x = a chunk of up to 256 groups of the
+// row (a multiple of 32 threads, fewer for short rows), blockIdx.y = rows r, striding by gridDim.y (<= 65535) so
+// any R works. A group's 8 outputs are one 32-byte (f32) or 16-byte (f16/bf16) run, stored as float4 / uint4 when
+// out is 16-byte aligned (K is a multiple of 8, so every group then is), else element by element.
 #include "kernels/kernels.h"
 #include "kernels/quant_block.cuh"
 #include "kernels/weight_load.cuh"
@@ -15,7 +15,7 @@ namespace zt::kernels {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kMaxThreads = 256;
 
 template <WType O, bool VEC>
 __device__ __forceinline__ void store_group(void * __restrict__ out, int64_t at, const float (&y)[kQuantGroup]) {
@@ -63,14 +63,15 @@ template <QType Q, WType O>
 cudaError_t launch(void * out, const void * w, const int32_t * rows, int64_t row0, int64_t R, int64_t K,
                    cudaStream_t stream) {
     const int64_t groups = K / kQuantGroup;
-    const int64_t bx = (groups + kThreads - 1) / kThreads;
+    const int threads = threads_for(groups, kMaxThreads);
+    const int64_t bx = (groups + threads - 1) / threads;
     if (bx > kMaxGridX) return cudaErrorInvalidValue;
     const dim3 grid(unsigned(bx), unsigned(R < kMaxGridY ? R : kMaxGridY));
     const auto * wb = static_cast<const uint8_t *>(w);
     if (is_aligned(out, 16))
-        dequant_rows_kernel<Q, O, true><<<grid, kThreads, 0, stream>>>(out, wb, rows, row0, R, K);
+        dequant_rows_kernel<Q, O, true><<<grid, threads, 0, stream>>>(out, wb, rows, row0, R, K);
     else
-        dequant_rows_kernel<Q, O, false><<<grid, kThreads, 0, stream>>>(out, wb, rows, row0, R, K);
+        dequant_rows_kernel<Q, O, false><<<grid, threads, 0, stream>>>(out, wb, rows, row0, R, K);
     return cudaGetLastError();
 }
 

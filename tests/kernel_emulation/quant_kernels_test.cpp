@@ -1,7 +1,7 @@
 // quant_kernels_test: the quantized-weight launchers of kernels/quant_*.cu (dequantize_rows, embedding_quant,
 // quant_gemv), run by the kernel emulator (see kernel_emulation_test.cpp), against the scalar reference
 // zt::dequantize_row (runtime/model/quant_block.h) for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K on random blocks
-// (random bytes, finite f16 scales, some subnormal), odd row counts, one to three blocks per row:
+// (random bytes, finite f16 scales, some subnormal), odd row counts, one to three blocks per row and 2304 weights:
 //  - dequantize_rows to f32 is bit-identical to dequantize_row; to f16 / bf16 it is that value rounded by
 //    dtype.h's f32_to_f16 / f32_to_bf16, bit for bit; rows by index (embedding) or a range (GEMM tiles);
 //  - quant_gemv (T = 1, 3, 8, 17) is within NMSE 1e-6 of the double-precision dot of the dequantized weights
@@ -124,6 +124,8 @@ TEST(KernelEmulationQuant, DequantizeRowsIsBitExact) {
                     dequant_case(q, ot, R, K, R != 3, 0);
                     if (K == ks(q)[1]) dequant_case(q, ot, R, K, R == 3, ot == zk::WType::f32 ? 4 : 2);   // misaligned out
                 }
+    for (QuantType q : kTypes)   // 288 groups a row: two blocks of threads along the row
+        for (zk::WType ot : {zk::WType::f32, zk::WType::bf16}) dequant_case(q, ot, 3, 2304, true, 0);
 }
 
 TEST(KernelEmulationQuant, EmbeddingIsBitExact) {
@@ -208,6 +210,7 @@ TEST(KernelEmulationQuant, GemvMatchesTheDequantizedDot) {
                     gemv_case(q, T, N, K, 0);
                     if (N == 7) gemv_case(q, T, N, K, 4);   // misaligned x and out
                 }
+    for (QuantType q : kTypes) gemv_case(q, 3, 5, 2304, 0);   // 288 groups a row: 9 per lane
     for (const auto & [name, m] : gemv_nmse_max()) std::printf("quant_gemv NMSE max %-5s %.3g\n", name.c_str(), m);
 }
 
