@@ -185,8 +185,8 @@ void CudaBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const T
                    "matmul: bias kernel (T={}, N={})", T, N);
 }
 
-// D (n x m, column-major, leading dim ldd; f32) = A^T · B: A (k x m, lda = k) and B (k x n, ldb = k) of cdt, on cs
-// with st's workspace (made on first use). The caller holds st.mu.
+// D (m x n column-major, leading dim ldd >= m; f32) = A^T · B: A (k x m, lda = k) and B (k x n, ldb = k) of cdt, on
+// cs with st's workspace (made on first use). The caller holds st.mu. matmul: m = N, n = T, k = K, ldd = N.
 void CudaBackend::gemm(OpState & st, const void * A, const void * B, float * D, int64_t m, int64_t n, int64_t k,
                        int64_t ldd, DType cdt, cudaStream_t cs) {
     if (!st.workspace) st.workspace = alloc(kWorkspaceBytes, MemKind::device, "cuBLASLt workspace");

@@ -17,8 +17,7 @@
 //    algorithms: reproducible run to run.
 //  - bias (F32/F16/BF16, never quantized): kernels::add_bias afterwards.
 // embedding: kernels::embedding_quant, out row t = dequantize_row(table row tokens[t]), exact.
-// The argument checks are check_matmul's / embedding's (same messages), with the quantized weight allowed: the
-// shared op_checks take float weights only on this branch.
+// The argument checks are op_checks.h's, as on the CPU: check_matmul and check_weight_matrix with quantized_ok.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -50,27 +49,10 @@ kernels::QType qtype_of(DType t) {
     ZT_FAIL("cuda backend: {} is not a quantized weight dtype (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)", dtype_name(t));
 }
 
-// check_matmul with a quantized w: (N,K) with rows of whole blocks.
-MatmulDims check_quant_matmul(const Tensor & out, const Tensor & x, const Tensor & w, const Tensor & bias) {
-    check_f32(out, "matmul", "out");
-    check_f32(x, "matmul", "x");
-    ZT_CHECK(w.data != nullptr, "matmul: w has no data");
-    ZT_CHECK(w.dims() == 2, "matmul: w must be (N,K), got {}", w.shape_str());
-    const int64_t N = w.dim(0), K = w.dim(1);
-    dtype_row_bytes(w.dtype, K);   // throws, naming the type, when K is not a whole number of blocks
-    const int64_t T = rows_of(x, K, "matmul", "x");
-    ZT_CHECK(out.numel() == T * N, "matmul: out {} != (T={}, N={})", out.shape_str(), T, N);
-    if (bias.data) {
-        check_weight(bias, "matmul", "bias");
-        ZT_CHECK(bias.numel() == N, "matmul: bias {} != (N={})", bias.shape_str(), N);
-    }
-    return {T, N, K};
-}
-
 }  // namespace
 
 void CudaBackend::matmul_quant(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, int si) {
-    const MatmulDims dims = check_quant_matmul(out, x, w, bias);
+    const MatmulDims dims = check_matmul(out, x, w, bias, /*quantized_ok=*/true);
     const int64_t T = dims.T, N = dims.N, K = dims.K;
     if (T == 0 || N == 0) return;
     const kernels::QType qt = qtype_of(w.dtype);
@@ -116,11 +98,10 @@ void CudaBackend::matmul_quant(Tensor out, const Tensor & x, const Tensor & w, c
 
 void CudaBackend::embedding_quant(Tensor out, const Tensor & tokens, const Tensor & table, int si) {
     check_f32(out, "embedding", "out");
-    ZT_CHECK(table.data != nullptr, "embedding: table has no data");
+    check_weight_matrix(table, "embedding", "table", /*quantized_ok=*/true);   // (V,C), C whole blocks
     ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
     ZT_CHECK(table.dims() == 2, "embedding: table must be (V,C), got {}", table.shape_str());
     const int64_t C = table.dim(1), T = tokens.numel();
-    dtype_row_bytes(table.dtype, C);   // throws, naming the type, when C is not a whole number of blocks
     ZT_CHECK(out.numel() == T * C, "embedding: out {} != (T={}, C={})", out.shape_str(), T, C);
     // token ids live on the device: the caller checks them against V (Forward does, on the host)
     if (T == 0 || C == 0) return;
