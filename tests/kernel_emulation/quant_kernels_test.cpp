@@ -7,6 +7,7 @@
 //  - quant_gemv (T = 1, 3, 8, 17) is within NMSE 1e-6 of the double-precision dot of the dequantized weights
 //    (fp32 accumulation), bit-identical when run again, and row t's result is the same bits as running row t
 //    alone (the reduction order depends on K only);
+//  - the CPU backend's quantized matmul / embedding (the ops' spec) agree: NMSE <= 1e-7, the same bits;
 //  - bad sizes (K not whole blocks) are refused with cudaErrorInvalidValue.
 // Outputs start as NaN between guard bytes that must stay intact. Prints the largest GEMV NMSE per type.
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "runtime/backend/backend.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/quant_block.h"
 #include "tests/kernel_emulation/emu_test_support.h"
@@ -212,6 +214,35 @@ TEST(KernelEmulationQuant, GemvMatchesTheDequantizedDot) {
                 }
     for (QuantType q : kTypes) gemv_case(q, 3, 5, 2304, 0);   // 288 groups a row: 9 per lane
     for (const auto & [name, m] : gemv_nmse_max()) std::printf("quant_gemv NMSE max %-5s %.3g\n", name.c_str(), m);
+}
+
+// The CPU backend (the spec of every op) on the same quantized weights: quant_gemv within NMSE 1e-7 of its matmul
+// (both fp32 sums, in other orders), embedding_quant the same bits as its embedding.
+TEST(KernelEmulationQuant, AgreesWithTheCpuBackend) {
+    auto cpu = zt::make_cpu_backend(1);
+    for (QuantType q : kTypes) {
+        const int64_t T = 3, N = 19, K = ks(q)[1];
+        const std::string what = std::string(qname(q)) + cfg({{"T", T}, {"N", N}, {"K", K}});
+        std::vector<unsigned char> w = random_blocks(q, N, K);
+        const std::vector<float> x = randv(size_t(T * K), -2, 2);
+        std::vector<float> got(size_t(T * N)), ref(size_t(T * N));
+        ASSERT_EQ(zk::quant_gemv(got.data(), x.data(), w.data(), qtype(q), T, N, K, nullptr), cudaSuccess) << what;
+        cpu->matmul(zt::Tensor(ref.data(), zt::DType::F32, {T, N}),
+                    zt::Tensor(const_cast<float *>(x.data()), zt::DType::F32, {T, K}),
+                    zt::Tensor(w.data(), zt::dtype_of(q), {N, K}), zt::Tensor());
+        double num = 0, den = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
+            den += double(ref[i]) * ref[i];
+        }
+        EXPECT_LE(den > 0 ? num / den : num, 1e-7) << "quant_gemv vs the CPU backend's matmul " << what;
+        std::vector<int32_t> tok = {int32_t(N - 1), 0, 5};
+        std::vector<float> eg(size_t(3 * K)), er(size_t(3 * K));
+        ASSERT_EQ(zk::embedding_quant(eg.data(), tok.data(), w.data(), qtype(q), 3, K, nullptr), cudaSuccess) << what;
+        cpu->embedding(zt::Tensor(er.data(), zt::DType::F32, {3, K}), zt::Tensor(tok.data(), zt::DType::I32, {3}),
+                       zt::Tensor(w.data(), zt::dtype_of(q), {N, K}));
+        EXPECT_EQ(std::memcmp(eg.data(), er.data(), eg.size() * 4), 0) << "embedding_quant vs the CPU backend " << what;
+    }
 }
 
 TEST(KernelEmulationQuant, BadSizesAreRefused) {
