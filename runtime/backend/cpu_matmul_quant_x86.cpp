@@ -99,13 +99,13 @@ struct RowByRow {
 };
 
 // out[j] = dot(x, W row j) (+ bias[j]) for j < N, W rows row_bytes apart from w; blocks of the N rows interleaved
-// (N independent accumulator chains), each row's next blocks prefetched a few lines ahead.
+// (N independent accumulator chains). No software prefetch: the N sequential row streams are the hardware
+// prefetcher's (measured: prefetching 512 or 1024 bytes ahead changed nothing beyond the noise).
 template <typename Block, int N>
 void decode(const float * x, int64_t K, const uint8_t * w, int64_t row_bytes, float * out, const float * bias) {
     __m512 acc[N];
     for (int j = 0; j < N; ++j) acc[j] = _mm512_setzero_ps();
     for (int64_t k = 0, at = 0; k < K; k += Block::kWeights, at += Block::kBytes) {
-        for (int j = 0; j < N; ++j) _mm_prefetch(reinterpret_cast<const char *>(w + j * row_bytes + at) + 512, _MM_HINT_T0);
         Block::template run_rows<N>(w + at, row_bytes, x + k, acc);
     }
     for (int j = 0; j < N; ++j) {
