@@ -1,7 +1,8 @@
 // cpu_matmul_quant_x86: the AVX-512 decode kernels of the quantized matmul (cpu_matmul_quant.cpp): one x row (T = 1)
-// against up to 8 W rows of a 4-bit block type (Q4_0, Q4_1, Q4_K), the weights dequantized in registers and never
-// stored. Each weight is dequantized as cpu_dequant_kernels.inc's AVX-512 path does it (the 16 values a block or
-// sub-block can take, computed with dequantize_row's operations, then one vpermps per 16 weights: the exact values),
+// against up to 8 W rows of Q8_0, Q4_0, Q4_1 or Q4_K, the weights dequantized in registers and never stored. Each
+// weight is dequantized as cpu_dequant_kernels.inc's AVX-512 path does it (Q8_0: convert, times d; the 4-bit types:
+// the 16 values a block or sub-block can take, computed with dequantize_row's operations, then one vpermps per 16
+// weights: the exact values),
 // and each output element is summed exactly as the AVX-512 F32 micro-kernel sums it (cpu_matmul_x86.cpp, M = 1):
 // one 16-lane accumulator, acc = fma(x[k..k+16), w[k..k+16), acc) for k = 0, 16, 32, ... in order, then hsum16's
 // tree, then + bias. So a row gets the same bits here as on the dequantized-scratch path (any T) and as the F32
@@ -88,6 +89,27 @@ struct Q4_KBlock {
     }
 };
 
+// Q8_0: w = float(q) * d (exact); the blocks of N rows interleaved, 16 weights at a time.
+struct Q8_0Rows {
+    static constexpr int kWeights = 32, kBytes = 34;
+    template <int N>
+    static void run_rows(const uint8_t * b, int64_t row_bytes, const float * x, __m512 (&acc)[N]) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        __m512 d[N];
+        for (int j = 0; j < N; ++j) d[j] = _mm512_set1_ps(half_at(b + j * row_bytes));
+        for (int j = 0; j < N; ++j) {
+            const __m128i * q = reinterpret_cast<const __m128i *>(b + j * row_bytes + 2);
+            acc[j] = _mm512_fmadd_ps(x0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d[j]),
+                                     acc[j]);
+        }
+        for (int j = 0; j < N; ++j) {
+            const __m128i * q = reinterpret_cast<const __m128i *>(b + j * row_bytes + 18);
+            acc[j] = _mm512_fmadd_ps(x1, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d[j]),
+                                     acc[j]);
+        }
+    }
+};
+
 // Blocks with a run(b, x, acc) of one row: the rows' blocks one after the other.
 template <typename Block>
 struct RowByRow {
@@ -127,6 +149,7 @@ ZT_TARGET_REGION_END
 const QuantDecodeTable * cpu_matmul_quant_decode_avx512(DType wt) {
     if (cpu_matmul_tiles_avx512_cached() == nullptr) return nullptr;   // the CPU lacks AVX-512
     switch (wt) {
+        case DType::Q8_0: return table_of<Q8_0Rows>();
         case DType::Q4_0: return table_of<RowByRow<Q4_0Block>>();
         case DType::Q4_1: return table_of<RowByRow<Q4_1Block>>();
         case DType::Q4_K: return table_of<Q4_KBlock>();
