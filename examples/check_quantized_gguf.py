@@ -23,8 +23,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFReader
-from gguf import quants
+
+if "--convert" in sys.argv:   # the gguf-py next to convert_hf_to_gguf.py: the SpecialVocab it runs
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--convert") + 1]).resolve().parent / "gguf-py"))
+from gguf import GGUFReader  # noqa: E402
+from gguf import quants  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT / "tests" / "data" / "tokenizers"
@@ -119,6 +122,9 @@ def compare_with_convert(ours_path, conv_path):
             diffs.append(f"{name}: {a.tensor_type.name}{list(a.shape)} vs convert's {b.tensor_type.name}{list(b.shape)}")
         elif np.array_equal(np.asarray(a.data).view(np.uint8), np.asarray(b.data).view(np.uint8)):
             identical += 1
+        elif a.tensor_type.name == "F32":
+            x, y = np.asarray(a.data, dtype=np.float64), np.asarray(b.data, dtype=np.float64)
+            diffs.append(f"{name} (F32): values differ by up to {np.abs(x - y).max() / np.abs(y).max():.1e} of max|x|")
         else:
             diffs.append(f"{name} ({a.tensor_type.name}): bytes differ")
     print(f"    vs convert_hf_to_gguf --outtype q8_0: {identical}/{len(t_conv)} tensors byte-identical, "
@@ -132,8 +138,10 @@ def check_synth(ztinfer, arch, tok, work, prompt, convert):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = work / f"{arch}-{tok}"
-    run([ztinfer, "synth", "--arch", arch, "--tokenizer", TOKENIZERS / tok, "--hidden", "256", "--heads", "4",
-         "--kv-heads", "2", "--intermediate", "512", "--layers", "2", "--seed", "1", "--out", model])
+    # qwen3: head_dim 128 (2 heads), as transformers' GGUF loader takes Qwen3Config's default head_dim
+    heads, kv_heads = ("2", "1") if arch == "qwen3" else ("4", "2")
+    run([ztinfer, "synth", "--arch", arch, "--tokenizer", TOKENIZERS / tok, "--hidden", "256", "--heads", heads,
+         "--kv-heads", kv_heads, "--intermediate", "512", "--layers", "2", "--seed", "1", "--out", model])
     cfg = json.loads((model / "config.json").read_text())
     hf = load_file(model / "model.safetensors")
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -203,7 +211,21 @@ def check_synth(ztinfer, arch, tok, work, prompt, convert):
     return True
 
 
-def check_smollm(ztinfer, hf_dir, reference, work):
+def greedy_vs_hf(hf_dir, gguf_path, prompt, n=16):
+    """Greedy tokens of transformers' model from the GGUF vs from the HF folder: (tokens equal before the first
+    difference, n)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    ids = tok(prompt, return_tensors="pt").input_ids
+    want = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).generate(
+        ids, max_new_tokens=n, do_sample=False)[0, ids.shape[1]:].tolist()
+    qm = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, torch_dtype=torch.float32)
+    got = qm.generate(ids, max_new_tokens=n, do_sample=False)[0, ids.shape[1]:].tolist()
+    return next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), n), tok.decode(got)
+
+
+def check_smollm(ztinfer, hf_dir, reference, work, prompt):
     out = work / "smollm2.q4_1.gguf"
     log = run([ztinfer, "quantize", "--model", hf_dir, "--type", "q4_1", "--out", out])
     print(log.strip().splitlines()[-1])
@@ -248,6 +270,14 @@ def check_smollm(ztinfer, hf_dir, reference, work):
     if total_blocks:
         print(f"SmolLM2 Q4_1 blocks byte-identical to llama.cpp's: {same_blocks}/{total_blocks} "
               f"({100 * same_blocks / total_blocks:.2f}%)")
+    for qtype in ("q8_0", "q4_k", "q4_1"):
+        path = out if qtype == "q4_1" else work / f"smollm2.{qtype}.gguf"
+        if qtype != "q4_1":
+            run([ztinfer, "quantize", "--model", hf_dir, "--type", qtype, "--out", path])
+        same, text = greedy_vs_hf(Path(hf_dir), path, prompt)
+        print(f"SmolLM2 {qtype}: transformers greedy {same}/16 tokens as the f32 HF model ({text!r})")
+        if qtype == "q8_0" and same < 16:
+            ok = False
     return ok
 
 
@@ -257,15 +287,18 @@ def main():
     ap.add_argument("--smollm", help="SmolLM2 HF folder (f32)")
     ap.add_argument("--reference", help="llama.cpp's GGUF of the same model (Q4_1)")
     ap.add_argument("--prompt", default="The capital of France is")
+    ap.add_argument("--only", help="comma-separated synth archs to check (default: all)")
     ap.add_argument("--convert", help="llama.cpp's convert_hf_to_gguf.py, to compare its q8_0 files with ours")
     a = ap.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for arch, tok in SYNTH:
+            if a.only and arch not in a.only.split(","):
+                continue
             ok = check_synth(a.ztinfer, arch, tok, work, a.prompt, a.convert) and ok
         if a.smollm and a.reference:
-            ok = check_smollm(a.ztinfer, a.smollm, a.reference, work) and ok
+            ok = check_smollm(a.ztinfer, a.smollm, a.reference, work, a.prompt) and ok
     print("OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 

@@ -303,6 +303,7 @@ TEST(Quantize, QwenModelFallsBackToQ8_0AndDescribesAByteLevelTokenizer) {
     EXPECT_EQ(tensor_named(g, "blk.0.attn_q.bias").type_name, "F32");
     EXPECT_EQ(g.metadata["general.architecture"], "qwen2");
     EXPECT_EQ(g.metadata["qwen2.block_count"], 2);
+    EXPECT_FALSE(g.metadata.contains("qwen2.vocab_size"));   // convert_hf_to_gguf writes it for llama only
     EXPECT_EQ(g.metadata["tokenizer.ggml.model"], "gpt2");
     EXPECT_EQ(g.metadata["tokenizer.ggml.pre"], "qwen2");
     EXPECT_GT(g.metadata["tokenizer.ggml.merges"].size(), 100000u);

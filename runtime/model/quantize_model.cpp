@@ -205,10 +205,12 @@ void add_model_metadata(GgufWriter & w, const ModelConfig & c, const json & raw,
         else if (hf == "rope_theta") w.add_f32(key, float(c.rope_theta));
         else if (hf == "rms_norm_eps") w.add_f32(key, float(c.rms_norm_eps));
         else if (hf == "sliding_window") { if (c.sliding_window > 0) w.add_u32(key, uint32_t(c.sliding_window)); }
-        else if (hf == "vocab_size") w.add_u32(key, uint32_t(c.vocab_size));
+        else if (hf == "vocab_size") {   // convert_hf_to_gguf writes it for llama only
+            if (arch == "llama") w.add_u32(key, uint32_t(c.vocab_size));
+        }
         else ZT_FAIL("internal: quantize does not know config key {} (gguf_names.cpp's kGgufConfigKeys)", hf);
     }
-    w.add_u32(arch + ".rope.dimension_count", uint32_t(c.head_dim));
+    if (arch == "llama") w.add_u32(arch + ".rope.dimension_count", uint32_t(c.head_dim));   // as convert_hf_to_gguf
     const RopeScaling & r = c.rope_scaling;
     if (r.type == RopeScaling::Type::linear || r.type == RopeScaling::Type::yarn) {
         w.add_string(arch + ".rope.scaling.type", r.type == RopeScaling::Type::linear ? "linear" : "yarn");
@@ -245,9 +247,10 @@ std::string config_token(const json & tok_cfg, const std::string & typ) {
     return s->is_string() ? s->get<std::string>() : "";
 }
 
-// SpecialVocab's add_bos/add_eos/add_sep flags: a RobertaProcessing adds all three; a TemplateProcessing adds BOS
-// when its single template starts with the bos (or cls) token, EOS when it ends with the eos token, SEP when its
-// pair template puts the sep (or eos) token between A and B; tokenizer_config.json's add_*_token booleans win.
+// SpecialVocab's add_bos/add_eos/add_sep flags (llama.cpp's gguf-py): a ByteLevel post-processor says no BOS and
+// no EOS, a RobertaProcessing adds all three, a TemplateProcessing adds BOS when its single template starts with the
+// bos (or cls) token, EOS when it ends with the eos token, SEP when its pair template puts the sep (or eos) token
+// between A and B; tokenizer_config.json's add_*_token booleans fill in what the post-processor leaves open.
 std::map<std::string, bool> special_add_flags(const json & tok, const json & tok_cfg) {
     std::map<std::string, bool> flags;
     const std::string bos = config_token(tok_cfg, "bos"), eos = config_token(tok_cfg, "eos");
@@ -263,7 +266,10 @@ std::map<std::string, bool> special_add_flags(const json & tok, const json & tok
     for (const auto & p : procs) {
         if (!p.is_object()) continue;
         const std::string type = p.value("type", "");
-        if (type == "RobertaProcessing") {
+        if (type == "ByteLevel") {
+            flags.emplace("bos", false);
+            flags.emplace("eos", false);
+        } else if (type == "RobertaProcessing") {
             flags["bos"] = flags["eos"] = flags["sep"] = true;
         } else if (type == "TemplateProcessing" && p.contains("single") && p["single"].is_array()) {
             const json & single = p["single"];
@@ -287,7 +293,7 @@ std::map<std::string, bool> special_add_flags(const json & tok, const json & tok
     for (const char * typ : {"bos", "eos", "sep"})   // the add_* keys GGUF has
         if (tok_cfg.is_object() && tok_cfg.contains(std::string("add_") + typ + "_token") &&
             tok_cfg[std::string("add_") + typ + "_token"].is_boolean())
-            flags[typ] = tok_cfg[std::string("add_") + typ + "_token"].get<bool>();
+            flags.emplace(typ, tok_cfg[std::string("add_") + typ + "_token"].get<bool>());
     return flags;
 }
 
@@ -369,7 +375,10 @@ void add_tokenizer_metadata(GgufWriter & w, const std::string & dir, const std::
             }
             return false;
         };
-        if (regexes.size() == 1 && regexes[0] == kLlama3Regex) pre = "llama-bpe";
+        // Llama 3's regex: llama.cpp's "llama-bpe" ignores merges for whole-word vocab hits (as tokenizer.json's
+        // ignore_merges), its "smaug-bpe" does not
+        if (regexes.size() == 1 && regexes[0] == kLlama3Regex)
+            pre = tok["model"].value("ignore_merges", false) ? "llama-bpe" : "smaug-bpe";
         else if (regexes.size() == 1 && regexes[0] == kQwen2Regex) pre = "qwen2";
         else if (regexes.empty() && byte_regex) pre = digits || !multi_digit() ? "smollm" : "gpt-2";
         else spdlog::warn("quantize: {}: pre-tokenizer not one llama.cpp names (llama-bpe, qwen2, smollm, gpt-2); "

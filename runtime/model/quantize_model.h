@@ -8,9 +8,14 @@
 //   is the output projection then)
 //   token_embd.weight (untied), every other matrix     the chosen type
 //   a matrix whose rows are not whole blocks           Q8_0 when rows are whole 32-blocks, else F16 (logged)
+// Model keys: {arch}.* of gguf_names.h's kGgufConfigKeys as convert_hf_to_gguf writes them (key/value_length only
+// when config.json names head_dim; vocab_size and rope.dimension_count for llama only; sliding_window when set).
 // general.file_type: q8_0 7, q4_0 2, q4_1 3, q4_k 14 (Q4_K_S), q5_k 16 (Q5_K_S), q6_k 18 (llama_ftype numbers).
-// Tokenizer: byte-level BPE -> tokenizer.ggml.model "gpt2" with .pre picked from the pre-tokenizer ("llama-bpe",
-// "qwen2", "smollm", "gpt-2"); SentencePiece-style BPE (Metaspace / ▁ normalizer) -> "llama" with .scores (minus the
+// Tokenizer: byte-level BPE -> tokenizer.ggml.model "gpt2" with .pre picked from the pre-tokenizer's regex (Llama 3's:
+// "llama-bpe", or "smaug-bpe" without tokenizer.json's ignore_merges; Qwen2's: "qwen2"; GPT-2's ByteLevel regex:
+// "smollm" when digits are split or no vocab token has two digits, else "gpt-2"; others "default", warned), special
+// ids and add_bos/eos/sep flags as gguf-py's SpecialVocab finds them (add_bos_token always written: where SpecialVocab
+// finds none, the runtime tokenizer's choice); SentencePiece-style BPE (Metaspace / ▁ normalizer) -> "llama" with .scores (minus the
 // merge rank of the merge that makes the token, so llama.cpp's SentencePiece tokenizer merges in BPE order; -1000
 // for tokens no merge makes) where convert_hf_to_gguf's tokenizer.json path writes -1000 for all.
 // Only llama.cpp's kinds of RoPE scaling are written: linear, yarn (rope.scaling.* keys) and llama3 (a rope_freqs
