@@ -22,6 +22,7 @@
 #include "runtime/base/json_input.h"
 #include "runtime/job/progress.h"
 #include "runtime/model/checkpoint.h"
+#include "runtime/model/gguf_file.h"
 #include "runtime/model/gguf_names.h"
 #include "runtime/model/gguf_writer.h"
 #include "runtime/model/model_config.h"
@@ -63,19 +64,7 @@ GgmlType ggml_of(QuantType t) {
     }
     return GgmlType::F32;
 }
-const char * ggml_name(GgmlType t) {
-    switch (t) {
-        case GgmlType::F32: return "F32";
-        case GgmlType::F16: return "F16";
-        case GgmlType::Q8_0: return "Q8_0";
-        case GgmlType::Q4_0: return "Q4_0";
-        case GgmlType::Q4_1: return "Q4_1";
-        case GgmlType::Q4_K: return "Q4_K";
-        case GgmlType::Q5_K: return "Q5_K";
-        case GgmlType::Q6_K: return "Q6_K";
-    }
-    return "?";
-}
+std::string ggml_name(GgmlType t) { return ggml_type_name(uint32_t(t)); }   // "Q4_K", "F32"
 bool is_k_type(QuantType t) { return t == QuantType::Q4_K || t == QuantType::Q5_K || t == QuantType::Q6_K; }
 uint32_t file_type_of(QuantType t) {
     switch (t) {
@@ -285,8 +274,8 @@ std::map<std::string, bool> special_add_flags(const json & tok, const json & tok
             if (hi <= lo || sequence(pair[lo]) != "A" || sequence(pair[hi - 1]) != "B" || hi - lo < 3) continue;
             const std::string mid = special(pair[lo + 1]);
             bool add_sep = !mid.empty() && (mid == sep || mid == eos) && last.empty();
-            if (hi - lo == 4 && !special(pair[lo + 2]).empty() && (special(pair[lo + 2]) == sep || special(pair[lo + 2]) == eos))
-                add_sep = true;
+            const std::string second = hi - lo == 4 ? special(pair[lo + 2]) : "";
+            if (!second.empty() && (second == sep || second == eos)) add_sep = true;
             flags["sep"] = add_sep;
         }
     }
@@ -303,7 +292,8 @@ void scan_pre_tokenizer(const json & p, std::vector<std::string> & regexes, bool
     if (!p.is_object()) return;
     const std::string type = p.value("type", "");
     if (type == "Sequence" && p.contains("pretokenizers"))
-        for (const auto & q : p["pretokenizers"]) scan_pre_tokenizer(q, regexes, byte_level, byte_regex, digits, metaspace);
+        for (const auto & q : p["pretokenizers"])
+            scan_pre_tokenizer(q, regexes, byte_level, byte_regex, digits, metaspace);
     else if (type == "Split" && p.contains("pattern") && p["pattern"].contains("Regex"))
         regexes.push_back(p["pattern"]["Regex"].get<std::string>());
     else if (type == "ByteLevel") byte_level = true, byte_regex |= p.value("use_regex", true);
@@ -318,9 +308,13 @@ std::string merge_part(const json & p) {
     return out;
 }
 
+// convert_hf_to_gguf's does_token_look_special (the parts that apply to these vocabularies).
 bool looks_special(const std::string & t) {
-    auto ends = [&](const char * s) { const std::string e(s); return t.size() >= e.size() && t.compare(t.size() - e.size(), e.size(), e) == 0; };
-    return t == "<pad>" || t == "<mask>" || (t.rfind("<|", 0) == 0 && ends("|>")) || (t.rfind("<unused", 0) == 0 && ends(">"));
+    auto ends = [&](const std::string & e) {
+        return t.size() >= e.size() && t.compare(t.size() - e.size(), e.size(), e) == 0;
+    };
+    return t == "<pad>" || t == "<mask>" || (t.rfind("<|", 0) == 0 && ends("|>")) ||
+           (t.rfind("<unused", 0) == 0 && ends(">"));
 }
 
 void add_tokenizer_metadata(GgufWriter & w, const std::string & dir, const std::string & arch, const json & config,
@@ -449,6 +443,7 @@ void write_tensor(GgufWriter & w, const Planned & p, const Checkpoint & ckpt, Th
     const int64_t k = p.shape.back(), rows = t.numel() / k;
     const size_t src_row = size_t(k) * dtype_size(t.dtype);
     const uint64_t out_row = ggml_tensor_bytes(p.type, {k});
+    const std::optional<QuantType> qt = quant_type_from_name(ggml_name(p.type));   // nullopt for F32 / F16
     std::vector<int64_t> hf_row_of(static_cast<size_t>(rows));   // GGUF row -> HF row
     for (int64_t r = 0; r < rows; ++r)
         hf_row_of[size_t(p.qk_head_dim > 0 ? gguf_qk_row_of_hf_row(r, p.qk_head_dim) : r)] = r;
@@ -468,7 +463,7 @@ void write_tensor(GgufWriter & w, const Planned & p, const Checkpoint & ckpt, Th
                 uint8_t * o = out.data() + size_t(i) * out_row;
                 if (p.type == GgmlType::F32) std::memcpy(o, x.data(), size_t(k) * 4);
                 else if (p.type == GgmlType::F16) convert_from_f32(o, DType::F16, x.data(), size_t(k));
-                else quantize_row(*quant_type_from_name(ggml_name(p.type)), x.data(), o, k);
+                else quantize_row(*qt, x.data(), o, k);
             }
         });
         w.write_tensor_data(out.data(), uint64_t(n) * out_row);
@@ -523,7 +518,8 @@ QuantizeReport quantize_model(const QuantizeOptions & o) {
         for (int64_t d : plan[i].shape) n *= d;
         weights += n;
         if (o.progress) progress.update(int64_t(i + 1), weights);
-        spdlog::debug("quantize: {} {} {}", plan[i].gguf, ggml_name(plan[i].type), Tensor(nullptr, DType::F32, plan[i].shape).shape_str());
+        spdlog::debug("quantize: {} {} {}", plan[i].gguf, ggml_name(plan[i].type),
+                      Tensor(nullptr, DType::F32, plan[i].shape).shape_str());
     }
     if (o.progress) progress.finish();
     w.finish();

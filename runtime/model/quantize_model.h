@@ -15,9 +15,10 @@
 // "llama-bpe", or "smaug-bpe" without tokenizer.json's ignore_merges; Qwen2's: "qwen2"; GPT-2's ByteLevel regex:
 // "smollm" when digits are split or no vocab token has two digits, else "gpt-2"; others "default", warned), special
 // ids and add_bos/eos/sep flags as gguf-py's SpecialVocab finds them (add_bos_token always written: where SpecialVocab
-// finds none, the runtime tokenizer's choice); SentencePiece-style BPE (Metaspace / ▁ normalizer) -> "llama" with .scores (minus the
-// merge rank of the merge that makes the token, so llama.cpp's SentencePiece tokenizer merges in BPE order; -1000
-// for tokens no merge makes) where convert_hf_to_gguf's tokenizer.json path writes -1000 for all.
+// finds none, the runtime tokenizer's choice). SentencePiece-style BPE (Metaspace / U+2581 normalizer, byte
+// fallback) -> "llama" with .scores: minus the rank of the merge that makes the token (-1000 for tokens no merge
+// makes), so llama.cpp's SentencePiece tokenizer merges in BPE order, where convert_hf_to_gguf's tokenizer.json path
+// writes -1000 for all. Looks-special added tokens (<|...|>) are control tokens, as in convert_hf_to_gguf.
 // Only llama.cpp's kinds of RoPE scaling are written: linear, yarn (rope.scaling.* keys) and llama3 (a rope_freqs
 // tensor, as convert_hf_to_gguf); "dynamic" has no GGUF form and is left out with a warning.
 #pragma once
