@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -96,15 +97,18 @@ std::pair<int64_t, std::string> order_key(const std::string & gguf) {
     return {(int64_t(1) << 40) + (gguf == "output.weight" ? 1 : 0), gguf};
 }
 
-GgmlType tensor_type(const Planned & p, QuantType chosen, bool tied) {
+// The type of a planned tensor; a fallback is noted in `fallbacks` ("rows of 576 weights, not whole Q4_K blocks of
+// 256: Q8_0" -> the tensors), logged once per kind by plan_tensors.
+GgmlType tensor_type(const Planned & p, QuantType chosen, bool tied,
+                     std::map<std::string, std::vector<std::string>> & fallbacks) {
     if (p.shape.size() == 1) return GgmlType::F32;
     const bool output = p.gguf == "output.weight" || (tied && p.gguf == "token_embd.weight");
     const QuantType want = output ? (is_k_type(chosen) ? QuantType::Q6_K : QuantType::Q8_0) : chosen;
     const int64_t k = p.shape.back();
     if (k % quant_layout(want).block_weights == 0) return ggml_of(want);
     const GgmlType fallback = k % 32 == 0 ? GgmlType::Q8_0 : GgmlType::F16;
-    spdlog::info("quantize: {} has rows of {} weights, not whole {} blocks of {}: written as {}", p.gguf, k,
-                 quant_layout(want).name, quant_layout(want).block_weights, ggml_name(fallback));
+    fallbacks[fmt::format("rows of {} weights, not whole {} blocks of {}: written as {}", k, quant_layout(want).name,
+                          quant_layout(want).block_weights, ggml_name(fallback))].push_back(p.gguf);
     return fallback;
 }
 
@@ -132,6 +136,7 @@ std::vector<float> llama3_rope_factors(const ModelConfig & c) {
 std::vector<Planned> plan_tensors(const Checkpoint & ckpt, const ModelConfig & cfg, const std::string & arch,
                                   QuantType chosen) {
     std::vector<Planned> plan;
+    std::map<std::string, std::vector<std::string>> fallbacks;
     for (const std::string & name : ckpt.names()) {
         if (cfg.tie_word_embeddings && (name == "lm_head.weight")) {
             spdlog::info("quantize: {} left out: tie_word_embeddings uses token_embd as the output", name);
@@ -155,9 +160,12 @@ std::vector<Planned> plan_tensors(const Checkpoint & ckpt, const ModelConfig & c
             ZT_CHECK(t.shape[0] % cfg.head_dim == 0, "quantize: {} has {} rows, not whole heads of {}", name,
                      t.shape[0], cfg.head_dim);
         }
-        p.type = tensor_type(p, chosen, cfg.tie_word_embeddings);
+        p.type = tensor_type(p, chosen, cfg.tie_word_embeddings, fallbacks);
         plan.push_back(std::move(p));
     }
+    for (const auto & [why, names] : fallbacks)
+        spdlog::info("quantize: {} {} {} ({}{})", names.size(), names.size() == 1 ? "matrix has" : "matrices have",
+                     why, names.front(), names.size() > 1 ? ", ..." : "");
     if (cfg.rope_scaling.type == RopeScaling::Type::llama3) {
         Planned p{"", "rope_freqs.weight", {cfg.head_dim / 2}, GgmlType::F32, 0, llama3_rope_factors(cfg)};
         plan.push_back(std::move(p));
