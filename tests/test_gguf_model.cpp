@@ -260,14 +260,14 @@ TEST_F(GgufModelFiles, BrokenFilesAreErrorsNamingTheTensor) {
                           const size_t at = after_string(b, "blk.1.ffn_down.weight");
                           b.replace(at - 6, 6, "wexght");
                       }),
-                      "tensor 'model.layers.1.mlp.down_proj.weight' is missing");
+                      "tensor 'model.layers.1.mlp.down_proj.weight' (GGUF blk.1.ffn_down.weight) is missing");
     // feed_forward_length 64 -> 32: every ffn tensor has the wrong shape for the metadata
     expect_load_error(edited("llama-f32", [](std::string & b) {
                           const size_t at = after_string(b, "llama.feed_forward_length");
                           uint32_t v = 32;
                           std::memcpy(&b[at + 4], &v, 4);   // after the u32 value type
                       }),
-                      "tensor 'model.layers.0.mlp.gate_proj.weight' has shape (64, 32) but the GGUF metadata");
+                      "tensor 'model.layers.0.mlp.gate_proj.weight' (GGUF blk.0.ffn_gate.weight) has shape (64, 32) but the GGUF metadata");
     // attn_v's type number -> 16 (IQ2_XXS): read_gguf_header names the type
     expect_load_error(edited("llama-f32", [](std::string & b) {
                           const size_t at = after_string(b, "blk.0.attn_v.weight");

@@ -17,6 +17,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/base/json_input.h"
+#include "runtime/model/gguf_names.h"
 
 namespace zt {
 
@@ -175,33 +176,38 @@ ModelWeights bind_weights(const Checkpoint & ckpt, const ModelConfig & cfg) {
     bool have_dtype = false;
     DType dtype = DType::F32;
     std::string first_name;
-    auto get = [&](const std::string & name, std::vector<int64_t> shape, Kind kind = Kind::matrix) -> Tensor {
-        ZT_CHECK(ckpt.has(name), "{}: tensor '{}' is missing; the checkpoint does not match {} (model_type {}, {} "
+    auto get = [&](const std::string & name_hf, std::vector<int64_t> shape, Kind kind = Kind::matrix) -> Tensor {
+        // in messages, a GGUF tensor goes by both names: 'model.norm.weight' (GGUF output_norm.weight)
+        const std::string name = one_dtype ? fmt::format("'{}'", name_hf)
+                                           : fmt::format("'{}' (GGUF {})", name_hf,
+                                                         gguf_name_from_hf(name_hf).value_or("?"));
+        ZT_CHECK(ckpt.has(name_hf), "{}: tensor {} is missing; the checkpoint does not match {} (model_type {}, {} "
                  "layers)", ckpt.dir(), name, source, cfg.model_type, cfg.num_hidden_layers);
-        Tensor t = ckpt.tensor(name);
-        ZT_CHECK(t.shape == shape, "{}: tensor '{}' has shape {} but {} (model_type {}) expects {}; the checkpoint "
-                 "does not match {}", ckpt.dir(), name, shape_str(t.shape), source, cfg.model_type, shape_str(shape),
-                 source);
+        Tensor t = ckpt.tensor(name_hf);
+        ZT_CHECK(t.shape == shape, "{}: tensor {} has shape {} but {} (model_type {}) expects {}; the checkpoint "
+                 "does not match {}", ckpt.dir(), name, shape_str(t.shape), source, cfg.model_type,
+                 shape_str(shape), source);
         const bool is_float = t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16;
         if (kind == Kind::vector) {
-            ZT_CHECK(is_float, "{}: tensor '{}' has dtype {}; norms and biases must be F32, F16 or BF16", ckpt.dir(),
+            ZT_CHECK(is_float, "{}: tensor {} has dtype {}; norms and biases must be F32, F16 or BF16", ckpt.dir(),
                      name, dtype_name(t.dtype));
         } else {
-            ZT_CHECK(is_float || dtype_is_quantized(t.dtype), "{}: tensor '{}' has dtype {}; weights must be F32, F16, "
-                     "BF16 or one of GGUF's Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K", ckpt.dir(), name, dtype_name(t.dtype));
+            ZT_CHECK(is_float || dtype_is_quantized(t.dtype), "{}: tensor {} has dtype {}; weights must be F32, "
+                     "F16, BF16 or one of GGUF's Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K", ckpt.dir(), name,
+                     dtype_name(t.dtype));
         }
         if (!have_dtype) {
             have_dtype = true;
             dtype = t.dtype;
-            first_name = name;
+            first_name = name_hf;
         }
         ZT_CHECK(!one_dtype || t.dtype == dtype, "{}: tensor '{}' has dtype {} but '{}' has {}; all weights must share "
-                 "one dtype", ckpt.dir(), name, dtype_name(t.dtype), first_name, dtype_name(dtype));
+                 "one dtype", ckpt.dir(), name_hf, dtype_name(t.dtype), first_name, dtype_name(dtype));
         // The safetensors writers order tensors by alignment, and GGUF aligns every tensor to 32 bytes, so this
         // holds for real checkpoints; kernels rely on it (a quantized row starts with an fp16 scale).
         const size_t align = dtype_is_quantized(t.dtype) ? 2 : dtype_size(t.dtype);
-        ZT_CHECK(reinterpret_cast<uintptr_t>(t.data) % align == 0, "{}: tensor '{}' data is not aligned to {} bytes in "
-                 "the file; re-save the checkpoint with the safetensors library (or re-convert the GGUF file)",
+        ZT_CHECK(reinterpret_cast<uintptr_t>(t.data) % align == 0, "{}: tensor {} data is not aligned to {} bytes "
+                 "in the file; re-save the checkpoint with the safetensors library (or re-convert the GGUF file)",
                  ckpt.dir(), name, align);
         return t;
     };
