@@ -27,6 +27,8 @@
 #include "runtime/model/gguf_names.h"
 #include "runtime/model/model_config.h"
 #include "runtime/stream/forward.h"
+#include "runtime/stream/layer_partition.h"
+#include "tests/job_runner.h"
 
 namespace zt {
 namespace {
@@ -232,6 +234,34 @@ TEST(GgufModel, WeightsBindWithMixedDtypesAndTiedEmbeddings) {
     EXPECT_EQ(lw.lm_head.dtype, DType::Q8_0);
 }
 
+// The layer partition packs quantized tensors by their row bytes (Tensor::bytes), and the slices of 2 ranks put
+// back together hold each tensor's bytes from the file unchanged.
+TEST(GgufModel, QuantizedTensorsPartitionByRowBytes) {
+    const std::string path = gguf_path("qwen3-q4_1");
+    const ModelConfig cfg = ModelConfig::load(path);
+    const Checkpoint ck(path);
+    const ModelWeights w = bind_weights(ck, cfg);
+    PartitionOptions po;
+    po.world = 2;
+    po.persistence_threshold = 100;
+    po.partition_embeddings = true;
+    const PartitionPlan plan = plan_partition(cfg, w, po);
+    size_t quantized = 0;
+    for (const PartitionUnit & u : plan.units) {
+        ASSERT_TRUE(u.streamed) << u.name;
+        std::vector<uint8_t> flat(u.flat_bytes);
+        for (int r = 0; r < 2; ++r) copy_slice(u, r, flat.data() + size_t(r) * u.slice_bytes);
+        for (const PackedTensor & t : u.tensors) {
+            if (t.persistent) continue;
+            ASSERT_LE(t.offset + t.source.bytes(), u.packed_bytes) << t.name;
+            EXPECT_EQ(std::memcmp(flat.data() + t.offset, t.source.data, t.source.bytes()), 0) << t.name;
+            if (dtype_is_quantized(t.source.dtype)) ++quantized;
+        }
+    }
+    EXPECT_EQ(quantized, size_t(2 + 7 * cfg.num_hidden_layers)) << "embed, lm_head and 7 matrices per layer";
+    EXPECT_EQ(w.layers[0].gate.bytes(), size_t(cfg.intermediate_size * (cfg.hidden_size / 32) * 20));
+}
+
 TEST_F(GgufModelFiles, IdentityFollowsTheFile) {
     const std::string a = (dir_ / "a.gguf").string();
     fs::copy_file(gguf_path("qwen3-q8_0"), a);
@@ -389,6 +419,42 @@ TEST_F(GgufModelFiles, JobRunsAGgufModelWithATokenizerFolder) {
     // tokenizers' encoding of the text with tests/data/gguf_models/tokenizer (examples/make_gguf_model_fixtures.py)
     EXPECT_EQ(t.at("usage").at("prompt_tokens").get<int>(), 20);
     EXPECT_TRUE(t.at("text").is_string());
+}
+
+// The ztinfer binary on 2 CPU ranks, weights streamed from host memory and from NVMe files (the NVMe header names
+// the GGUF file's identity): the same greedy tokens as transformers for every prompt.
+TEST_F(GgufModelFiles, TwoRanksCpuAndNvmeTiersGiveHfTokens) {
+    REQUIRE_JOB_MPI();
+    const json ref = read_json(data_dir() + "/qwen2-f32.json");
+    const auto prompts = ref.at("prompts").get<std::vector<std::vector<int32_t>>>();
+    const auto greedy = ref.at("greedy").get<std::vector<std::vector<int32_t>>>();
+    const std::string dir = dir_.string(), in = dir + "/in.jsonl";
+    {
+        std::ofstream f(in);
+        for (size_t i = 0; i < prompts.size(); ++i)
+            f << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]}}.dump() << "\n";
+    }
+    for (const std::string tier : {"cpu", "nvme"}) {
+        fs::create_directories(dir + "/nvme");
+        const std::string cfg = test::write_job_config(dir, "job-" + tier, gguf_path("qwen2-f32"), in,
+                                                       {{"tokenizer", data_dir() + "/tokenizer"}}, tier);
+        if (tier == "nvme") {   // write_job_config's ds.json, with the NVMe folder
+            json ds = read_json(cfg);
+            ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/nvme";
+            std::ofstream(cfg) << ds.dump(2);
+        }
+        const test::JobRunResult r = test::run_job_command(test::job_command(2, cfg));
+        ASSERT_EQ(r.status, 0) << r.log;
+        auto recs = test::read_job_records(dir + "/job-" + tier + ".jsonl");
+        ASSERT_EQ(recs.size(), prompts.size()) << r.log;
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            std::vector<int32_t> want = greedy[i];
+            const auto eos = std::find(want.begin(), want.end(), 2);
+            if (eos != want.end()) want.erase(eos + 1, want.end());
+            EXPECT_EQ(recs["p" + std::to_string(i)].at("token_ids").get<std::vector<int32_t>>(), want)
+                << tier << " prompt " << i;
+        }
+    }
 }
 
 }  // namespace
