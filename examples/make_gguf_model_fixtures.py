@@ -3,12 +3,13 @@
 
 For llama (GQA, untied lm_head), qwen2 (q/k/v biases, tied embeddings) and qwen3 (q/k norms, head_dim 16 with
 hidden 32, so head_dim != hidden / heads) it builds a tiny random-weight HF model (transformers, the same recipe as
-examples/make_hf_fixtures.py), a tiny byte-level BPE tokenizer (tokenizers, trained on README.md; 300 tokens, the
+examples/make_hf_fixtures.py), a tiny byte-level BPE tokenizer (tokenizers, trained on tests/data/tokenizer_corpus.jsonl; 300 tokens, the
 model's vocab padded to 320 as convert_hf_to_gguf pads it), and writes the model as GGUF with the gguf package's
 GGUFWriter the way llama.cpp's convert_hf_to_gguf does: tensor names from gguf's TensorNameMap, llama's q/k rows
 permuted per head (reshape(heads, 2, D/2, K).swapaxes(1, 2)), the {arch}.* keys convert_hf_to_gguf writes, and the
 tokenizer as tokenizer.ggml.* (gpt2 model, tokens, token types, merges, bos/eos). One file per type:
   <arch>-f32.gguf    every tensor F32
+  <arch>-f16.gguf    every matrix and the embedding F16, norms and biases F32 (convert_hf_to_gguf's default)
   <arch>-q8_0.gguf   every matrix and the embedding Q8_0 (gguf.quants.quantize), norms and biases F32
   <arch>-q4_0.gguf   every matrix and the embedding Q4_0
   <arch>-q4_1.gguf   matrices Q4_1, the embedding Q8_0 (the mix of SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -44,9 +45,9 @@ TOKENIZER_VOCAB = 300
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PROMPT_LENS = (5, 9)
 NEW_TOKENS = 8
-TYPES = {"f32": None, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
+TYPES = {"f32": None, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
 ARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}
-FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
              "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}
 
 
@@ -57,9 +58,9 @@ def make_tokenizer(out_dir):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    with open(os.path.join(HERE, "..", "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    tok.train_from_iterator([text], trainer)
+    with open(os.path.join(HERE, "..", "tests", "data", "tokenizer_corpus.jsonl"), encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    tok.train_from_iterator(texts, trainer)
     assert tok.get_vocab_size() == TOKENIZER_VOCAB, tok.get_vocab_size()
     d = os.path.join(out_dir, "tokenizer")
     os.makedirs(d, exist_ok=True)
@@ -174,6 +175,8 @@ def write_gguf(path, arch, model, cfg, ftype, tok):
         q = tensor_type(name, ftype)
         if q is None:
             w.add_tensor(name, x.astype(np.float32))
+        elif q == Q.F16:
+            w.add_tensor(name, x.astype(np.float16))
         else:
             w.add_tensor(name, gguf.quants.quantize(x.astype(np.float32), q), raw_dtype=q)
     w.write_header_to_file()
