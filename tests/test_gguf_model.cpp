@@ -4,7 +4,8 @@
 // back in HF's order (whole rows, quantized ones too), tied / mixed-dtype files bind, and Forward on the CPU backend
 // matches transformers loading the same GGUF (logits of every prompt position within 1e-4 of the largest |logit|,
 // greedy tokens equal). Broken files (unsupported architecture, a missing tensor, a wrong shape, an unknown tensor
-// type) are errors naming what is wrong. A job runs a GGUF model with "ztinfer.tokenizer".
+// type) are errors naming what is wrong. A job runs a GGUF model with its own tokenizer or "ztinfer.tokenizer", on
+// 1 and 2 ranks, streaming from host memory and NVMe.
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <utime.h>
@@ -375,84 +376,97 @@ TEST_P(GgufParity, LogitsAndGreedyTokens) {
     for (int32_t i = 0; i < n; ++i) EXPECT_EQ(gen[size_t(i)], greedy[size_t(i)]) << name << " prompt " << i;
 }
 
-INSTANTIATE_TEST_SUITE_P(, GgufParity, ::testing::Values("llama-f32", "qwen2-f32", "qwen3-f32", "llama-f16", "qwen2-f16", "qwen3-f16"),
+INSTANTIATE_TEST_SUITE_P(, GgufParity,
+                         ::testing::Values("llama-f32", "qwen2-f32", "qwen3-f32", "llama-f16", "qwen2-f16", "qwen3-f16",
+                                           "llama-q8_0", "qwen2-q8_0", "qwen3-q8_0", "llama-q4_0", "qwen2-q4_0",
+                                           "qwen3-q4_0", "llama-q4_1", "qwen2-q4_1", "qwen3-q4_1"),
                          [](const ::testing::TestParamInfo<std::string> & p) {
                              std::string s = p.param;
                              std::replace(s.begin(), s.end(), '-', '_');
                              return s;
                          });
 
-// A job on a GGUF model with "ztinfer.tokenizer": token-id prompts give HF's greedy tokens (up to the first eos,
-// where the job stops), and a text prompt is tokenized by the tokenizer folder.
-TEST_F(GgufModelFiles, JobRunsAGgufModelWithATokenizerFolder) {
+// A job on a GGUF model, with the file's own tokenizer (Tokenizer::from_gguf) and with "ztinfer.tokenizer":
+// token-id prompts give HF's greedy tokens (up to the first eos, where the job stops), and a text prompt is
+// tokenized as HF tokenizers does (the same count either way, the same generated ids).
+TEST_F(GgufModelFiles, JobRunsAGgufModelWithItsOwnOrAFolderTokenizer) {
     const json ref = read_json(data_dir() + "/llama-f32.json");
     const auto prompts = ref.at("prompts").get<std::vector<std::vector<int32_t>>>();
     const auto greedy = ref.at("greedy").get<std::vector<std::vector<int32_t>>>();
-    const fs::path in = dir_ / "in.jsonl", out = dir_ / "out.jsonl";
+    const fs::path in = dir_ / "in.jsonl";
     {
         std::ofstream f(in);
         for (size_t i = 0; i < prompts.size(); ++i)
             f << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]}}.dump() << "\n";
         f << R"({"custom_id": "text", "prompt": "The capital of France is"})" << "\n";
     }
-    const json ds = {{"ztinfer", {{"model", gguf_path("llama-f32")}, {"tokenizer", data_dir() + "/tokenizer"},
-                                  {"input", in.string()}, {"output", out.string()}, {"device", "cpu"},
-                                  {"batch_size", 4}, {"max_new_tokens", 8}, {"threads", 2}, {"resume", false}}}};
-    run_job(JobConfig::from_json(ds, (dir_ / "ds.json").string()));
-    std::map<std::string, json> recs;
-    std::ifstream f(out);
-    for (std::string line; std::getline(f, line);) {
-        const json r = json::parse(line);
-        recs[r.at("custom_id").get<std::string>()] = r;
+    std::vector<json> text_results;
+    for (const bool folder : {false, true}) {
+        const fs::path out = dir_ / (folder ? "out-folder.jsonl" : "out-own.jsonl");
+        json z = {{"model", gguf_path("llama-f32")}, {"input", in.string()}, {"output", out.string()},
+                  {"device", "cpu"}, {"batch_size", 4}, {"max_new_tokens", 8}, {"threads", 2}, {"resume", false}};
+        if (folder) z["tokenizer"] = data_dir() + "/tokenizer";
+        run_job(JobConfig::from_json(json{{"ztinfer", z}}, (dir_ / "ds.json").string()));
+        std::map<std::string, json> recs;
+        std::ifstream f(out);
+        for (std::string line; std::getline(f, line);) {
+            const json r = json::parse(line);
+            recs[r.at("custom_id").get<std::string>()] = r;
+        }
+        ASSERT_EQ(recs.size(), 3u);
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            const json & r = recs["p" + std::to_string(i)];
+            ASSERT_FALSE(r.contains("error")) << r.dump();
+            std::vector<int32_t> want = greedy[i];
+            const auto eos = std::find(want.begin(), want.end(), 2);   // <|im_end|>: the job stops there
+            if (eos != want.end()) want.erase(eos + 1, want.end());
+            EXPECT_EQ(r.at("token_ids").get<std::vector<int32_t>>(), want) << "prompt " << i << " folder " << folder;
+        }
+        const json & t = recs["text"];
+        ASSERT_FALSE(t.contains("error")) << t.dump();
+        // tokenizers' encoding of the text with tests/data/gguf_models/tokenizer (examples/make_gguf_model_fixtures.py)
+        EXPECT_EQ(t.at("usage").at("prompt_tokens").get<int>(), 17) << "folder " << folder;
+        EXPECT_TRUE(t.at("text").is_string());
+        text_results.push_back(t);
     }
-    ASSERT_EQ(recs.size(), 3u);
-    for (size_t i = 0; i < prompts.size(); ++i) {
-        const json & r = recs["p" + std::to_string(i)];
-        ASSERT_FALSE(r.contains("error")) << r.dump();
-        std::vector<int32_t> want = greedy[i];
-        const auto eos = std::find(want.begin(), want.end(), 2);   // <|im_end|>: the job stops there
-        if (eos != want.end()) want.erase(eos + 1, want.end());
-        EXPECT_EQ(r.at("token_ids").get<std::vector<int32_t>>(), want) << "prompt " << i;
-    }
-    const json & t = recs["text"];
-    ASSERT_FALSE(t.contains("error")) << t.dump();
-    // tokenizers' encoding of the text with tests/data/gguf_models/tokenizer (examples/make_gguf_model_fixtures.py)
-    EXPECT_EQ(t.at("usage").at("prompt_tokens").get<int>(), 17);
-    EXPECT_TRUE(t.at("text").is_string());
+    EXPECT_EQ(text_results[0].at("token_ids"), text_results[1].at("token_ids"));
+    EXPECT_EQ(text_results[0].at("text"), text_results[1].at("text"));
 }
 
 // The ztinfer binary on 2 CPU ranks, weights streamed from host memory and from NVMe files (the NVMe header names
-// the GGUF file's identity): the same greedy tokens as transformers for every prompt.
+// the GGUF file's identity), quantized files with mixed dtypes: the same greedy tokens as transformers.
 TEST_F(GgufModelFiles, TwoRanksCpuAndNvmeTiersGiveHfTokens) {
     REQUIRE_JOB_MPI();
-    const json ref = read_json(data_dir() + "/qwen2-f32.json");
-    const auto prompts = ref.at("prompts").get<std::vector<std::vector<int32_t>>>();
-    const auto greedy = ref.at("greedy").get<std::vector<std::vector<int32_t>>>();
-    const std::string dir = dir_.string(), in = dir + "/in.jsonl";
-    {
-        std::ofstream f(in);
-        for (size_t i = 0; i < prompts.size(); ++i)
-            f << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]}}.dump() << "\n";
-    }
-    for (const std::string tier : {"cpu", "nvme"}) {
-        fs::create_directories(dir + "/nvme");
-        const std::string cfg = test::write_job_config(dir, "job-" + tier, gguf_path("qwen2-f32"), in,
-                                                       {{"tokenizer", data_dir() + "/tokenizer"}}, tier);
-        if (tier == "nvme") {   // write_job_config's ds.json, with the NVMe folder
-            json ds = read_json(cfg);
-            ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/nvme";
-            std::ofstream(cfg) << ds.dump(2);
+    for (const std::string model : {"qwen2-q4_1", "llama-q8_0"}) {
+        const json ref = read_json(data_dir() + "/" + model + ".json");
+        const auto prompts = ref.at("prompts").get<std::vector<std::vector<int32_t>>>();
+        const auto greedy = ref.at("greedy").get<std::vector<std::vector<int32_t>>>();
+        const std::string dir = dir_.string(), in = dir + "/in.jsonl";
+        {
+            std::ofstream f(in);
+            for (size_t i = 0; i < prompts.size(); ++i)
+                f << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]}}.dump() << "\n";
         }
-        const test::JobRunResult r = test::run_job_command(test::job_command(2, cfg));
-        ASSERT_EQ(r.status, 0) << r.log;
-        auto recs = test::read_job_records(dir + "/job-" + tier + ".jsonl");
-        ASSERT_EQ(recs.size(), prompts.size()) << r.log;
-        for (size_t i = 0; i < prompts.size(); ++i) {
-            std::vector<int32_t> want = greedy[i];
-            const auto eos = std::find(want.begin(), want.end(), 2);
-            if (eos != want.end()) want.erase(eos + 1, want.end());
-            EXPECT_EQ(recs["p" + std::to_string(i)].at("token_ids").get<std::vector<int32_t>>(), want)
-                << tier << " prompt " << i;
+        for (const std::string tier : {"cpu", "nvme"}) {
+            fs::create_directories(dir + "/nvme");
+            const std::string name = model + "-" + tier;
+            const std::string cfg = test::write_job_config(dir, name, gguf_path(model), in, json::object(), tier);
+            if (tier == "nvme") {   // write_job_config's ds.json, with the NVMe folder
+                json ds = read_json(cfg);
+                ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/nvme";
+                std::ofstream(cfg) << ds.dump(2);
+            }
+            const test::JobRunResult r = test::run_job_command(test::job_command(2, cfg));
+            ASSERT_EQ(r.status, 0) << r.log;
+            auto recs = test::read_job_records(dir + "/" + name + ".jsonl");
+            ASSERT_EQ(recs.size(), prompts.size()) << r.log;
+            for (size_t i = 0; i < prompts.size(); ++i) {
+                std::vector<int32_t> want = greedy[i];
+                const auto eos = std::find(want.begin(), want.end(), 2);
+                if (eos != want.end()) want.erase(eos + 1, want.end());
+                EXPECT_EQ(recs["p" + std::to_string(i)].at("token_ids").get<std::vector<int32_t>>(), want)
+                    << name << " prompt " << i;
+            }
         }
     }
 }

@@ -207,17 +207,24 @@ int length_bucket(size_t n) {
     return b;
 }
 
-// The tokenizer: the "ztinfer.tokenizer" folder when given, else the model folder's tokenizer.json; none when the
-// model has none (requests then give token ids).
+// The tokenizer: the "ztinfer.tokenizer" folder when given, else the GGUF file's tokenizer.ggml.* or the model
+// folder's tokenizer.json; none when a folder has none (requests then give token ids).
 std::optional<Tokenizer> load_tokenizer(const JobConfig & cfg, const GgufFile * gguf) {
-    const bool embed = cfg.task == "embed";
     if (!cfg.tokenizer.empty()) {
         spdlog::info("tokenizer: {} (\"ztinfer.tokenizer\", in place of the model's)", cfg.tokenizer);
         return Tokenizer::load(cfg.tokenizer);
     }
-    if (!gguf && std::ifstream(cfg.model + "/tokenizer.json").good()) return Tokenizer::load(cfg.model);
-    spdlog::warn("{} has no {}: requests must give token ids{} (or set \"ztinfer.tokenizer\" to a tokenizer folder)",
-                 cfg.model, gguf ? "tokenizer ztinfer reads" : "tokenizer.json", embed ? "" : ", and results have no text");
+    if (gguf) {
+        try {
+            return Tokenizer::from_gguf(*gguf, cfg.model);
+        } catch (const Error & e) {
+            ZT_FAIL("{} (set \"ztinfer.tokenizer\" to the model's Hugging Face tokenizer folder to use that instead)",
+                    e.message());
+        }
+    }
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) return Tokenizer::load(cfg.model);
+    spdlog::warn("{} has no tokenizer.json: requests must give token ids{} (or set \"ztinfer.tokenizer\" to a "
+                 "tokenizer folder)", cfg.model, cfg.task == "embed" ? "" : ", and results have no text");
     return std::nullopt;
 }
 
