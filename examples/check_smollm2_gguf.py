@@ -98,6 +98,7 @@ def main():
     ap.add_argument("--ztinfer", default=os.path.join(os.path.dirname(__file__), "..", "build", "ztinfer"))
     ap.add_argument("--tokens", type=int, default=32)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(2)
     eos = eos_ids(args.gguf)
     ref = hf_reference(args.gguf, args.tokens, eos)
