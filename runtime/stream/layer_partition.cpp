@@ -34,14 +34,17 @@ size_t round_up_checked(size_t x, size_t a, const std::string & what) {
     return r == 0 ? x : add_checked(x, a - r, what);
 }
 
-// Bytes of a tensor, with the element count computed without overflow.
+// Bytes of a tensor (rows x dtype_row_bytes of the last dim, as Tensor::bytes()), computed without overflow.
 size_t tensor_bytes_checked(const Tensor & t, const std::string & name) {
-    size_t n = 1;
-    for (int64_t d : t.shape) {
-        ZT_CHECK(d >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name, t.shape_str());
-        n = mul_checked(n, size_t(d), "the element count of " + name);
+    size_t rows = 1;
+    for (int i = 0; i + 1 < t.dims(); ++i) {
+        ZT_CHECK(t.shape[size_t(i)] >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name,
+                 t.shape_str());
+        rows = mul_checked(rows, size_t(t.shape[size_t(i)]), "the row count of " + name);
     }
-    return mul_checked(n, dtype_size(t.dtype), "the byte size of " + name);
+    const int64_t cols = t.dims() == 0 ? 1 : t.dim(-1);
+    ZT_CHECK(cols >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name, t.shape_str());
+    return mul_checked(rows, size_t(dtype_row_bytes(t.dtype, cols)), "the byte size of " + name);
 }
 
 int64_t numel_of(const Tensor & t) {
