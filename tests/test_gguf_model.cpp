@@ -182,8 +182,8 @@ TEST(GgufModel, ConfigErrorsNameTheKey) {
     expect_error(meta_only("llama", {{"llama.rope.scaling.type", "longrope"}}), "rope scaling type \"longrope\"");
     expect_error(meta_only("llama", {{"llama.rope.dimension_count", 8}}), "partial_rotary_factor");
     f = meta_only("llama");
-    f.tensors.push_back(GgufTensorInfo{"rope_freqs.weight", {8}, 0, "F32", 0, 32});
-    expect_error(f, "rope_freqs.weight");
+    f.tensors.push_back(GgufTensorInfo{"rope_freqs.weight", {3}, 0, "F32", 0, 12});
+    expect_error(f, "rope_freqs.weight is F32 of shape [3] but must be F32 of");
 }
 
 TEST(GgufModel, LlamaQkRowsAreUnpermutedWholeRows) {

@@ -21,6 +21,7 @@
 #include "runtime/model/quant_block.h"
 #include "runtime/model/quantize_block.h"
 #include "runtime/model/quantize_model.h"
+#include "runtime/model/rope.h"
 #include "runtime/model/synthetic_model.h"
 #include "test_support.h"
 
@@ -249,6 +250,13 @@ TEST(Quantize, LlamaModelTensorsTypesMetadataAndQkOrder) {
     }
     EXPECT_EQ(tensor_named(g, "rope_freqs.weight").shape, std::vector<int64_t>({cfg.head_dim / 2}));
     EXPECT_EQ(g.tensors.front().name, "rope_freqs.weight");
+    // ... and read back as per-frequency factors: the same RoPE frequencies as the HF folder's llama3 scaling
+    const ModelConfig back = ModelConfig::load(q.out);
+    ASSERT_EQ(cfg.rope_scaling.type, RopeScaling::Type::llama3);
+    ASSERT_EQ(back.rope_scaling.type, RopeScaling::Type::factors);
+    const std::vector<float> want = rope_inv_freq(cfg), got = rope_inv_freq(back);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 2e-7 * want[i]) << i;
     EXPECT_EQ(g.tensors[1].name, "token_embd.weight");
     EXPECT_EQ(g.tensors.back().name, "output.weight");
     for (const char * key : {"general.architecture", "general.name", "general.file_type", "general.quantization_version",

@@ -341,9 +341,6 @@ const GgufTensorInfo * gguf_tensor(const GgufFile & f, const std::string & name)
 void gguf_rope_scaling(const GgufFile & f, const std::string & arch, const std::string & path, json & j) {
     const std::string k = arch + ".rope.scaling.";
     const json * type = gguf_meta(f, k + "type");
-    ZT_CHECK(!gguf_tensor(f, "rope_freqs.weight"), "{}: has rope_freqs.weight, per-frequency RoPE factors (how "
-             "convert_hf_to_gguf stores Llama 3's \"llama3\" rope scaling); ztinfer cannot read them from a GGUF file: "
-             "run the Hugging Face model folder instead", path);
     if (!type) return;
     ZT_CHECK(type->is_string(), "{}: GGUF metadata \"{}type\" must be a string, found {}", path, k, type->dump());
     const std::string t = type->get<std::string>();
@@ -425,8 +422,32 @@ json ModelConfig::gguf_to_config_json(const GgufFile & f, const std::string & pa
     return j;
 }
 
+// rope_freqs.weight (F32, (head_dim/2)): per-frequency RoPE factors, how convert_hf_to_gguf stores llama3 scaling.
+// Read from the file here (a few hundred bytes); every factor must be finite and > 0.
+static void gguf_rope_factors(const GgufFile & f, const std::string & path, ModelConfig & c) {
+    const GgufTensorInfo * t = gguf_tensor(f, "rope_freqs.weight");
+    if (!t) return;
+    ZT_CHECK(c.rope_scaling.type == RopeScaling::Type::none, "{}: has both rope_freqs.weight and a \"rope.scaling\" "
+             "type; one kind of RoPE scaling only, so this file is inconsistent: re-convert it", path);
+    ZT_CHECK(t->type_name == "F32" && t->shape.size() == 1 && t->shape[0] * 2 == c.head_dim, "{}: rope_freqs.weight "
+             "is {} of shape {} but must be F32 of ({}) (head_dim / 2)", path, t->type_name,
+             json(t->shape).dump(), c.head_dim / 2);
+    std::vector<float> factors(size_t(c.head_dim / 2));
+    std::ifstream in(f.path, std::ios::binary);
+    in.seekg(std::streamoff(t->offset));
+    in.read(reinterpret_cast<char *>(factors.data()), std::streamsize(factors.size() * 4));
+    ZT_CHECK(in.good(), "{}: cannot read rope_freqs.weight ({} bytes at offset {})", path, factors.size() * 4, t->offset);
+    for (size_t i = 0; i < factors.size(); ++i)
+        ZT_CHECK(std::isfinite(factors[i]) && factors[i] > 0, "{}: rope_freqs.weight[{}] is {}; RoPE factors must be "
+                 "finite and > 0", path, i, factors[i]);
+    c.rope_scaling.type = RopeScaling::Type::factors;
+    c.rope_scaling.freq_factors = std::move(factors);
+}
+
 ModelConfig ModelConfig::from_gguf(const GgufFile & f, const std::string & path) {
-    return from_json(gguf_to_config_json(f, path), path + " (GGUF metadata read as config.json)");
+    ModelConfig c = from_json(gguf_to_config_json(f, path), path + " (GGUF metadata read as config.json)");
+    gguf_rope_factors(f, path, c);
+    return c;
 }
 
 int32_t ModelConfig::window_of(int64_t l) const {

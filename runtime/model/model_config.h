@@ -20,7 +20,9 @@ const char * arch_name(Arch a);
 // RoPE scaling of config.json's "rope_scaling" / "rope_parameters" (rope.h computes the frequencies from it).
 // dynamic: NTK-aware, the frequencies of a sequence follow its length past max_position_embeddings (see rope.h).
 struct RopeScaling {
-    enum class Type { none, linear, llama3, yarn, dynamic };
+    // factors: a GGUF file's rope_freqs.weight (how convert_hf_to_gguf stores llama3 scaling): inv_freq[i] is the
+    // default one divided by freq_factors[i], as llama.cpp applies it.
+    enum class Type { none, linear, llama3, yarn, dynamic, factors };
     Type type = Type::none;
     double factor = 1.0;                              // linear, llama3, yarn, dynamic
     double low_freq_factor = 1.0;                     // llama3
@@ -29,6 +31,7 @@ struct RopeScaling {
     double attention_factor = 1.0;                    // yarn: multiplies cos and sin (given, or from factor/mscale)
     double beta_fast = 32.0, beta_slow = 1.0;         // yarn: the ramp's bounds in rotations
     bool truncate = true;                             // yarn: floor/ceil the ramp's bounds
+    std::vector<float> freq_factors;                  // factors: (head_dim/2), each finite and > 0
 };
 
 struct ModelConfig {

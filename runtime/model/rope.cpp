@@ -1,5 +1,6 @@
 // RoPE inverse frequencies, the same float32 operations in the same order as transformers'
-// modeling_rope_utils (default, linear, llama3, yarn, dynamic). Python scalars meet float32 tensors there, so
+// modeling_rope_utils (default, linear, llama3, yarn, dynamic), and GGUF's per-frequency factors (llama.cpp's
+// freq_factors: the default frequency divided by the factor). Python scalars meet float32 tensors there, so
 // each scalar is rounded to float32 before the operation, as torch does (a float32 tensor ** python float is the
 // exception: torch raises it to the double exponent, so that one is pow(double, double) rounded to float32).
 #include "runtime/model/rope.h"
@@ -111,6 +112,10 @@ std::vector<float> rope_inv_freq(const ModelConfig & cfg, int64_t seq_len) {
         for (float & f : inv) f = f / float(rs.factor);
     } else if (rs.type == RopeScaling::Type::llama3) {
         apply_llama3(inv, rs);
+    } else if (rs.type == RopeScaling::Type::factors) {
+        ZT_CHECK(rs.freq_factors.size() == inv.size(), "RoPE frequency factors: {} given, head_dim {} needs {}",
+                 rs.freq_factors.size(), dim, inv.size());
+        for (size_t i = 0; i < inv.size(); ++i) inv[i] = inv[i] / rs.freq_factors[i];
     }
     return inv;
 }
