@@ -17,8 +17,8 @@ std::string format_duration(double s) {
     return fmt::format("{}s", t);
 }
 
-Progress::Progress(std::string what, int64_t total)
-    : what_(std::move(what)), total_(total), tty_(::isatty(STDERR_FILENO) == 1),
+Progress::Progress(std::string what, int64_t total, std::string rate_unit)
+    : what_(std::move(what)), rate_unit_(std::move(rate_unit)), total_(total), tty_(::isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()), last_(start_) {}
 
 void Progress::update(int64_t done, int64_t tokens) {
@@ -38,7 +38,8 @@ void Progress::draw(bool final) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double rate = elapsed > 0 ? tokens_ / elapsed : 0;
     const double eta = done_ > 0 ? elapsed * double(total_ - done_) / double(done_) : -1;
-    const std::string stats = fmt::format("{}/{} {} | {:.1f} tok/s | elapsed {} | ETA {}", done_, total_, what_, rate,
+    const std::string stats = fmt::format("{}/{} {} | {:.1f} {}/s | elapsed {} | ETA {}", done_, total_, what_, rate,
+                                          rate_unit_,
                                           format_duration(elapsed), final ? "0s" : format_duration(eta));
     if (tty_) {
         const int width = 30, filled = total_ > 0 ? int(width * done_ / total_) : width;

@@ -8,13 +8,14 @@ namespace zt {
 
 class Progress {
 public:
-    Progress(std::string what, int64_t total);
-    // done: finished units (requests); tokens: generated so far (for the rate).
+    // rate_unit names what update()'s second count counts ("tok": generated tokens; "weights" for the quantizer).
+    Progress(std::string what, int64_t total, std::string rate_unit = "tok");
+    // done: finished units (requests); tokens: generated so far, or rate_unit's count (for the rate).
     void update(int64_t done, int64_t tokens);
     void finish();
 
 private:
-    std::string what_;
+    std::string what_, rate_unit_;
     int64_t total_;
     int64_t done_ = 0, tokens_ = 0;
     bool tty_;

@@ -517,7 +517,7 @@ QuantizeReport quantize_model(const QuantizeOptions & o) {
     spdlog::info("quantize: {} ({} tensors, {}) -> {} as {} ({:.1f} MiB of tensor data)", o.model_dir, plan.size(),
                  arch, o.out, quant_layout(chosen).name, double(w.data_bytes()) / (1 << 20));
     ThreadPool pool(o.threads, 0);
-    Progress progress("tensors", int64_t(plan.size()));
+    Progress progress("tensors", int64_t(plan.size()), "weights");
     int64_t weights = 0;
     for (size_t i = 0; i < plan.size(); ++i) {
         write_tensor(w, plan[i], ckpt, pool);
