@@ -26,7 +26,18 @@ if [ "$fuzz_seconds" -gt 0 ]; then
 fi
 
 # the demo end to end (README's first command, minus the install/build it shares with this script)
-bash examples/demo.sh --no-build >/dev/null
+bash examples/demo.sh --no-build --random >/dev/null
+# and with the real model (SmolLM2 Q4_1 GGUF from PyPI, cached): it must say Paris. Without network the demo falls
+# back to the random-weight model, which is not a failure here.
+rm -f demo/out-smollm2.jsonl
+bash examples/demo.sh --no-build >build/demo.log 2>&1 || { tail -40 build/demo.log >&2; echo "demo failed" >&2; exit 1; }
+if [ -f demo/out-smollm2.jsonl ]; then
+  grep -q '"custom_id":"capital".*"text":" Paris\.' demo/out-smollm2.jsonl ||
+    { cat demo/out-smollm2.jsonl >&2; echo "demo: SmolLM2 did not answer Paris" >&2; exit 1; }
+  echo "== demo: SmolLM2-135M Q4_1 on 2 ranks answered Paris"
+else
+  echo "== demo: the model could not be fetched; the random-weight demo ran instead"
+fi
 
 # benchmark programs: each prints its measured ratios and fails when its goal is missed. A busy machine (a noisy
 # neighbour on a shared VM) can miss a goal once, so a missed goal is retried: best of 3, every attempt printed; a
