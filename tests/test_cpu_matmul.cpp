@@ -1,7 +1,9 @@
 // The CPU matmul's batch invariance on each of its paths (cpu_matmul.h): row t of a T-row call is bit-identical
 // (memcmp) to the same row computed alone (T = 1) and inside other batches (T = 3, 17, 129, at other offsets),
-// whatever the thread count. Its agreement with the sgemv reference is test_backend_ops's
-// MatmulPaths.FastPathsMatchTheReferenceOnOddSizes (tests/backend_ops/matmul_cases.cpp).
+// whatever the thread count, on float and on quantized (GGUF block) weights. On quantized weights each path gives
+// the same bits as itself on the dequantized F32 weights, and each path's dequantizer (cpu_dequant.h) gives
+// dequantize_row's bits. Its agreement with the sgemv reference is test_backend_ops's MatmulPaths /
+// QuantPaths (tests/backend_ops/matmul_cases.cpp, quant_cases.cpp).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -11,8 +13,11 @@
 
 #include <fmt/format.h>
 
+#include "runtime/backend/aligned_scratch.h"
+#include "runtime/backend/cpu_dequant.h"
 #include "runtime/backend/cpu_matmul.h"
 #include "runtime/model/dtype.h"
+#include "tests/backend_ops/random_blocks.h"
 
 namespace zt {
 namespace {
@@ -30,16 +35,24 @@ struct Problem {
         std::vector<float> wf(size_t(N * K)), bf(static_cast<size_t>(N));
         for (float & v : wf) v = u();
         for (float & v : bf) v = u();
+        const DType bt = dtype_is_quantized(wt) ? DType::BF16 : wt;   // a quantized W's bias: BF16
+        b.resize(bf.size() * dtype_size(bt));
+        convert_from_f32(b.data(), bt, bf.data(), bf.size());
+        if (dtype_is_quantized(wt)) {   // random valid blocks
+            std::mt19937_64 g64(seed);
+            const std::vector<uint8_t> q = test_blocks::random_rows(wt, N, K, g64);
+            w.assign(q.begin(), q.end());
+            return;
+        }
         w.resize(wf.size() * dtype_size(wt));
-        b.resize(bf.size() * dtype_size(wt));
         convert_from_f32(w.data(), wt, wf.data(), wf.size());
-        convert_from_f32(b.data(), wt, bf.data(), bf.size());
     }
     // rows [t0, t0+n) of x through `path` with `threads` threads: (n,N)
     std::vector<float> run(CpuMatmulPath path, int64_t t0, int64_t n, int threads, bool bias) {
         ThreadPool pool(threads);
         std::vector<float> out(size_t(n * N), -1.0f);
-        const Tensor wt_(w.data(), wt, {N, K}), bt(bias ? b.data() : nullptr, wt, {N});
+        const Tensor wt_(w.data(), wt, {N, K}),
+            bt(bias ? b.data() : nullptr, dtype_is_quantized(wt) ? DType::BF16 : wt, {N});
         cpu_matmul(path, pool, out.data(), x.data() + t0 * K, wt_, bt, n, N, K);
         return out;
     }
@@ -48,8 +61,8 @@ struct Problem {
 TEST(BatchInvarianceCpuMatmul, EveryRowIsTheSameBitsInEveryBatchOnEveryPath) {
     const int64_t T = 129;
     for (CpuMatmulPath path : cpu_matmul_supported_paths())
-        for (DType wt : {DType::F32, DType::BF16, DType::F16})
-            for (int64_t K : {7, 33, 577, 1100})
+        for (DType wt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+            for (int64_t K : dtype_is_quantized(wt) ? std::vector<int64_t>{256, 1280} : std::vector<int64_t>{7, 33, 577, 1100})
                 for (int64_t N : {5, 130}) {
                     Problem p(T, N, K, wt, uint32_t(K * 1000 + N));
                     const bool bias = N == 5;
@@ -88,6 +101,52 @@ TEST(BatchInvarianceCpuMatmul, EveryColumnIsTheSameBitsWhateverTheTile) {
                     << cpu_matmul_path_name(path) << ": W row " << n << ", token " << t;
         }
     }
+}
+
+// Each path's dequantizer gives dequantize_row's bits for every block type, scales of every kind included (zero,
+// subnormal, the largest half, either sign), at lengths of one block and of many.
+TEST(QuantCpuMatmul, EveryPathDequantizesToTheReferenceBits) {
+    std::mt19937_64 g(11);
+    for (CpuMatmulPath path : cpu_matmul_supported_paths())
+        for (DType t : test_blocks::kQuantTypes)
+            for (int64_t K : {int64_t(dtype_block_weights(t)), int64_t(2048)}) {
+                const std::vector<uint8_t> q = test_blocks::random_rows(t, 3, K, g, true);
+                const std::vector<float> want = test_blocks::dequantized(t, q, 3, K);
+                std::vector<float> got(want.size(), -1.0f);
+                cpu_dequant_fn(path, quant_type_of(t))(q.data(), got.data(), 3 * K);
+                int bad = 0;
+                for (size_t i = 0; i < want.size(); ++i)
+                    if (std::memcmp(&want[i], &got[i], 4) != 0 && bad++ < 3)
+                        ADD_FAILURE() << cpu_matmul_path_name(path) << " " << dtype_name(t) << " weight " << i << ": "
+                                      << got[i] << " vs dequantize_row's " << want[i];
+                EXPECT_EQ(bad, 0) << cpu_matmul_path_name(path) << " " << dtype_name(t) << " K=" << K;
+            }
+}
+
+// On quantized W, each path gives the same bits as itself on the dequantized F32 W (64-byte aligned, as the
+// reference's panels are): the dequantized values are exact and the kernels the same. Odd T and N, K one block to
+// several K blocks of 512, with and without a bias.
+TEST(QuantCpuMatmul, EveryPathGivesItsOwnBitsOnTheDequantizedWeights) {
+    for (CpuMatmulPath path : cpu_matmul_supported_paths())
+        for (DType t : test_blocks::kQuantTypes)
+            for (int64_t K : {int64_t(dtype_block_weights(t)), int64_t(768), int64_t(1280)})
+                for (int64_t N : {1, 7, 130})
+                    for (int64_t T : {1, 5, 70}) {
+                        const bool bias = N == 7;
+                        Problem p(T, N, K, t, uint32_t(T * 7 + N * 131 + K));
+                        const std::vector<float> deq = test_blocks::dequantized(t, p.w, N, K);
+                        AlignedScratch wf;
+                        float * wfp = wf.get(deq.size());
+                        std::memcpy(wfp, deq.data(), deq.size() * sizeof(float));
+                        ThreadPool pool(2);
+                        std::vector<float> got(size_t(T * N), -1.0f), want(size_t(T * N), -2.0f);
+                        const Tensor bt(bias ? p.b.data() : nullptr, DType::BF16, {N});
+                        cpu_matmul(path, pool, got.data(), p.x.data(), Tensor(p.w.data(), t, {N, K}), bt, T, N, K);
+                        cpu_matmul(path, pool, want.data(), p.x.data(), Tensor(wfp, DType::F32, {N, K}), bt, T, N, K);
+                        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
+                            << cpu_matmul_path_name(path) << " " << dtype_name(t) << " T=" << T << " N=" << N
+                            << " K=" << K << (bias ? " bias" : "") << ": differs from the F32 path on the dequantized W";
+                    }
 }
 
 }  // namespace

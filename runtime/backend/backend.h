@@ -7,7 +7,10 @@
 // Ops take the output first, then inputs (llm.c order). Shapes are written outermost first, e.g. (T,C) =
 // T rows of C contiguous elements. T = tokens in the step (all sequences of the batch, in batch order),
 // C = hidden size, H = query heads, KV = key/value heads, D = head dim, I = intermediate size, V = vocab.
-// Activations are fp32; weights (W in the comments) may be F32, F16 or BF16 and are widened to fp32.
+// Activations are fp32; weights (W in the comments) may be F32, F16, BF16 or, for matmul's w and embedding's table,
+// a GGUF block type (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; rows whole blocks along the last dim: quant_block.h), and
+// are widened (dequantized, exactly: dequantize_row's values) to fp32. A backend that does not run block types
+// says so (op_checks.h's check_weight_matrix); the CPU backend runs them all.
 // Batch invariance (CPU backend): every op computes each output element in an order that depends only on that
 // element's own inputs (never on T, on the other rows, or on the thread count): a sequence's results are
 // bit-identical whatever else shares its batch. The CUDA backend is reproducible run to run for the same batch
@@ -129,14 +132,16 @@ public:
     virtual void host_task(Stream * s, std::function<void()> fn) = 0;
 
     // --- ops (all on stream s; s == nullptr means the compute stream) ------------------------------
-    // out (T,C) f32 = table[tokens[t]] widened to fp32; tokens (T) i32, table (V,C) W.
+    // out (T,C) f32 = table[tokens[t]] widened to fp32; tokens (T) i32, table (V,C) W (a quantized table: the row's
+    // blocks dequantized).
     virtual void embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream * s = nullptr) = 0;
 
     // RMSNorm over the last dim: out (R,C) = w (C) * (x (R,C) * 1/sqrt(mean(x^2) + eps)), in HF's order.
     // x and out may be the same tensor; used per head (R = T*H, C = D) for qwen3's q/k norm. w is W.
     virtual void rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float eps, Stream * s = nullptr) = 0;
 
-    // out (T,N) = x (T,K) · w (N,K)^T [+ bias (N)]; w and bias are W (bias.data == nullptr: no bias).
+    // out (T,N) = x (T,K) · w (N,K)^T [+ bias (N)]; w and bias are W (bias.data == nullptr: no bias); w may be
+    // quantized (K whole blocks), bias is F32/F16/BF16.
     virtual void matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s = nullptr) = 0;
 
     // Rotary embedding in place on x (T,H,D) (H may be the query or key/value heads), HF rotate_half

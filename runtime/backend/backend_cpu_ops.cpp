@@ -1,6 +1,6 @@
 // The ops of the CPU backend (see backend_cpu.cpp for its memory, streams and events; the class is in
-// backend_cpu_impl.h): the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights,
-// GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h). The plain loops here run on the
+// backend_cpu_impl.h): the readable reference of every op in backend.h. fp32 arithmetic over F32/F16/BF16 weights
+// (matmul weights and embedding tables also of a GGUF block type, dequantized exactly: cpu_dequant.h), GEMM in cpu_matmul.h, multi-threaded with a small pool (parallel_for.h). The plain loops here run on the
 // "reference" kernel path (CpuBackendOptions::kernel_path, ZT_CPU_MATMUL); the other paths call the vectorised
 // versions beside them, tested equal: cpu_attention.h (attention), cpu_rowwise.h (the row-wise ops, sampling).
 //
@@ -25,6 +25,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/backend_cpu_impl.h"
 #include "runtime/backend/cpu_attention.h"
+#include "runtime/backend/cpu_dequant.h"
 #include "runtime/backend/cpu_matmul.h"
 #include "runtime/backend/cpu_rowwise.h"
 #include "runtime/backend/op_checks.h"
@@ -54,7 +55,7 @@ inline void weight_row(float * dst, const Tensor & w, int64_t i, int64_t n) {
 
 void CpuBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream *) {
     check_f32(out, "embedding", "out");
-    check_weight(table, "embedding", "table");
+    check_weight_matrix(table, "embedding", "table", true);   // F32/F16/BF16 or GGUF blocks (whole blocks per row)
     ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
     ZT_CHECK(table.dims() == 2, "embedding: table must be (V,C), got {}", table.shape_str());
     const int64_t V = table.dim(0), C = table.dim(1), T = tokens.numel();
@@ -63,10 +64,18 @@ void CpuBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & tab
     for (int64_t t = 0; t < T; ++t)
         ZT_CHECK(tok[t] >= 0 && tok[t] < V, "token id {} at position {} is outside the vocabulary [0, {})", tok[t], t, V);
     float * o = out.ptr<float>();
+    const char * tab = static_cast<const char *>(table.data);
+    const size_t row_bytes = size_t(dtype_row_bytes(table.dtype, C));
+    if (dtype_is_quantized(table.dtype)) {   // row = the token's blocks dequantized (cpu_dequant.h: the reference
+                                             // path's is dequantize_row, the others vector code with its bits)
+        const DequantFn dq = cpu_dequant_fn(path_, quant_type_of(table.dtype));
+        pool_.parallel_for(T, 16, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) dq(tab + size_t(tok[t]) * row_bytes, o + t * C, C);
+        });
+        return;
+    }
     if (path_ != CpuMatmulPath::reference) {   // cpu_rowwise.h: the row widened in vector registers (same bits)
         const CpuRowKernels & k = cpu_row_kernels(path_);
-        const char * tab = static_cast<const char *>(table.data);
-        const size_t row_bytes = size_t(C) * dtype_size(table.dtype);
         pool_.parallel_for(T, 16, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.widen(o + t * C, tab + size_t(tok[t]) * row_bytes, table.dtype, C);
         });
@@ -102,7 +111,7 @@ void CpuBackend::rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float e
 }
 
 void CpuBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream *) {
-    const MatmulDims dims = check_matmul(out, x, w, bias);
+    const MatmulDims dims = check_matmul(out, x, w, bias, true);   // w may be of a GGUF block type
     cpu_matmul(path_, pool_, out.ptr<float>(), x.ptr<const float>(), w, bias, dims.T, dims.N,
                dims.K);   // cpu_matmul.h: the sgemv reference and the batch-invariant SIMD paths
 }

@@ -13,6 +13,7 @@
 #include "runtime/backend/aligned_scratch.h"
 #include "runtime/backend/cpu_matmul_tiles.h"
 #include "runtime/base/error.h"
+#include "runtime/model/quant_block.h"
 
 namespace zt {
 
@@ -79,7 +80,8 @@ void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Ten
     const int64_t n_panels = (N + NP - 1) / NP;
     const int64_t RB = 64;                                   // token rows per work item
     const int64_t n_row_blocks = (T + RB - 1) / RB;
-    const size_t wsize = dtype_size(w.dtype);
+    const int64_t row_bytes = dtype_row_bytes(w.dtype, K);   // a quantized row: K / block weights blocks
+    const char * wp = static_cast<const char *>(w.data);
     pool.parallel_for(n_panels * n_row_blocks, 1, [&](int64_t b, int64_t e) {
         thread_local AlignedScratch panel_buf, xrow_buf, yrow_buf;
         int64_t cached_panel = -1;                            // panel widened in panel_buf by this call
@@ -91,9 +93,12 @@ void matmul_reference(ThreadPool & pool, float * op, const float * xp, const Ten
                 panel = w.ptr<const float>() + n0 * K;
             } else {
                 float * pb = panel_buf.get(size_t(NP * K));
-                if (cached_panel != p) {
-                    convert_to_f32(pb, static_cast<const char *>(w.data) + size_t(n0 * K) * wsize, w.dtype,
-                                   size_t(np * K));
+                if (cached_panel != p) {   // F16/BF16 widened; a GGUF block type dequantized row by row
+                    if (dtype_is_quantized(w.dtype))
+                        for (int64_t r = 0; r < np; ++r)
+                            dequantize_row(quant_type_of(w.dtype), wp + size_t((n0 + r) * row_bytes), pb + r * K, K);
+                    else
+                        convert_to_f32(pb, wp + size_t(n0 * row_bytes), w.dtype, size_t(np * K));
                     cached_panel = p;
                 }
                 panel = pb;
@@ -190,24 +195,29 @@ void matmul_tiles(const TileTable & tt, ThreadPool & pool, float * out, const fl
 }
 
 // ---- portable micro-kernels: 8 partial sums per output element -----------------------------------------------
+// Any [k0, k1) of K (TileFn's K blocks, k0 and k1 multiples of 8 or k1 = K): the quantized path's driver walks K in
+// blocks; the F32/F16/BF16 driver calls [0, K) (k_block = 0).
 template <DType WT>
 struct Portable {
     static constexpr int MR = 4, NR = 4, L = 8, k_align = 1, k_block = 0;
     static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
     static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                    const float * bias, int64_t, int64_t, float *) {
-        float acc[M][N][L] = {};
+                    const float * bias, int64_t k0, int64_t k1, float * part) {
+        float acc[M][N][L];
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j)
+                for (int l = 0; l < L; ++l) acc[i][j][l] = k0 == 0 ? 0.0f : part[(i * N + j) * 16 + l];
         float wv[N][L];
-        int64_t k = 0;
-        for (; k + L <= K; k += L) {
+        int64_t k = k0;
+        for (; k + L <= k1; k += L) {
             for (int j = 0; j < N; ++j)
                 for (int l = 0; l < L; ++l) wv[j][l] = widen_at<WT>(w, j * K + k + l);
             for (int i = 0; i < M; ++i)
                 for (int j = 0; j < N; ++j)
                     for (int l = 0; l < L; ++l) acc[i][j][l] += x[i * ldx + k + l] * wv[j][l];
         }
-        if (k < K) {   // the K tail: zero-padded lanes
+        if (k < k1) {   // the K tail (k1 = K): zero-padded lanes
             float xv[L];
             for (int j = 0; j < N; ++j)
                 for (int l = 0; l < L; ++l) wv[j][l] = k + l < K ? widen_at<WT>(w, j * K + k + l) : 0.0f;
@@ -216,6 +226,12 @@ struct Portable {
                 for (int j = 0; j < N; ++j)
                     for (int l = 0; l < L; ++l) acc[i][j][l] += xv[l] * wv[j][l];
             }
+        }
+        if (k1 < K) {   // a K block: the partial sums wait in part for the next one
+            for (int i = 0; i < M; ++i)
+                for (int j = 0; j < N; ++j)
+                    for (int l = 0; l < L; ++l) part[(i * N + j) * 16 + l] = acc[i][j][l];
+            return;
         }
         for (int i = 0; i < M; ++i)
             for (int j = 0; j < N; ++j) {
@@ -238,23 +254,33 @@ const TileTable * portable_tiles(DType wt) {
 void cpu_matmul(CpuMatmulPath path, ThreadPool & pool, float * out, const float * x, const Tensor & w,
                 const Tensor & bias, int64_t T, int64_t N, int64_t K) {
     if (T == 0 || N == 0) return;
-    ZT_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16,
-             "matmul: weights must be F32, BF16 or F16, got {}", dtype_name(w.dtype));
+    const bool quant = dtype_is_quantized(w.dtype);
+    ZT_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16 || quant,
+             "matmul: weights must be F32, BF16, F16 or a GGUF block type (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K), got {}",
+             dtype_name(w.dtype));
     std::vector<float> bias_f;   // (N) fp32, widened once
     if (bias.data) {
         bias_f.resize(size_t(N));
         convert_to_f32(bias_f.data(), bias.data, bias.dtype, size_t(N));
     }
     const float * b = bias.data ? bias_f.data() : nullptr;
+    if (path == CpuMatmulPath::reference) { matmul_reference(pool, out, x, w, b, T, N, K); return; }
+    // quantized W: the path's F32 kernels on dequantized tiles (cpu_matmul_quant.cpp); AVX-512's without the
+    // decode prefetch of the rows past a tile (the scratch is in cache)
+    const DType kern = quant ? DType::F32 : w.dtype;
     const TileTable * tt = nullptr;
     switch (path) {
-        case CpuMatmulPath::reference: matmul_reference(pool, out, x, w, b, T, N, K); return;
-        case CpuMatmulPath::portable: tt = portable_tiles(w.dtype); break;
-        case CpuMatmulPath::avx2: tt = cpu_matmul_tiles_avx2(w.dtype); break;
-        case CpuMatmulPath::avx512: tt = cpu_matmul_tiles_avx512(w.dtype); break;
+        case CpuMatmulPath::reference: break;
+        case CpuMatmulPath::portable: tt = portable_tiles(kern); break;
+        case CpuMatmulPath::avx2: tt = cpu_matmul_tiles_avx2(kern); break;
+        case CpuMatmulPath::avx512: tt = quant ? cpu_matmul_tiles_avx512_cached() : cpu_matmul_tiles_avx512(kern); break;
     }
     ZT_CHECK(tt != nullptr, "matmul: the {} path is not supported by this CPU", cpu_matmul_path_name(path));
-    matmul_tiles(*tt, pool, out, x, w, b, T, N, K);
+    if (quant)
+        cpu_matmul_quant_tiles(*tt, cpu_dequant_fn(path, quant_type_of(w.dtype)),
+                               path == CpuMatmulPath::avx512 ? cpu_matmul_quant_decode_avx512(w.dtype) : nullptr, pool,
+                               out, x, w, b, T, N, K);
+    else matmul_tiles(*tt, pool, out, x, w, b, T, N, K);
 }
 
 }  // namespace zt

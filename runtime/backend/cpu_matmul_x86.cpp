@@ -1,5 +1,6 @@
 // cpu_matmul_x86: the AVX2+FMA (8 lanes, 4 x 3 tiles) and AVX-512 (16 lanes; 4 x 6 tiles for F32/F16 weights, 8 x 3 for
-// BF16, K in blocks of 512) micro-kernels of the CPU matmul. Each function carries its own __attribute__((target)), so
+// BF16, K in blocks of 512) micro-kernels of the CPU matmul (the F32 ones also run the quantized path's dequantized
+// W tiles, cpu_matmul_quant.cpp). Each function carries its own __attribute__((target)), so
 // this file builds with generic flags and the tables are handed out only when __builtin_cpu_supports says the CPU has
 // the ISA.
 //
@@ -36,6 +37,8 @@ ZT_TARGET_AVX2 inline __m256 load8(const void * w, int64_t i) {   // w[i..i+8) w
 
 using simd::hsum8;   // cpu_simd.h: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
 
+// Any [k0, k1) of K (TileFn's K blocks, k0 and k1 multiples of 8 or k1 = K): the quantized path's driver walks K in
+// blocks; the F32/F16/BF16 driver calls [0, K) (k_block = 0).
 template <DType WT>
 struct Avx2 {
     static constexpr int MR = 4, NR = 3;
@@ -43,15 +46,15 @@ struct Avx2 {
     static constexpr PackFn pack_x = nullptr;
     template <int M, int N>
     ZT_TARGET_AVX2 static void run(const float * x, int64_t ldx, int64_t K, const void * w, float * out, int64_t ldo,
-                                  const float * bias, int64_t, int64_t, float *) {
+                                  const float * bias, int64_t k0, int64_t k1, float * part) {
         constexpr size_t ws = WT == DType::F32 ? 4 : 2;
         __m256 acc[M][N];
 #pragma GCC unroll 8
         for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
-            for (int j = 0; j < N; ++j) acc[i][j] = _mm256_setzero_ps();
-        int64_t k = 0;
-        for (; k + 8 <= K; k += 8) {
+            for (int j = 0; j < N; ++j) acc[i][j] = k0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(part + (i * N + j) * 16);
+        int64_t k = k0;
+        for (; k + 8 <= k1; k += 8) {
             __m256 wv[N];
 #pragma GCC unroll 8
             for (int j = 0; j < N; ++j) wv[j] = load8<WT>(w, j * K + k);
@@ -62,7 +65,7 @@ struct Avx2 {
                 for (int j = 0; j < N; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
             }
         }
-        if (k < K) {   // zero-padded copies of the tail
+        if (k < k1) {   // zero-padded copies of the tail (k1 = K)
             const size_t rem = size_t(K - k);
             alignas(32) unsigned char wt[N][32] = {};
             alignas(32) float xt[8] = {};
@@ -76,6 +79,11 @@ struct Avx2 {
                 const __m256 xv = _mm256_load_ps(xt);
                 for (int j = 0; j < N; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
             }
+        }
+        if (k1 < K) {   // a K block: the accumulators wait in part for the next one
+            for (int i = 0; i < M; ++i)
+                for (int j = 0; j < N; ++j) _mm256_store_ps(part + (i * N + j) * 16, acc[i][j]);
+            return;
         }
         for (int i = 0; i < M; ++i)
             for (int j = 0; j < N; ++j) {
@@ -144,7 +152,9 @@ ZT_TARGET_AVX512 inline void acc_finish(const __m512 (&acc)[M][N], int64_t k1, i
         for (int j = 0; j < N; ++j) _mm512_store_ps(part + (i * N + j) * 16, acc[i][j]);
 }
 
-template <DType WT>
+// kPrefetch: at M = 1 (decode) ask for the next tile's W rows ahead; off for W already in cache (the quantized
+// path's dequantized scratch), where the rows past the tile are not W. The arithmetic is the same either way.
+template <DType WT, bool kPrefetch = true>
 struct Avx512 {
     static constexpr int MR = 4, NR = 6;
     static constexpr int k_align = 1, k_block = 512;
@@ -157,7 +167,7 @@ struct Avx512 {
         int64_t k = k0;
         for (; k + 16 <= k1; k += 16) {
             __m512 wv[N];
-            if constexpr (M == 1) {   // decode: W is streamed once; ask for the next tile's rows (N*K ahead) early
+            if constexpr (M == 1 && kPrefetch) {   // decode: W is streamed once; ask for the next tile's rows (N*K ahead) early
 #pragma GCC unroll 8
                 for (int j = 0; j < N; ++j)
                     _mm_prefetch(static_cast<const char *>(w) + size_t((N + j) * K + k) * (WT == DType::F32 ? 4 : 2),
@@ -288,10 +298,15 @@ const TileTable * cpu_matmul_tiles_avx2(DType wt) {
 }
 
 const TileTable * cpu_matmul_tiles_avx512(DType wt) {
+    return cpu_matmul_tiles_avx512_cached() ? avx512_tables(wt) : nullptr;
+}
+
+const TileTable * cpu_matmul_tiles_avx512_cached() {
     static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                            __builtin_cpu_supports("fma") && cpu_has_f16c();
-    return ok ? avx512_tables(wt) : nullptr;
+    static const TileTable cached = make_tile_table<Avx512<DType::F32, false>>();
+    return ok ? &cached : nullptr;
 }
 
 }  // namespace zt
@@ -301,6 +316,7 @@ const TileTable * cpu_matmul_tiles_avx512(DType wt) {
 namespace zt {
 const TileTable * cpu_matmul_tiles_avx2(DType) { return nullptr; }
 const TileTable * cpu_matmul_tiles_avx512(DType) { return nullptr; }
+const TileTable * cpu_matmul_tiles_avx512_cached() { return nullptr; }
 }  // namespace zt
 
 #endif

@@ -18,6 +18,18 @@ void check_weight(const Tensor & t, const char * op, const char * name) {
              "{}: {} must be F32, F16 or BF16, got {}", op, name, dtype_name(t.dtype));
 }
 
+void check_weight_matrix(const Tensor & t, const char * op, const char * name, bool quantized_ok) {
+    if (!dtype_is_quantized(t.dtype)) { check_weight(t, op, name); return; }
+    ZT_CHECK(t.data != nullptr, "{}: {} has no data", op, name);
+    ZT_CHECK(quantized_ok, "{}: {} is {}, a GGUF block type, which this backend does not run; it runs F32, F16 or BF16 "
+             "weights (dequantize the tensor when loading it, or use the CPU backend)", op, name, dtype_name(t.dtype));
+    ZT_CHECK(t.dims() == 2, "{}: {} must be 2-D, got {}", op, name, t.shape_str());
+    const int64_t bw = dtype_block_weights(t.dtype);
+    ZT_CHECK(t.dim(1) > 0 && t.dim(1) % bw == 0, "{}: {} {} is {}: its rows (K = {}) must be whole {} blocks of {} "
+             "weights; quantize it along its last dim in whole blocks (or keep it F32/F16/BF16)", op, name,
+             t.shape_str(), dtype_name(t.dtype), t.dim(1), dtype_name(t.dtype), bw);
+}
+
 int64_t rows_of(const Tensor & t, int64_t cols, const char * op, const char * name) {
     ZT_CHECK(t.dims() >= 1 && cols > 0 && t.numel() % cols == 0, "{}: {} {} is not a multiple of rows of {}",
              op, name, t.shape_str(), cols);
@@ -43,10 +55,11 @@ RmsnormDims check_rmsnorm(const Tensor & out, const Tensor & x, const Tensor & w
     return {R, C};
 }
 
-MatmulDims check_matmul(const Tensor & out, const Tensor & x, const Tensor & w, const Tensor & bias) {
+MatmulDims check_matmul(const Tensor & out, const Tensor & x, const Tensor & w, const Tensor & bias,
+                        bool quantized_ok) {
     check_f32(out, "matmul", "out");
     check_f32(x, "matmul", "x");
-    check_weight(w, "matmul", "w");
+    check_weight_matrix(w, "matmul", "w", quantized_ok);
     ZT_CHECK(w.dims() == 2, "matmul: w must be (N,K), got {}", w.shape_str());
     const int64_t N = w.dim(0), K = w.dim(1);
     const int64_t T = rows_of(x, K, "matmul", "x");

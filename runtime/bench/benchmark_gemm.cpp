@@ -6,7 +6,11 @@
 // bf16 out, fp32 accumulation, the heuristic's first algorithm: what torch.matmul runs); on CPU OpenBLAS sgemm on
 // fp32 copies with every thread (ztinfer's CPU matmul is cpu_matmul.h, batch-invariant by design; ZT_CPU_MATMUL
 // picks its path, e.g. reference for the per-row sgemv).
+// Then the same op on the same shapes with W of each weight dtype (F32, BF16, F16 and the GGUF block types Q8_0 ..
+// Q6_K, random valid blocks), as time, GFLOP/s and GB/s of W's bytes (decode at T = 1 reads W once: its bound is
+// W's bytes / memory bandwidth), and speed-ups over BF16 and F32 (the ratio of times, i.e. of tokens/s).
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -15,6 +19,7 @@
 #include "runtime/backend/cpu_matmul.h"
 #include "runtime/base/error.h"
 #include "runtime/bench/benchmark_impl.h"
+#include "runtime/model/quant_block.h"
 #ifdef ZT_HAVE_CUDA
 #include <cublasLt.h>
 
@@ -91,6 +96,99 @@ double plain_sgemm_seconds(int64_t T, int64_t N, int64_t K, int n_threads, int i
     return secs;
 }
 
+// (N,K) weights of dtype dt as bytes: floats in [-1, 1) converted; a block type's bytes random but for its f16 scale
+// fields (d, and m / dmin where the type has them), set to 2^-6, so every weight is finite.
+std::vector<uint8_t> bench_weights(DType dt, int64_t N, int64_t K) {
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    auto next = [&] { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; };
+    if (!dtype_is_quantized(dt)) {
+        std::vector<float> f(size_t(N * K));
+        for (float & v : f) v = float(int64_t(next() >> 40) - (int64_t(1) << 23)) * 0x1.0p-23f;
+        std::vector<uint8_t> out(f.size() * dtype_size(dt));
+        convert_from_f32(out.data(), dt, f.data(), f.size());
+        return out;
+    }
+    const QuantLayout & l = quant_layout(quant_type_of(dt));
+    std::vector<uint8_t> out(size_t(N * dtype_row_bytes(dt, K)));
+    for (uint8_t & v : out) v = uint8_t(next() >> 56);
+    const uint16_t scale = f32_to_f16(0x1.0p-6f);
+    const std::vector<size_t> fields = dt == DType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2};
+    for (size_t at = 0; at < out.size(); at += size_t(l.block_bytes))
+        for (size_t f : fields) std::memcpy(&out[at + f], &scale, 2);   // Q8_0 / Q4_0: bytes 2-3 are weights
+    return out;
+}
+
+// Seconds per matmul op out (T,N) = x (T,K) . w^T on b's backend (1 warm-up, then `iters`), w the host bytes of
+// an (N,K) weight of dtype dt; wrong counts non-finite outputs. Throws what the backend throws (a dtype it lacks).
+RowResult time_matmul(Bench & b, const std::vector<uint8_t> & w, DType dt, int64_t T, int64_t N, int64_t K,
+                      int64_t iters) {
+    RowResult r;
+    Stream * cs = b.be.stream(StreamRole::compute);
+    Buffer wb = b.be.alloc(w.size(), MemKind::device, "bench gemm");
+    Buffer xb = b.be.alloc(size_t(T * K) * 4, MemKind::device, "bench gemm");
+    Buffer ob = b.be.alloc(size_t(T * N) * 4, MemKind::device, "bench gemm");
+    b.be.copy_async(wb.data(), w.data(), w.size(), cs);
+    std::vector<float> xh(size_t(T * K));
+    for (size_t i = 0; i < xh.size(); ++i) xh[i] = float(int(i % 17) - 8) / 8.0f;
+    b.be.copy_async(xb.data(), xh.data(), xh.size() * 4, cs);
+    const Tensor wt = wb.view(dt, {N, K}), xt = xb.view(DType::F32, {T, K}), ot = ob.view(DType::F32, {T, N});
+    b.be.matmul(ot, xt, wt, Tensor(), cs);   // warm-up
+    b.be.synchronize(cs);
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < iters; ++i) b.be.matmul(ot, xt, wt, Tensor(), cs);
+    b.be.synchronize(cs);
+    r.seconds = seconds_since(t0) / double(iters);
+    std::vector<float> oh(size_t(T * N));
+    b.be.copy_async(oh.data(), ob.data(), oh.size() * 4, cs);
+    b.be.synchronize(cs);
+    r.wrong = count_non_finite(oh);
+    return r;
+}
+
+// The layer's GEMM shapes with W of every weight dtype (see the top of the file).
+void table_gemm_dtypes(Bench & b, const LayerWeights & L, int64_t T, int64_t iters) {
+    b.say("#\n# gemm by weight dtype: the same op and shapes at T = {}, W of each dtype (block types: random valid "
+          "blocks); GB/s = W's bytes / time; x_bf16, x_f32 = the BF16 / F32 row's time / this row's\n", T);
+    b.say("# {:>6}  {:>5}  {:>8}  {:>8}  {:>8}  {:>12}  {:>10}  {:>8}  {:>7}  {:>7}\n", "gemm", "w", "T", "N", "K",
+          "ztinfer(us)", "GFLOP/s", "W GB/s", "x_bf16", "x_f32");
+    json rows = json::array();
+    struct G { const char * name; const Tensor * w; };
+    for (const G & g : {G{"q", &L.q}, G{"gate", &L.gate}, G{"down", &L.down}}) {
+        const int64_t N = g.w->dim(0), K = g.w->dim(1);
+        double f32_s = 0, bf16_s = 0;
+        for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
+                         DType::Q5_K, DType::Q6_K}) {
+            RowResult r;
+            int64_t bytes = 0;
+            try {
+                const std::vector<uint8_t> w = bench_weights(dt, N, K);   // throws: K not whole blocks
+                bytes = int64_t(w.size());
+                r = time_matmul(b, w, dt, T, N, K, iters);
+            } catch (const Error & e) {
+                r.skipped = e.message();
+            }
+            r = across_ranks(b.comm, r);
+            b.row_done(r);
+            if (!r.skipped.empty()) {
+                b.say("  {:>6}  {:>5}  skipped: {}\n", g.name, dtype_name(dt), r.skipped);
+                rows.push_back({{"gemm", g.name}, {"w", dtype_name(dt)}, {"skipped", r.skipped}});
+                continue;
+            }
+            if (dt == DType::F32) f32_s = r.seconds;
+            if (dt == DType::BF16) bf16_s = r.seconds;
+            const double gflops = 2.0 * double(T) * double(N) * double(K) / r.seconds / 1e9;
+            const double gbs = double(bytes) / r.seconds / 1e9;
+            const double x_bf16 = bf16_s > 0 ? bf16_s / r.seconds : 0, x_f32 = f32_s > 0 ? f32_s / r.seconds : 0;
+            b.say("  {:>6}  {:>5}  {:>8}  {:>8}  {:>8}  {:>12.1f}  {:>10.1f}  {:>8.2f}  {:>7.2f}  {:>7.2f}\n", g.name,
+                  dtype_name(dt), T, N, K, r.seconds * 1e6, gflops, gbs, x_bf16, x_f32);
+            rows.push_back({{"gemm", g.name}, {"w", dtype_name(dt)}, {"T", T}, {"N", N}, {"K", K},
+                            {"ztinfer_us", r.seconds * 1e6}, {"gflops", gflops}, {"w_gbs", gbs}, {"x_bf16", x_bf16},
+                            {"x_f32", x_f32}, {"wrong", r.wrong}});
+        }
+    }
+    b.figures["gemm_dtypes"] = {{"T", T}, {"rows", rows}};
+}
+
 }  // namespace
 
 void table_gemm(Bench & b) {
@@ -164,6 +262,7 @@ void table_gemm(Bench & b) {
     }
     b.figures["gemm"] = {{"shape", sh.name}, {"T", T}, {"reference", cuda ? "cublasLt bf16" : "openblas sgemm"},
                          {"rows", rows}};
+    table_gemm_dtypes(b, L, T, iters);
 }
 
 }  // namespace zt::bench_detail

@@ -2,6 +2,7 @@
 // pre-tokenisers, added/special tokens matched inside text) and SentencePiece-style BPE with byte fallback
 // (Llama 2 / Mistral: Prepend + Replace normalisers, "▁", <0x..> tokens). Ids equal HF `tokenizers`
 // encode(text, add_special_tokens=False). BOS/EOS come from tokenizer_config.json beside tokenizer.json.
+// The same tokenizers also load from a GGUF file's tokenizer.ggml.* metadata (from_gguf, tokenizer_gguf.cpp).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -11,6 +12,8 @@
 
 namespace zt {
 
+struct GgufFile;
+
 class Tokenizer {
 public:
     // `path`: a model directory holding tokenizer.json (and tokenizer_config.json), or tokenizer.json itself.
@@ -19,6 +22,10 @@ public:
     // Same from JSON text held in memory (tokenizer_config.json content may be empty). Used by the fuzzer.
     static Tokenizer from_json(const std::string & tokenizer_json, const std::string & tokenizer_config_json,
                                const std::string & path_for_errors);
+    // The tokenizer a GGUF file carries (tokenizer.ggml.model "gpt2" or "llama", .tokens, .merges or .scores,
+    // .token_type, .pre, special ids, add_bos/add_eos/add_space_prefix), rebuilt as the tokenizer.json it came
+    // from. An unknown model or pre-tokeniser, or malformed metadata, throws zt::Error naming path_for_errors.
+    static Tokenizer from_gguf(const GgufFile & file, const std::string & path_for_errors);
     // Files with more vocab entries, merges or added tokens than this (or ids above it) are rejected as hostile.
     static constexpr int64_t max_vocab_entries = 10'000'000;
     // from_json with a lower entry limit, so tests can exercise the rejection without a 10M-entry file.

@@ -3,6 +3,8 @@
 // sampled ids), the backends of -b, and the BackendOps.* tests (one per op).
 #include "tests/backend_ops/harness.h"
 
+#include "tests/backend_ops/random_blocks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +41,9 @@ HostTensor host_i32(std::vector<int64_t> shape, const std::vector<int32_t> & v) 
     t.bytes.resize(v.size() * 4);
     std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
     return t;
+}
+HostTensor random_quant(int64_t rows, int64_t K, DType dt, Rng & r) {
+    return HostTensor{dt, {rows, K}, test_blocks::random_rows(dt, rows, K, r.g)};
 }
 HostTensor random_f32(std::vector<int64_t> shape, Rng & r, float scale) {
     HostTensor t{DType::F32, std::move(shape), {}};

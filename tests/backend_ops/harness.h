@@ -73,7 +73,10 @@ struct HostTensor {
     std::vector<uint8_t> bytes;   // empty for an output: start as the NaN fill (the op must write every element)
 
     int64_t numel() const { int64_t n = 1; for (int64_t d : shape) n *= d; return n; }
-    size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+    size_t nbytes() const {   // a GGUF block type: rows x the bytes of a row of shape.back() weights
+        if (dtype_is_quantized(dtype)) return size_t(numel() / shape.back() * dtype_row_bytes(dtype, shape.back()));
+        return size_t(numel()) * dtype_size(dtype);
+    }
 };
 
 // A fixed, platform-independent stream of numbers (no std:: distributions, whose output is library-defined).
@@ -95,6 +98,8 @@ uint64_t seed_of(const std::string & s);   // FNV-1a: a case's inputs depend on 
 HostTensor host_f32(std::vector<int64_t> shape, const std::vector<float> & v);
 HostTensor host_weight(std::vector<int64_t> shape, DType dt, const std::vector<float> & v);
 HostTensor host_i32(std::vector<int64_t> shape, const std::vector<int32_t> & v);
+// (rows, K) random valid blocks of GGUF block type dt (random_blocks.h; K whole blocks).
+HostTensor random_quant(int64_t rows, int64_t K, DType dt, Rng & r);
 HostTensor random_f32(std::vector<int64_t> shape, Rng & r, float scale = 1.0f);
 HostTensor output(DType dt, std::vector<int64_t> shape);
 const char * dt_name(DType d);
@@ -144,7 +149,8 @@ std::vector<int32_t> shuffled_slots(int32_t n, int32_t S, Rng & r);
 
 inline const DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16};
 
-// The cases of each op: row_cases.cpp, matmul_cases.cpp, attention_cases.cpp.
+// The cases of each op: row_cases.cpp, matmul_cases.cpp, attention_cases.cpp; quant_cases.cpp has the MATMUL and
+// EMBEDDING cases on weights of a GGUF block type (appended to matmul_cases / embedding_cases).
 std::vector<OpCase> embedding_cases(const Judge & j);
 std::vector<OpCase> rmsnorm_cases(const Judge & j);
 std::vector<OpCase> matmul_cases(const Judge & j);
@@ -156,6 +162,8 @@ std::vector<OpCase> add_cases(const Judge & j);
 std::vector<OpCase> gather_rows_cases(const Judge & j);
 std::vector<OpCase> pool_cases(const Judge & j);
 std::vector<OpCase> sample_cases(const Judge & j);
+std::vector<OpCase> quant_matmul_cases(const Judge & j);
+std::vector<OpCase> quant_embedding_cases(const Judge & j);
 // The cases of one op of kOps (harness.cpp).
 std::vector<OpCase> make_cases(const std::string & op, const Judge & j);
 

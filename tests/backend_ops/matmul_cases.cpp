@@ -36,6 +36,7 @@ std::vector<OpCase> matmul_cases(const Judge & j) {
                     };
                     cases.push_back(std::move(c));
                 }
+    for (OpCase & c : quant_matmul_cases(j)) cases.push_back(std::move(c));   // quant_cases.cpp
     return cases;
 }
 

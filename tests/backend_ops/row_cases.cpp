@@ -14,7 +14,7 @@
 
 namespace zt::backend_ops {
 
-std::vector<OpCase> embedding_cases(const Judge &) {
+std::vector<OpCase> embedding_cases(const Judge & j) {
     std::vector<OpCase> cases;
     const int64_t shapes[][3] = {{111, 500, 1}, {500, 111, 19}, {500, 500, 333}};   // V, C, T
     for (DType dt : kWeightTypes)
@@ -32,6 +32,7 @@ std::vector<OpCase> embedding_cases(const Judge &) {
             c.run = [](Backend & b, const Tensors & in, const Tensors & out) { b.embedding(out[0], in[0], in[1]); };
             cases.push_back(std::move(c));
         }
+    for (OpCase & c : quant_embedding_cases(j)) cases.push_back(std::move(c));   // quant_cases.cpp
     return cases;
 }
 
