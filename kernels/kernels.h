@@ -4,7 +4,8 @@
 // code in runtime/backend/backend_cpu.cpp is the readable reference); results agree up to summation order.
 // Pointers are device pointers unless a comment says otherwise. Shapes are outermost first: (T,C) = T rows of C
 // contiguous elements. Sizes may be anything >= 1 (odd sizes such as 111 are tested); 0 rows is a no-op.
-// Activations are fp32; weights (W) are fp32, fp16 or bf16 (WType) and widened to fp32 on load.
+// Activations are fp32; weights (W) are fp32, fp16 or bf16 (WType) and widened to fp32 on load, or GGUF's
+// block-quantized types (QType; quant_*.cu), decoded bit for bit as runtime/model/quant_block.cpp's dequantize_row.
 #pragma once
 #include <cstdint>
 
@@ -13,6 +14,11 @@
 namespace zt::kernels {
 
 enum class WType : int { f32 = 0, f16 = 1, bf16 = 2 };
+
+// GGUF's quantized weight blocks (layouts in runtime/model/quant_block.h; same order as zt::QuantType). A row of
+// a quantized matrix (N,K) is K / block_weights whole blocks (K a multiple of 32, of 256 for the K-quants),
+// rows are contiguous (row bytes = K / block_weights * block_bytes), and blocks need no alignment.
+enum class QType : int { q8_0 = 0, q4_0 = 1, q4_1 = 2, q4_k = 3, q5_k = 4, q6_k = 5 };
 
 // Same layout as zt::AttentionSeq: sequence b's new tokens are rows row0 .. row0 + n_tokens - 1 of q/k/v, at
 // positions past_len .. past_len + n_tokens - 1 of KV-cache slot `slot`.
@@ -84,6 +90,25 @@ cudaError_t gather_rows(float * out, const float * x, const int32_t * rows, int6
 // even, NaN stays NaN) = in (n) f32.
 cudaError_t widen(float * out, const void * in, WType wt, int64_t n, cudaStream_t stream);
 cudaError_t narrow(void * out, WType wt, const float * in, int64_t n, cudaStream_t stream);
+
+// quant_dequant.cu: out (R,K) OT = the weights of rows of the quantized matrix w (any number of rows, K columns),
+// each weight exactly dequantize_row's fp32 value (f16 / bf16: that value rounded to nearest even, as narrow);
+// out row r = w row (rows ? rows[r] : row0 + r); rows (R) i32 on the device, checked by the caller. Used for the
+// GEMM of large T (a tile of W rows to the GEMM operand type) and, with rows = tokens, by embedding_quant.
+cudaError_t dequantize_rows(void * out, WType ot, const void * w, QType qt, const int32_t * rows, int64_t row0,
+                            int64_t R, int64_t K, cudaStream_t stream);
+// quant_dequant.cu: out (T,C) f32 = table (V,C) quantized, row tokens[t], dequantized (tokens checked before).
+cudaError_t embedding_quant(float * out, const int32_t * tokens, const void * table, QType qt, int64_t T, int64_t C,
+                            cudaStream_t stream);
+
+// quant_gemv.cu: out (T,N) f32 = x (T,K) f32 · w (N,K)^T, w quantized, for small T (any T works; the backend uses
+// it up to kQuantGemvMaxT rows and dequantize_rows + cuBLASLt above). One warp per row n of w: lane l takes the
+// groups of 8 weights l, l+32, ... (decoded exactly, as dequantize_rows), fp32 fmaf into one sum per row t in
+// weight order, then a butterfly over the 32 lanes. The order depends on K only (not on T, N or the other rows),
+// so results are bit-identical run to run and whatever else shares the call.
+constexpr int64_t kQuantGemvMaxT = 8;
+cudaError_t quant_gemv(float * out, const float * x, const void * w, QType qt, int64_t T, int64_t N, int64_t K,
+                       cudaStream_t stream);
 
 // pooling.cu: out (B,C) from x (T,C) over each sequence's rows (seqs (B) on the device):
 // mean = sum of the rows in row order (fp32) * (1/n_tokens); last = the last row.

@@ -1,6 +1,7 @@
 // Shared helpers of the kernels (device and host inline, header only):
 //  - widening a weight element of WType to fp32 on load (bf16: bits << 16; f16: __half2float, exact), one
 //    element at a time or four at a time (one 16-byte f32 / 8-byte f16|bf16 load);
+//  - narrowing fp32 to bf16 / f16 bits, round to nearest even (= dtype.h's f32_to_bf16 / f32_to_f16);
 //  - the host-side checks the launchers share (WType validity and size, pointer alignment, launch limits).
 #pragma once
 #include <cstdint>
@@ -47,6 +48,36 @@ __device__ __forceinline__ float4 load_weight4(const void * base, int64_t j) {
                                f16_bits_to_float(u.y >> 16));
         }
     }
+}
+
+// ---- narrowing fp32 to the 16-bit weight types (host and device) ---------------------------------------
+
+// fp32 bits -> bf16 bits, round to nearest even, NaN -> quiet NaN (= zt::f32_to_bf16).
+__host__ __device__ __forceinline__ uint32_t f32_bits_to_bf16_bits(uint32_t u) {
+    if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return u >> 16;
+}
+
+// fp32 bits -> IEEE half bits, round to nearest even, overflow -> inf, NaN -> sign | 0x7e00 (= zt::f32_to_f16).
+__host__ __device__ __forceinline__ uint32_t f32_bits_to_f16_bits(uint32_t u) {
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const uint32_t abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return sign | 0x7e00u;             // NaN
+    if (abs >= 0x477ff000u) return sign | 0x7c00u;            // overflow (incl. rounding up) -> inf
+    if (abs < 0x38800000u) {                                  // subnormal or zero in half
+        if (abs < 0x33000000u) return sign;                   // < 2^-25: rounds to 0
+        const uint32_t e = abs >> 23, m = (abs & 0x7fffffu) | 0x800000u;
+        const uint32_t s2 = 126 - e;                          // 14 .. 24: value in units of 2^-24 = m >> s2
+        uint32_t v = m >> s2;
+        const uint32_t rem = m & ((1u << s2) - 1), half = 1u << (s2 - 1);
+        if (rem > half || (rem == half && (v & 1u))) ++v;
+        return sign | v;
+    }
+    uint32_t v = (abs >> 13) - ((127 - 15) << 10);
+    const uint32_t rem = abs & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (v & 1u))) ++v;
+    return sign | v;
 }
 
 // ---- host: launcher checks ----------------------------------------------------------------------------------

@@ -4,16 +4,23 @@
 //    at that position (vLLM's rule for comparing kernels of different precision);
 //  - the ztinfer binary with "device": "cuda": for one world size, offload none / cpu / nvme and overlap on / off
 //    give bit-identical token_ids and logprobs (1 rank, and 2 ranks sharing the GPU through MPI staging).
+//  - GGUF-quantized weights (CudaQuant): matmul for every block type at T = 1..130 (the GEMV of small T, the
+//    dequantize + cuBLASLt GEMM of large T, with tiles of W rows) and the embedding of a quantized table, against
+//    quant_block's dequantize_row and a double dot; bit-identical run to run.
 // With no usable GPU every test skips with one line saying why (CI has none).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -22,6 +29,7 @@
 
 #include "runtime/backend/backend.h"
 #include "runtime/model/checkpoint.h"
+#include "runtime/model/quant_block.h"
 #include "runtime/stream/forward.h"
 #include "runtime/model/model_config.h"
 #include "test_support.h"
@@ -229,6 +237,135 @@ TEST(CudaJob, TiersAndOverlapAreBitIdenticalOnTheGpu) {
             }
     }
     fs::remove_all(dir);
+}
+
+// ---- GGUF-quantized weights -----------------------------------------------------------------------------
+
+// R rows of K weights of type q: random bytes with finite f16 scales (|d| < 0.05).
+std::vector<uint8_t> random_quant_rows(QuantType q, int64_t R, int64_t K, std::mt19937 & g) {
+    const QuantLayout & l = quant_layout(q);
+    const int64_t nb = R * (K / l.block_weights);
+    std::vector<uint8_t> b(size_t(nb * l.block_bytes));
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+    for (auto & c : b) c = uint8_t(byte(g));
+    const std::vector<int> halves = q == QuantType::Q6_K ? std::vector<int>{208}
+                                    : (q == QuantType::Q8_0 || q == QuantType::Q4_0) ? std::vector<int>{0}
+                                                                                     : std::vector<int>{0, 2};
+    for (int64_t i = 0; i < nb; ++i)
+        for (int off : halves) {
+            const uint16_t h = f32_to_f16(scale(g));
+            std::memcpy(&b[size_t(i * l.block_bytes + off)], &h, 2);
+        }
+    return b;
+}
+
+// Device copies of host bytes on be, and back.
+Buffer to_device(Backend & be, const void * p, size_t bytes) {
+    Buffer b = be.alloc(std::max<size_t>(bytes, 1), MemKind::device, "test");
+    be.copy_async(b.data(), p, bytes, be.stream(StreamRole::compute));
+    be.synchronize(nullptr);
+    return b;
+}
+std::vector<float> to_host(Backend & be, const Buffer & b, size_t n) {
+    std::vector<float> v(n);
+    be.copy_async(v.data(), b.data(), n * sizeof(float), be.stream(StreamRole::compute));
+    be.synchronize(nullptr);
+    return v;
+}
+
+// out (T,N) = x · w^T (+ bias) on the GPU with `compute`, twice (must be the same bits), NMSE vs a double dot of
+// the dequantized weights.
+double quant_matmul_nmse(Backend & gpu, QuantType q, int64_t T, int64_t N, int64_t K, bool bias, std::mt19937 & g) {
+    const std::vector<uint8_t> w = random_quant_rows(q, N, K, g);
+    std::vector<float> x(size_t(T * K)), bv(static_cast<size_t>(N));
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (auto & f : x) f = u(g);
+    for (auto & f : bv) f = u(g);
+    const DType dt = dtype_of(q);
+    Buffer dw = to_device(gpu, w.data(), w.size()), dx = to_device(gpu, x.data(), x.size() * 4),
+           db = to_device(gpu, bv.data(), bv.size() * 4);
+    Buffer o1 = gpu.alloc(size_t(T * N) * 4, MemKind::device, "test"), o2 = gpu.alloc(size_t(T * N) * 4, MemKind::device, "test");
+    const Tensor tw(dw.data(), dt, {N, K}), tx(dx.data(), DType::F32, {T, K});
+    const Tensor tb = bias ? Tensor(db.data(), DType::F32, {N}) : Tensor();
+    gpu.matmul(Tensor(o1.data(), DType::F32, {T, N}), tx, tw, tb);
+    gpu.matmul(Tensor(o2.data(), DType::F32, {T, N}), tx, tw, tb);
+    const std::vector<float> a = to_host(gpu, o1, size_t(T * N)), a2 = to_host(gpu, o2, size_t(T * N));
+    EXPECT_EQ(std::memcmp(a.data(), a2.data(), a.size() * 4), 0) << quant_layout(q).name << " T=" << T
+                                                                 << ": not reproducible run to run";
+    std::vector<float> wf(size_t(N * K));
+    const int64_t rb = quant_row_bytes(q, K);
+    for (int64_t n = 0; n < N; ++n) dequantize_row(q, w.data() + n * rb, &wf[size_t(n * K)], K);
+    double num = 0, den = 0;
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+            double ref = bias ? double(bv[size_t(n)]) : 0.0;
+            for (int64_t k = 0; k < K; ++k) ref += double(wf[size_t(n * K + k)]) * double(x[size_t(t * K + k)]);
+            const double d = double(a[size_t(t * N + n)]) - ref;
+            num += std::isfinite(d) ? d * d : INFINITY;
+            den += ref * ref;
+        }
+    return den > 0 ? num / den : num;
+}
+
+const QuantType kQuantTypes[] = {QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1,
+                                 QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K};
+
+TEST(CudaQuant, MatmulMatchesTheDequantizedDot) {
+    REQUIRE_CUDA();
+    std::mt19937 g(14);
+    for (const char * compute : {"auto", "fp32", "fp16"}) {
+        CudaBackendOptions o;
+        o.compute_dtype = compute;
+        auto gpu = make_cuda_backend(o);
+        for (QuantType q : kQuantTypes)
+            for (int64_t T : {1, 3, 8, 9, 17, 130}) {
+                const int64_t K = 2 * quant_layout(q).block_weights, N = 67;
+                const double nmse = quant_matmul_nmse(*gpu, q, T, N, K, T == 3 || T == 17, g);
+                // T <= 8: the fp32 GEMV whatever compute says; above: the GEMM on `compute` operands
+                const bool gemv = T <= 8, exact = gemv || std::string(compute) == "fp32";
+                std::printf("  %s T=%lld compute %s: NMSE %.3g (%s)\n", quant_layout(q).name, (long long)T, compute, nmse,
+                            gemv ? "GEMV" : "GEMM");
+                EXPECT_LE(nmse, exact ? 1e-9 : 5e-4) << quant_layout(q).name << " T=" << T << " compute " << compute;
+            }
+    }
+}
+
+// W larger than one 64 MiB tile of dequantized rows: two tiles, the second of 64 rows.
+TEST(CudaQuant, MatmulOverSeveralTilesOfRows) {
+    REQUIRE_CUDA();
+    std::mt19937 g(15);
+    CudaBackendOptions o;
+    o.compute_dtype = "fp32";
+    auto gpu = make_cuda_backend(o);
+    const int64_t K = 2048, N = (int64_t(64) << 20) / (K * 4) + 64;
+    const double nmse = quant_matmul_nmse(*gpu, QuantType::Q4_K, 9, N, K, true, g);
+    std::printf("  Q4_K T=9 N=%lld K=%lld (2 tiles, fp32): NMSE %.3g\n", (long long)N, (long long)K, nmse);
+    EXPECT_LE(nmse, 1e-9);
+}
+
+TEST(CudaQuant, EmbeddingIsDequantizeRow) {
+    REQUIRE_CUDA();
+    std::mt19937 g(16);
+    auto gpu = make_cuda_backend(CudaBackendOptions{});
+    for (QuantType q : kQuantTypes) {
+        const int64_t V = 11, C = 3 * quant_layout(q).block_weights, T = 17;
+        const std::vector<uint8_t> table = random_quant_rows(q, V, C, g);
+        std::vector<int32_t> tok(static_cast<size_t>(T));
+        for (auto & t : tok) t = int32_t(g() % uint32_t(V));
+        Buffer dt = to_device(*gpu, table.data(), table.size()), dtok = to_device(*gpu, tok.data(), tok.size() * 4);
+        Buffer out = gpu->alloc(size_t(T * C) * 4, MemKind::device, "test");
+        gpu->embedding(Tensor(out.data(), DType::F32, {T, C}), Tensor(dtok.data(), DType::I32, {T}),
+                       Tensor(dt.data(), dtype_of(q), {V, C}));
+        const std::vector<float> got = to_host(*gpu, out, size_t(T * C));
+        std::vector<float> want(static_cast<size_t>(C));
+        const int64_t rb = quant_row_bytes(q, C);
+        for (int64_t t = 0; t < T; ++t) {
+            dequantize_row(q, table.data() + tok[size_t(t)] * rb, want.data(), C);
+            EXPECT_EQ(std::memcmp(&got[size_t(t * C)], want.data(), size_t(C) * 4), 0)
+                << quant_layout(q).name << " row " << t << " differs from dequantize_row";
+        }
+    }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The CUDA backend: the ops of backend.h on one GPU, with the CPU backend (backend_cpu.cpp) as the spec (the same
 // argument checks and messages, the same results up to summation order); kernels/kernels.h does the math. This file:
 // the device, streams, events, host tasks and memory, and the entry points (make_cuda_backend, backend_cuda.h);
-// the ops and the cuBLASLt GEMM are in backend_cuda_ops.cpp, the class and shared state in backend_cuda_impl.h.
+// the ops and the cuBLASLt GEMM are in backend_cuda_ops.cpp, those on quantized weights in backend_cuda_quant.cpp,
+// the class and shared state in backend_cuda_impl.h.
 //
 // Device. options.device; every entry point first makes it current on the calling thread (the copy and comm
 // streams are driven from other threads, e.g. the MPI communicator's), and refuses to run inside a host task.

@@ -1,7 +1,8 @@
-// Private to the CUDA backend, shared by its two files: backend_cuda.cpp (device, streams, events, host tasks,
-// memory, the entry points of backend.h / backend_cuda.h) and backend_cuda_ops.cpp (the ops, the cuBLASLt GEMM).
-// Holds the CudaBackend class, the state its Buffers, Events and host tasks share (Core), the per-stream op state
-// and the CUDA / cuBLASLt error macros. Other code uses backend_cuda.h.
+// Private to the CUDA backend, shared by its three files: backend_cuda.cpp (device, streams, events, host tasks,
+// memory, the entry points of backend.h / backend_cuda.h), backend_cuda_ops.cpp (the ops, the cuBLASLt GEMM) and
+// backend_cuda_quant.cpp (matmul and embedding on GGUF-quantized weights). Holds the CudaBackend class, the state
+// its Buffers, Events and host tasks share (Core), the per-stream op state and the CUDA / cuBLASLt error macros.
+// Other code uses backend_cuda.h.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -18,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/memory_account.h"
 #include "runtime/base/error.h"
@@ -102,15 +104,22 @@ public:
 // ---- cuBLASLt plans (backend_cuda_ops.cpp) -------------------------------------------------------------------
 struct GemmKey {
     int64_t m, n, k;
+    int64_t ldd;                       // leading dim of D (m, or N for a tile of W's rows)
     int type;                          // cudaDataType_t of A and B
     uint32_t align_a, align_b, align_d;
     bool operator<(const GemmKey & o) const {
-        return std::tie(m, n, k, type, align_a, align_b, align_d) <
-               std::tie(o.m, o.n, o.k, o.type, o.align_a, o.align_b, o.align_d);
+        return std::tie(m, n, k, ldd, type, align_a, align_b, align_d) <
+               std::tie(o.m, o.n, o.k, o.ldd, o.type, o.align_a, o.align_b, o.align_d);
     }
 };
 
 struct GemmPlan;   // the cuBLASLt descriptors and algorithm of one GemmKey
+
+// The kernels' weight type and cuBLASLt's data type of F32 / F16 / BF16 (another dtype: an error naming it), and
+// the largest power of two (<= 256) dividing an address: the alignment cuBLASLt may assume (backend_cuda_ops.cpp).
+kernels::WType wtype_of(DType t);
+cudaDataType_t cuda_type_of(DType t);
+uint32_t alignment_of(const void * p);
 
 // ---- per-stream op state (backend_cuda_ops.cpp) ----------------------------------------------------------------
 // The AttentionSeq list last uploaded for attention / pool (cached: every layer of a step uses the same one).
@@ -203,6 +212,12 @@ private:
     const SeqUpload & upload_seqs(OpState & st, const std::vector<AttentionSeq> & seqs, int64_t T, cudaStream_t cs);
     const KvUpload & upload_kv_rows(OpState & st, const std::vector<AttentionSeq> & seqs, int64_t M, cudaStream_t cs);
     std::shared_ptr<const GemmPlan> gemm_plan(const GemmKey & key);
+    void gemm(OpState & st, const void * A, const void * B, float * D, int64_t m, int64_t n, int64_t k, int64_t ldd,
+              DType cdt, cudaStream_t cs);
+
+    // backend_cuda_quant.cpp: matmul / embedding with GGUF-quantized weights (after enter: si is the stream index)
+    void matmul_quant(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, int si);
+    void embedding_quant(Tensor out, const Tensor & tokens, const Tensor & table, int si);
 
     std::shared_ptr<Core> core_;
     std::array<std::unique_ptr<CudaStream>, kStreams> streams_;

@@ -17,6 +17,8 @@
 // of the problem, the fixed 32 MiB workspace and the GPU; cuBLASLt's split-K schemes reduce in a fixed order:
 // in place with counters that "guarantee the sequentiality", or in a separate pass). Different T may use different
 // algorithms, so unlike the CPU backend a row's bits can depend on how many rows share the call.
+// A quantized w (Q8_0 .. Q6_K) and a quantized embedding table: backend_cuda_quant.cpp (its top comment says
+// which path each T takes and which operand dtype compute_dtype gives it).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -47,6 +49,13 @@ static_assert(sizeof(AttentionSeq) == 4 * sizeof(int32_t) && std::is_trivially_c
 
 // ---- argument checks: runtime/backend/op_checks.h (shared with the CPU backend) --------------------------------
 
+bool same_seqs(const std::vector<AttentionSeq> & a, const std::vector<AttentionSeq> & b) {
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(AttentionSeq)) == 0);
+}
+
+}  // namespace
+
+// ---- shared with backend_cuda_quant.cpp (backend_cuda_impl.h) ----------------------------------------------------
 kernels::WType wtype_of(DType t) {
     switch (t) {
         case DType::F32: return kernels::WType::f32;
@@ -73,12 +82,6 @@ uint32_t alignment_of(const void * p) {
     return uint32_t(std::min<uintptr_t>(a & (~a + 1), 256));
 }
 
-bool same_seqs(const std::vector<AttentionSeq> & a, const std::vector<AttentionSeq> & b) {
-    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(AttentionSeq)) == 0);
-}
-
-}  // namespace
-
 // ---- cuBLASLt plans ------------------------------------------------------------------------------------------
 struct GemmPlan {
     cublasLtMatmulDesc_t desc = nullptr;
@@ -104,6 +107,7 @@ struct PreferenceDeleter {
 // ---- ops -------------------------------------------------------------------------------------------------------
 void CudaBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream * s) {
     const int i = enter(s, "embedding");
+    if (dtype_is_quantized(table.dtype)) return embedding_quant(out, tokens, table, i);   // backend_cuda_quant.cpp
     check_f32(out, "embedding", "out");
     check_weight(table, "embedding", "table");
     ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
@@ -128,6 +132,7 @@ void CudaBackend::rmsnorm(Tensor out, const Tensor & x, const Tensor & w, float 
 
 void CudaBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const Tensor & bias, Stream * s) {
     const int si = enter(s, "matmul");
+    if (dtype_is_quantized(w.dtype)) return matmul_quant(out, x, w, bias, si);   // backend_cuda_quant.cpp
     const MatmulDims dims = check_matmul(out, x, w, bias);
     const int64_t T = dims.T, N = dims.N, K = dims.K;
     if (T == 0 || N == 0) return;
@@ -145,7 +150,6 @@ void CudaBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const T
 
     OpState & st = ops_[size_t(si)];
     std::lock_guard<std::mutex> lock(st.mu);
-    if (!st.workspace) st.workspace = alloc(kWorkspaceBytes, MemKind::device, "cuBLASLt workspace");
     const void * A = w.data;
     const void * B = x.data;
     if (x_bytes + w_bytes + wf_bytes > 0) {
@@ -175,15 +179,23 @@ void CudaBackend::matmul(Tensor out, const Tensor & x, const Tensor & w, const T
         }
     }
 
-    const GemmKey key{N, T, K, int(cuda_type_of(cdt)), alignment_of(A), alignment_of(B), alignment_of(out.data)};
-    const std::shared_ptr<const GemmPlan> plan = gemm_plan(key);
-    const float alpha = 1.0f, beta = 0.0f;
-    ZT_BE_CUBLAS(cublasLtMatmul(lt_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, out.data, plan->d, out.data,
-                                plan->d, &plan->algo, st.workspace.data(), kWorkspaceBytes, cs),
-                 "matmul: cublasLtMatmul (T={}, N={}, K={}, {})", T, N, K, dtype_name(cdt));
+    gemm(st, A, B, out.ptr<float>(), N, T, K, N, cdt, cs);
     if (bias.data)
         ZT_BE_CUDA(kernels::add_bias(out.ptr<float>(), bias.data, wtype_of(bias.dtype), T, N, cs),
                    "matmul: bias kernel (T={}, N={})", T, N);
+}
+
+// D (m x n column-major, leading dim ldd >= m; f32) = A^T · B: A (k x m, lda = k) and B (k x n, ldb = k) of cdt, on
+// cs with st's workspace (made on first use). The caller holds st.mu. matmul: m = N, n = T, k = K, ldd = N.
+void CudaBackend::gemm(OpState & st, const void * A, const void * B, float * D, int64_t m, int64_t n, int64_t k,
+                       int64_t ldd, DType cdt, cudaStream_t cs) {
+    if (!st.workspace) st.workspace = alloc(kWorkspaceBytes, MemKind::device, "cuBLASLt workspace");
+    const GemmKey key{m, n, k, ldd, int(cuda_type_of(cdt)), alignment_of(A), alignment_of(B), alignment_of(D)};
+    const std::shared_ptr<const GemmPlan> plan = gemm_plan(key);
+    const float alpha = 1.0f, beta = 0.0f;
+    ZT_BE_CUBLAS(cublasLtMatmul(lt_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d, D, plan->d,
+                                &plan->algo, st.workspace.data(), kWorkspaceBytes, cs),
+                 "matmul: cublasLtMatmul (T={}, N={}, K={}, {})", n, m, k, dtype_name(cdt));
 }
 
 void CudaBackend::rope(Tensor x, const Tensor & positions, const Tensor & inv_freq, float scaling, Stream * s) {
@@ -419,8 +431,8 @@ std::shared_ptr<const GemmPlan> CudaBackend::gemm_plan(const GemmKey & key) {
     const cudaDataType_t t = cudaDataType_t(key.type);
     const uint64_t m = uint64_t(key.m), n = uint64_t(key.n), k = uint64_t(key.k);
     const auto what = [&] {
-        return fmt::format("matmul plan (m=N={}, n=T={}, k=K={}, {} operands, fp32 accumulate)", key.m, key.n,
-                           key.k, t == CUDA_R_32F ? "F32" : t == CUDA_R_16BF ? "BF16" : "F16");
+        return fmt::format("matmul plan (m=N={}, n=T={}, k=K={}, ldd={}, {} operands, fp32 accumulate)", key.m,
+                           key.n, key.k, key.ldd, t == CUDA_R_32F ? "F32" : t == CUDA_R_16BF ? "BF16" : "F16");
     };
     ZT_BE_CUBLAS(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "{}", what());
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -429,7 +441,7 @@ std::shared_ptr<const GemmPlan> CudaBackend::gemm_plan(const GemmKey & key) {
     // column-major views of the row-major tensors: w (N,K) = K x N, x (T,K) = K x T, out (T,N) = N x T
     ZT_BE_CUBLAS(cublasLtMatrixLayoutCreate(&p->a, t, k, m, int64_t(k)), "{}", what());
     ZT_BE_CUBLAS(cublasLtMatrixLayoutCreate(&p->b, t, k, n, int64_t(k)), "{}", what());
-    ZT_BE_CUBLAS(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, int64_t(m)), "{}", what());
+    ZT_BE_CUBLAS(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, key.ldd), "{}", what());
 
     cublasLtMatmulPreference_t raw_pref = nullptr;
     ZT_BE_CUBLAS(cublasLtMatmulPreferenceCreate(&raw_pref), "{}", what());

@@ -18,8 +18,8 @@
 #include "runtime/model/quant_block.h"
 
 namespace zt {
-// At T = 1, Q4_0 / Q4_1 / Q4_K on AVX-512 skip the scratch: cpu_matmul_quant_x86.cpp's decode kernels dequantize
-// in registers (a vpermps lookup per 16 weights) and sum each element as the F32 kernel does (the same bits).
+// At T = 1, Q8_0 / Q4_0 / Q4_1 / Q4_K on AVX-512 skip the scratch: cpu_matmul_quant_x86.cpp's decode kernels
+// dequantize in registers and sum each element as the F32 kernel does (the same bits).
 
 namespace {
 constexpr int64_t kKBlock = 512;   // weights of K per dequantized block: a multiple of every block size (32, 256)

@@ -72,8 +72,8 @@ struct QuantDecodeTable {
     int nr = 0;
     QuantDecodeFn fn[8] = {};
 };
-// The AVX-512 decode kernels for W of block type wt, or nullptr (the CPU lacks AVX-512, or wt has none: Q4_0, Q4_1
-// and Q4_K have them).
+// The AVX-512 decode kernels for W of block type wt, or nullptr (the CPU lacks AVX-512, or wt has none: Q8_0, Q4_0,
+// Q4_1 and Q4_K have them).
 const QuantDecodeTable * cpu_matmul_quant_decode_avx512(DType wt);
 
 // cpu_matmul_quant.cpp: out (T,N) = x (T,K) . w (N,K)^T (+ bias) for w of a GGUF block type, on the F32 table tt

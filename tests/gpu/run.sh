@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (device tool), in one call: unpack the carried Debian packages, build with CUDA + NCCL,
 # then run every GPU check of issue 4 and write the logs and figures to $OUT (or ./gpu-out):
-#   1. test_backend_ops -b cuda          every op vs the CPU backend (NMSE, NaN, sentinels)
-#   2. zt_tests --gtest_filter='Cuda*'   HF fixtures end to end (fp32 tokens equal, bf16 top-5 rule, tiers/overlap)
+#   1. test_backend_ops -b cuda          every op vs the CPU backend (NMSE, NaN, sentinels), then MATMUL and
+#                                        EMBEDDING again with -c fp32 and -c fp16; the cases on GGUF-quantized
+#                                        weights (Q8_0 .. Q6_K) are counted (a zero count is reported as missing)
+#   2. zt_tests --gtest_filter='Cuda*'   HF fixtures end to end (fp32 tokens equal, bf16 top-5 rule, tiers/overlap),
+#                                        CudaQuant.* (quantized matmul / embedding vs dequantize_row)
 #   3. ztinfer bench                     H2D, NVMe, all-gather, layer compute, prefill GEMM vs plain cuBLASLt, 7B decode
 #   4. examples/bench_hf_offload.py      ztinfer vs HF transformers + accelerate (CPU offload), same model
 #   5. ztinfer bench --only embed-memory Qwen2-7B-shaped embedding, 8k..32k tokens under a 24 GiB cap
@@ -33,7 +36,16 @@ for st in $stages; do
   case $st in
     ops)
       log "test_backend_ops -b cuda"
-      build-gpu/test_backend_ops -b cuda 2>&1 | tee "$out/backend_ops.txt" | tail -40 ;;
+      build-gpu/test_backend_ops -b cuda 2>&1 | tee "$out/backend_ops.txt" | tail -40
+      for c in fp32 fp16; do
+        log "test_backend_ops -b cuda -o MATMUL,EMBEDDING -c $c"
+        build-gpu/test_backend_ops -b cuda -o MATMUL,EMBEDDING -c $c 2>&1 | tee "$out/backend_ops_$c.txt" | tail -12
+      done
+      quant_re='(Q8_0|Q4_0|Q4_1|Q4_K|Q5_K|Q6_K)'
+      nq=$(grep -cE "^\s*[A-Z_]+\(.*$quant_re.*(OK|FAIL)\s*$" "$out/backend_ops.txt")
+      nqf=$(grep -cE "^\s*[A-Z_]+\(.*$quant_re.*FAIL\s*$" "$out/backend_ops.txt")
+      log "quantized-weight op cases: $nq ran, $nqf failed"
+      [ "$nq" -gt 0 ] || log "MISSING: no quantized-weight case in test_backend_ops (tests/backend_ops lacks them?)" ;;
     e2e)
       log "CUDA end-to-end tests"
       build-gpu/zt_tests --gtest_filter='Cuda*' 2>&1 | tee "$out/e2e.txt" | tail -60 ;;
