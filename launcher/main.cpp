@@ -1,5 +1,6 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
-// `synth` writes a random-weight HF model directory; `tokenize` maps JSONL text <-> ids; `info` prints JSON
+// `synth` writes a random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
+// `tokenize` maps JSONL text <-> ids; `info` prints JSON
 // with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
 // all-gather, layer and streamed-decode rates (runtime/bench/benchmark.h).
 #include <csignal>
@@ -23,6 +24,7 @@
 #include "runtime/base/json_input.h"
 #include "runtime/base/log.h"
 #include "runtime/job/request.h"
+#include "runtime/model/quantize_model.h"
 #include "runtime/model/synthetic_model.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/model/unicode_text.h"
@@ -96,6 +98,15 @@ int command_tokenize(const std::string & tokenizer_dir, const std::string & json
     return errors ? 1 : 0;
 }
 
+int command_quantize(const zt::QuantizeOptions & o) {
+    const zt::QuantizeReport r = zt::quantize_model(o);
+    std::string types;
+    for (const auto & [type, n] : r.tensors_by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, type);
+    spdlog::info("wrote {}: {} tensors ({}), {:.1f} MiB from {:.1f} MiB in {:.1f}s", o.out, r.tensors, types,
+                 double(r.bytes_out) / (1 << 20), double(r.bytes_in) / (1 << 20), r.seconds);
+    return 0;
+}
+
 int command_info() {
     json info;
     info["name"] = "ztinfer";
@@ -150,6 +161,14 @@ int main(int argc, char ** argv) {
         ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
     synth->add_option("--seed", so.seed, "random seed")->capture_default_str();
     synth->add_option("--out", so.out_dir, "output folder")->required();
+
+    zt::QuantizeOptions qo;
+    auto * quantize = app.add_subcommand("quantize", "write a GGUF file (llama.cpp's format) of quantized weights from "
+                                         "an HF model folder");
+    quantize->add_option("--model", qo.model_dir, "HF model folder (config.json, safetensors, tokenizer.json)")->required();
+    quantize->add_option("--type", qo.type, "q8_0|q4_0|q4_1|q4_k|q5_k|q6_k")->required();
+    quantize->add_option("--out", qo.out, "the .gguf to write (through FILE.tmp, renamed when complete)")->required();
+    quantize->add_option("--threads", qo.threads, "threads (0 = all cores)")->capture_default_str();
 
     std::string tok_dir, jsonl = "-";
     bool decode = false, special = false;
@@ -207,6 +226,7 @@ int main(int argc, char ** argv) {
     try {
         if (*run) return command_run(world, config, input, output, trace);
         if (*synth) { zt::synthesize_model(so); spdlog::info("wrote {}", so.out_dir); return 0; }
+        if (*quantize) return command_quantize(qo);
         if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
         if (*info) return command_info();
         if (*bench) return zt::run_benchmark(bench_opt, world);

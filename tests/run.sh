@@ -11,8 +11,8 @@ fuzz_seconds=${ZT_FUZZ_SECONDS:-60}
 if [ "$fuzz_seconds" -gt 0 ]; then
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZT_FUZZ=ON \
     -DZT_WITH_CUDA=OFF -DZT_WITH_MPI=OFF -DZT_BUILD_TESTS=OFF >/dev/null
-  ninja -C build-fuzz fuzz_safetensors fuzz_tokenizer fuzz_gguf | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
-  for f in fuzz_safetensors fuzz_tokenizer fuzz_gguf; do
+  ninja -C build-fuzz fuzz_safetensors fuzz_tokenizer fuzz_gguf fuzz_gguf_tokenizer | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
+  for f in fuzz_safetensors fuzz_tokenizer fuzz_gguf fuzz_gguf_tokenizer; do
     corpus=$(mktemp -d)
     seeds=tests/fuzz/corpus_${f#fuzz_}
     echo "== $f for ${fuzz_seconds}s"

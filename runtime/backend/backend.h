@@ -219,7 +219,8 @@ struct CudaBackendOptions {
     int device = 0;                     // CUDA device index (see device_for_local_rank in comm/world.h)
     size_t max_memory_bytes = 0;        // ztinfer.max_gpu_memory: device allocations past this fail (0 = the card)
     double max_memory_fraction = 0;     // or this share of the card's memory, in (0, 1] (0 = not set)
-    std::string compute_dtype = "auto"; // matmul inputs: "auto" (the weights' dtype), "fp32", "bf16", "fp16"
+    std::string compute_dtype = "auto"; // matmul inputs: "auto" (the weights' dtype; quantized w: BF16), "fp32", "bf16",
+                                        // "fp16"; a quantized w at T <= 8 always runs the fused fp32 GEMV
 };
 
 // True when this build has the CUDA backend. cuda_unavailable_reason() is empty when a CUDA device is usable,

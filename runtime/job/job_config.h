@@ -45,7 +45,7 @@ struct GpuConfig {
     size_t max_memory_bytes = 0;           // "24GiB", "24GB", or bytes; 0 = no cap beyond the card
     double max_memory_fraction = 0;        // a number in (0, 1]: that share of the card (like torch's
                                            // set_per_process_memory_fraction)
-    std::string compute_dtype = "auto";    // matmul inputs: "auto" (the weights' dtype), "fp32", "bf16", "fp16"
+    std::string compute_dtype = "auto";    // matmul inputs: "auto" (the weights' dtype; BF16 for quantized weights), "fp32", "bf16", "fp16"
     std::string communicator = "auto";     // ranks > 1 on GPUs: "auto" (NCCL when each rank has its own GPU,
                                            // else MPI staging through host memory), "nccl", "mpi"
 };
