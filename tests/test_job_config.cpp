@@ -257,3 +257,26 @@ TEST(JobConfig, CountsThatBecomeIntAreBounded) {
     json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"resident_layers", 4294967297LL}}}};
     EXPECT_NE(error_of(j).find("ztinfer.resident_layers"), std::string::npos) << error_of(j);
 }
+
+// "ztinfer.tokenizer": a tokenizer folder (resolved like the other paths) that must exist and hold tokenizer.json.
+TEST(JobConfig, TokenizerFolderIsResolvedAndChecked) {
+    const std::string data = std::string(ZT_TEST_DATA) + "/gguf_models";
+    json j = {{"ztinfer", {{"model", "llama-f32.gguf"}, {"tokenizer", "tokenizer"}, {"input", "i"}, {"output", "o"}}}};
+    const JobConfig c = JobConfig::from_json(j, data + "/ds.json");
+    EXPECT_EQ(c.model, data + "/llama-f32.gguf");
+    EXPECT_EQ(c.tokenizer, data + "/tokenizer");
+    EXPECT_TRUE(c.warnings.empty());
+    EXPECT_TRUE(JobConfig::from_json(json{{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}}, "/x/ds.json")
+                    .tokenizer.empty());
+    for (const auto & [tok, needle] : std::vector<std::pair<std::string, std::string>>{
+             {"no-such-folder", "is not a folder"}, {"llama-f32.gguf", "is not a folder"}, {".", "has no tokenizer.json"}}) {
+        j["ztinfer"]["tokenizer"] = tok;
+        try {
+            JobConfig::from_json(j, data + "/ds.json");
+            ADD_FAILURE() << "accepted tokenizer " << tok;
+        } catch (const Error & e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find("ztinfer.tokenizer"), std::string::npos) << e.what();
+        }
+    }
+}

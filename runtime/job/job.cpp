@@ -22,6 +22,8 @@
 #include "runtime/backend/backend_cuda.h"
 #include "runtime/model/checkpoint.h"
 #include "runtime/model/generation_config.h"
+#include "runtime/model/gguf_checkpoint.h"
+#include "runtime/model/gguf_file.h"
 #include "runtime/job/embedding_output.h"
 #include "runtime/base/error.h"
 #include "runtime/job/job_run.h"
@@ -205,6 +207,27 @@ int length_bucket(size_t n) {
     return b;
 }
 
+// The tokenizer: the "ztinfer.tokenizer" folder when given, else the GGUF file's tokenizer.ggml.* or the model
+// folder's tokenizer.json; none when a folder has none (requests then give token ids).
+std::optional<Tokenizer> load_tokenizer(const JobConfig & cfg, const GgufFile * gguf) {
+    if (!cfg.tokenizer.empty()) {
+        spdlog::info("tokenizer: {} (\"ztinfer.tokenizer\", in place of the model's)", cfg.tokenizer);
+        return Tokenizer::load(cfg.tokenizer);
+    }
+    if (gguf) {
+        try {
+            return Tokenizer::from_gguf(*gguf, cfg.model);
+        } catch (const Error & e) {
+            ZT_FAIL("{} (set \"ztinfer.tokenizer\" to the model's Hugging Face tokenizer folder to use that instead)",
+                    e.message());
+        }
+    }
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) return Tokenizer::load(cfg.model);
+    spdlog::warn("{} has no tokenizer.json: requests must give token ids{} (or set \"ztinfer.tokenizer\" to a "
+                 "tokenizer folder)", cfg.model, cfg.task == "embed" ? "" : ", and results have no text");
+    return std::nullopt;
+}
+
 // The model as this rank streams it: config, tokenizer, this rank's weight slices and the schedule and forward
 // pass over them (members depend on the ones above them).
 struct StreamedModel {
@@ -225,11 +248,11 @@ std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int ra
     const StreamingConfig & st = cfg.streaming;
     const bool embed = cfg.task == "embed";
     auto m = std::make_unique<StreamedModel>();
-    m->mc = ModelConfig::load(cfg.model);
+    std::optional<GgufFile> gguf;   // a .gguf model: its header, read once for the config and the tokenizer
+    if (is_gguf_model_path(cfg.model)) gguf.emplace(read_gguf_header(cfg.model));
+    m->mc = gguf ? ModelConfig::from_gguf(*gguf, cfg.model) : ModelConfig::load(cfg.model);
     const ModelConfig & mc = m->mc;
-    if (std::ifstream(cfg.model + "/tokenizer.json").good()) m->tok.emplace(Tokenizer::load(cfg.model));
-    else spdlog::warn("{} has no tokenizer.json: requests must give token ids{}", cfg.model,
-                      embed ? "" : ", and results have no text");
+    m->tok = load_tokenizer(cfg, gguf ? &*gguf : nullptr);
     const auto & tok = m->tok;
     const MemoryUsage mem_before = memory_usage();
     auto ckpt = std::make_unique<Checkpoint>(cfg.model);
@@ -237,8 +260,8 @@ std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int ra
     ZT_CHECK(embed || weights.lm_head.data != nullptr, "{} has no lm_head (a base-model save): it can compute "
              "embeddings (\"ztinfer.task\": \"embed\") but not generate text", cfg.model);
     ZT_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
-             "{}: tokenizer has {} tokens but config.json vocab_size is {}: the tokenizer belongs to another model",
-             cfg.model, tok ? tok->vocab_size() : 0, mc.vocab_size);
+             "{}: tokenizer{} has {} tokens but the model's vocab_size is {}: the tokenizer belongs to another model",
+             cfg.model, cfg.tokenizer.empty() ? "" : " " + cfg.tokenizer, tok ? tok->vocab_size() : 0, mc.vocab_size);
     PartitionOptions po;
     po.world = n_ranks;
     po.persistence_threshold = st.persistence_threshold;

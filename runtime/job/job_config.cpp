@@ -44,7 +44,7 @@ const std::set<std::string> kHonouredOffload = {"device", "nvme_path", "buffer_c
 const std::set<std::string> kHonouredAio = {"block_size", "queue_depth"};
 
 const std::set<std::string> kZtKeys = {
-    "model", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
+    "model", "tokenizer", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
     "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
     "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding"};
@@ -162,6 +162,7 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
         if (!kZtKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.{}\" (ignored)", k));
 
     c.model = resolve(base, get_as<std::string>(z, "model", "", path));
+    c.tokenizer = resolve(base, get_as<std::string>(z, "tokenizer", "", path));
     c.task = get_as<std::string>(z, "task", c.task, path);
     c.input = resolve(base, get_as<std::string>(z, "input", "", path));
     c.output = resolve(base, get_as<std::string>(z, "output", "", path));
@@ -246,7 +247,15 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
              "ztinfer.test_race_delay_us must be >= 0", path);
 
     ZT_CHECK(!c.model.empty(), "{}: \"ztinfer.model\" is missing: set it to a Hugging Face model directory "
-             "(config.json, *.safetensors, tokenizer.json)", path);
+             "(config.json, *.safetensors, tokenizer.json) or a .gguf file", path);
+    if (z.contains("tokenizer") && !z["tokenizer"].is_null()) {
+        std::error_code ec;
+        ZT_CHECK(!c.tokenizer.empty() && fs::is_directory(c.tokenizer, ec), "{}: \"ztinfer.tokenizer\" = \"{}\" is "
+                 "not a folder: set it to a Hugging Face tokenizer folder (with tokenizer.json), or remove it to use "
+                 "the model's own tokenizer", path, c.tokenizer);
+        ZT_CHECK(fs::is_regular_file(c.tokenizer + "/tokenizer.json", ec), "{}: \"ztinfer.tokenizer\" folder {} has "
+                 "no tokenizer.json: give a Hugging Face tokenizer folder", path, c.tokenizer);
+    }
     ZT_CHECK(c.task == "generate" || c.task == "embed", "{}: \"ztinfer.task\" is \"{}\": supported tasks are "
              "\"generate\" and \"embed\"", path, c.task);
     ZT_CHECK(!c.input.empty(), "{}: \"ztinfer.input\" is missing: set it to a JSONL file of requests", path);

@@ -1,7 +1,8 @@
 // JobConfig: DeepSpeed's ds.json plus a "ztinfer" object that says what job to run. Relative paths resolve
 // against the config file's folder; unknown keys are a warning that names them.
 //
-//   { "zero_optimization": {...}, "ztinfer": { "model": "demo-model", "task": "generate",
+//   { "zero_optimization": {...}, "ztinfer": { "model": "demo-model" (or "m.gguf"), "tokenizer": "dir" (optional),
+//     "task": "generate",
 //     "input": "prompts.jsonl", "output": "out.jsonl", "device": "cpu", "batch_size": 8,
 //     "max_new_tokens": 64, "temperature": 0, "top_k": 0, "top_p": 1.0, "seed": 0 } }
 #pragma once
@@ -71,7 +72,8 @@ size_t parse_byte_size(const std::string & text, const std::string & what);
 
 struct JobConfig {
     std::string config_path;    // the ds.json this came from (absolute)
-    std::string model;          // HF model directory (absolute)
+    std::string model;          // HF model directory or GGUF file (absolute)
+    std::string tokenizer;      // a tokenizer folder (tokenizer.json) that replaces the model's; empty: the model's
     std::string task = "generate";   // "generate" | "embed"
     std::string input;          // JSONL (absolute)
     std::string output;         // JSONL (absolute)

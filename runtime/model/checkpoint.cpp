@@ -1,5 +1,6 @@
 // Checkpoint: opens a Hugging Face model directory's safetensors (one file, or shards listed by
-// model.safetensors.index.json) and binds the tensors a ModelConfig needs, checking presence, shape and dtype.
+// model.safetensors.index.json) or a GGUF file, and binds the tensors a ModelConfig needs, checking presence,
+// shape and dtype.
 #include "runtime/model/checkpoint.h"
 
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/base/json_input.h"
+#include "runtime/model/gguf_names.h"
 
 namespace zt {
 
@@ -55,6 +57,10 @@ std::string shape_str(const std::vector<int64_t> & s) {
 }  // namespace
 
 Checkpoint::Checkpoint(const std::string & model_dir) : dir_(model_dir) {
+    if (is_gguf_model_path(model_dir)) {
+        gguf_ = std::make_unique<GgufCheckpoint>(model_dir);
+        return;
+    }
     const std::string single = model_dir + "/model.safetensors";
     const std::string index_path = model_dir + "/model.safetensors.index.json";
     std::map<std::string, std::string> weight_map;   // tensor -> shard file name (sharded checkpoints only)
@@ -109,12 +115,14 @@ Checkpoint::Checkpoint(const std::string & model_dir) : dir_(model_dir) {
 }
 
 bool Checkpoint::has(const std::string & name) const {
+    if (gguf_) return gguf_->has(name);
     auto it = std::lower_bound(index_.begin(), index_.end(), name,
                                [](const auto & a, const std::string & n) { return a.first < n; });
     return it != index_.end() && it->first == name;
 }
 
 Tensor Checkpoint::tensor(const std::string & name) const {
+    if (gguf_) return gguf_->tensor(name);
     auto it = std::lower_bound(index_.begin(), index_.end(), name,
                                [](const auto & a, const std::string & n) { return a.first < n; });
     ZT_CHECK(it != index_.end() && it->first == name, "{}: tensor '{}' is not in the checkpoint", dir_, name);
@@ -123,7 +131,9 @@ Tensor Checkpoint::tensor(const std::string & name) const {
 
 std::string Checkpoint::identity() const {
     std::string desc;
-    {
+    if (gguf_) {
+        desc = gguf_->identity_text();
+    } else {
         std::ifstream cfg(dir_ + "/config.json", std::ios::binary);
         std::stringstream ss;
         ss << cfg.rdbuf();
@@ -146,6 +156,7 @@ std::string Checkpoint::identity() const {
 }
 
 std::vector<std::string> Checkpoint::names() const {
+    if (gguf_) return gguf_->names();
     std::vector<std::string> out;
     out.reserve(index_.size());
     for (const auto & p : index_) out.push_back(p.first);
@@ -157,29 +168,47 @@ ModelWeights bind_weights(const Checkpoint & ckpt, const ModelConfig & cfg) {
     std::string prefix = "model.";
     if (!ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight")) prefix = "";
 
+    // A matrix (or the embedding / lm_head) may be quantized; a norm or bias is a float vector. Safetensors saves
+    // hold one dtype; a GGUF file mixes them by design.
+    enum class Kind { matrix, vector };
+    const bool one_dtype = ckpt.gguf() == nullptr;
+    const char * source = one_dtype ? "config.json" : "the GGUF metadata";
     bool have_dtype = false;
     DType dtype = DType::F32;
     std::string first_name;
-    auto get = [&](const std::string & name, std::vector<int64_t> shape) -> Tensor {
-        ZT_CHECK(ckpt.has(name), "{}: tensor '{}' is missing; the checkpoint does not match config.json (model_type "
-                 "{}, {} layers)", ckpt.dir(), name, cfg.model_type, cfg.num_hidden_layers);
-        Tensor t = ckpt.tensor(name);
-        ZT_CHECK(t.shape == shape, "{}: tensor '{}' has shape {} but config.json (model_type {}) expects {}; the "
-                 "checkpoint does not match config.json", ckpt.dir(), name, shape_str(t.shape), cfg.model_type,
-                 shape_str(shape));
-        ZT_CHECK(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16, "{}: tensor '{}' has "
-                 "dtype {}; weights must be F32, F16 or BF16", ckpt.dir(), name, dtype_name(t.dtype));
+    auto get = [&](const std::string & name_hf, std::vector<int64_t> shape, Kind kind = Kind::matrix) -> Tensor {
+        // in messages, a GGUF tensor goes by both names: 'model.norm.weight' (GGUF output_norm.weight)
+        const std::string name = one_dtype ? fmt::format("'{}'", name_hf)
+                                           : fmt::format("'{}' (GGUF {})", name_hf,
+                                                         gguf_name_from_hf(name_hf).value_or("?"));
+        ZT_CHECK(ckpt.has(name_hf), "{}: tensor {} is missing; the checkpoint does not match {} (model_type {}, {} "
+                 "layers)", ckpt.dir(), name, source, cfg.model_type, cfg.num_hidden_layers);
+        Tensor t = ckpt.tensor(name_hf);
+        ZT_CHECK(t.shape == shape, "{}: tensor {} has shape {} but {} (model_type {}) expects {}; the checkpoint "
+                 "does not match {}", ckpt.dir(), name, shape_str(t.shape), source, cfg.model_type,
+                 shape_str(shape), source);
+        const bool is_float = t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16;
+        if (kind == Kind::vector) {
+            ZT_CHECK(is_float, "{}: tensor {} has dtype {}; norms and biases must be F32, F16 or BF16", ckpt.dir(),
+                     name, dtype_name(t.dtype));
+        } else {
+            ZT_CHECK(is_float || dtype_is_quantized(t.dtype), "{}: tensor {} has dtype {}; weights must be F32, "
+                     "F16, BF16 or one of GGUF's Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K", ckpt.dir(), name,
+                     dtype_name(t.dtype));
+        }
         if (!have_dtype) {
             have_dtype = true;
             dtype = t.dtype;
-            first_name = name;
+            first_name = name_hf;
         }
-        ZT_CHECK(t.dtype == dtype, "{}: tensor '{}' has dtype {} but '{}' has {}; all weights must share one dtype",
-                 ckpt.dir(), name, dtype_name(t.dtype), first_name, dtype_name(dtype));
-        // The safetensors writers order tensors by alignment, so this holds for real checkpoints; kernels rely on it.
-        ZT_CHECK(reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) == 0, "{}: tensor '{}' data is not "
-                 "aligned to its {}-byte elements in the file; re-save the checkpoint with the safetensors library",
-                 ckpt.dir(), name, dtype_size(t.dtype));
+        ZT_CHECK(!one_dtype || t.dtype == dtype, "{}: tensor '{}' has dtype {} but '{}' has {}; all weights must share "
+                 "one dtype", ckpt.dir(), name_hf, dtype_name(t.dtype), first_name, dtype_name(dtype));
+        // The safetensors writers order tensors by alignment, and GGUF aligns every tensor to 32 bytes, so this
+        // holds for real checkpoints; kernels rely on it (a quantized row starts with an fp16 scale).
+        const size_t align = dtype_is_quantized(t.dtype) ? 2 : dtype_size(t.dtype);
+        ZT_CHECK(reinterpret_cast<uintptr_t>(t.data) % align == 0, "{}: tensor {} data is not aligned to {} bytes "
+                 "in the file; re-save the checkpoint with the safetensors library (or re-convert the GGUF file)",
+                 ckpt.dir(), name, align);
         return t;
     };
 
@@ -191,27 +220,27 @@ ModelWeights bind_weights(const Checkpoint & ckpt, const ModelConfig & cfg) {
     for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
         const std::string p = prefix + "layers." + std::to_string(i) + ".";
         LayerWeights & l = w.layers[size_t(i)];
-        l.input_norm = get(p + "input_layernorm.weight", {C});
+        l.input_norm = get(p + "input_layernorm.weight", {C}, Kind::vector);
         l.q = get(p + "self_attn.q_proj.weight", {HD, C});
         l.k = get(p + "self_attn.k_proj.weight", {KVD, C});
         l.v = get(p + "self_attn.v_proj.weight", {KVD, C});
         l.o = get(p + "self_attn.o_proj.weight", {C, HD});
         if (cfg.attention_bias) {
-            l.q_bias = get(p + "self_attn.q_proj.bias", {HD});
-            l.k_bias = get(p + "self_attn.k_proj.bias", {KVD});
-            l.v_bias = get(p + "self_attn.v_proj.bias", {KVD});
+            l.q_bias = get(p + "self_attn.q_proj.bias", {HD}, Kind::vector);
+            l.k_bias = get(p + "self_attn.k_proj.bias", {KVD}, Kind::vector);
+            l.v_bias = get(p + "self_attn.v_proj.bias", {KVD}, Kind::vector);
         }
-        if (cfg.attention_out_bias) l.o_bias = get(p + "self_attn.o_proj.bias", {C});
+        if (cfg.attention_out_bias) l.o_bias = get(p + "self_attn.o_proj.bias", {C}, Kind::vector);
         if (cfg.qk_norm) {
-            l.q_norm = get(p + "self_attn.q_norm.weight", {D});
-            l.k_norm = get(p + "self_attn.k_norm.weight", {D});
+            l.q_norm = get(p + "self_attn.q_norm.weight", {D}, Kind::vector);
+            l.k_norm = get(p + "self_attn.k_norm.weight", {D}, Kind::vector);
         }
-        l.post_norm = get(p + "post_attention_layernorm.weight", {C});
+        l.post_norm = get(p + "post_attention_layernorm.weight", {C}, Kind::vector);
         l.gate = get(p + "mlp.gate_proj.weight", {I, C});
         l.up = get(p + "mlp.up_proj.weight", {I, C});
         l.down = get(p + "mlp.down_proj.weight", {C, I});
     }
-    w.final_norm = get(prefix + "norm.weight", {C});
+    w.final_norm = get(prefix + "norm.weight", {C}, Kind::vector);
     if (cfg.tie_word_embeddings) {
         w.lm_head = w.embed;   // HF ties lm_head to the embedding even when a copy is saved
     } else if (ckpt.has("lm_head.weight")) {

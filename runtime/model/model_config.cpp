@@ -1,6 +1,7 @@
 // ModelConfig: reads a Hugging Face config.json (model_type llama, mistral, qwen2, qwen3) with the same defaults
 // as transformers' config classes, and rejects anything that would change results and is not implemented
 // (other rope types such as longrope, partial rotary, non-SiLU activations, MLP biases, other layer types).
+// A GGUF file's metadata is first turned into the config.json it stands for (gguf_to_config_json), then read alike.
 #include "runtime/model/model_config.h"
 
 #include <algorithm>
@@ -8,11 +9,15 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
 #include "runtime/base/json_input.h"
+#include "runtime/model/gguf_checkpoint.h"
+#include "runtime/model/gguf_file.h"
+#include "runtime/model/gguf_names.h"
 
 namespace zt {
 
@@ -310,12 +315,118 @@ ModelConfig ModelConfig::from_json(const json & j, const std::string & path) {
 }
 
 ModelConfig ModelConfig::load(const std::string & model_dir) {
+    if (is_gguf_model_path(model_dir)) return from_gguf(read_gguf_header(model_dir), model_dir);
     const std::string path = model_dir + "/config.json";
     std::ifstream f(path, std::ios::binary);
     ZT_CHECK(f.good(), "{}: cannot open; a model directory needs the Hugging Face config.json", path);
     std::stringstream ss;
     ss << f.rdbuf();
     return from_json(parse_json_file(ss.str(), path), path);   // nesting-limited: no deep value to quote
+}
+
+namespace {
+
+const json * gguf_meta(const GgufFile & f, const std::string & key) {
+    const auto it = f.metadata.find(key);
+    return it == f.metadata.end() || it->is_null() ? nullptr : &*it;
+}
+
+const GgufTensorInfo * gguf_tensor(const GgufFile & f, const std::string & name) {
+    for (const GgufTensorInfo & t : f.tensors)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+// {arch}.rope.scaling.* -> config.json's "rope_scaling" (convert_hf_to_gguf writes linear and yarn this way).
+void gguf_rope_scaling(const GgufFile & f, const std::string & arch, const std::string & path, json & j) {
+    const std::string k = arch + ".rope.scaling.";
+    const json * type = gguf_meta(f, k + "type");
+    ZT_CHECK(!gguf_tensor(f, "rope_freqs.weight"), "{}: has rope_freqs.weight, per-frequency RoPE factors (how "
+             "convert_hf_to_gguf stores Llama 3's \"llama3\" rope scaling); ztinfer cannot read them from a GGUF file: "
+             "run the Hugging Face model folder instead", path);
+    if (!type) return;
+    ZT_CHECK(type->is_string(), "{}: GGUF metadata \"{}type\" must be a string, found {}", path, k, type->dump());
+    const std::string t = type->get<std::string>();
+    if (t == "none") return;
+    ZT_CHECK(t == "linear" || t == "yarn", "{}: GGUF rope scaling type \"{}\" is not supported (supported: none, "
+             "linear, yarn); results would differ, so this model cannot run", path, t);
+    const json * factor = gguf_meta(f, k + "factor");
+    ZT_CHECK(factor, "{}: GGUF rope scaling type \"{}\" needs \"{}factor\"", path, t, k);
+    json rs = {{"rope_type", t}, {"factor", *factor}};
+    if (t == "yarn") {
+        const json * orig = gguf_meta(f, k + "original_context_length");
+        ZT_CHECK(orig, "{}: GGUF rope scaling type \"yarn\" needs \"{}original_context_length\"", path, k);
+        rs["original_max_position_embeddings"] = *orig;
+        static const std::pair<const char *, const char *> kYarnKeys[] = {
+            {"yarn_attn_factor", "attention_factor"}, {"yarn_beta_fast", "beta_fast"}, {"yarn_beta_slow", "beta_slow"}};
+        for (const auto & [gk, hk] : kYarnKeys)
+            if (const json * v = gguf_meta(f, k + gk)) rs[hk] = *v;
+    }
+    j["rope_scaling"] = rs;
+}
+
+}  // namespace
+
+json ModelConfig::gguf_to_config_json(const GgufFile & f, const std::string & path) {
+    const json * a = gguf_meta(f, "general.architecture");
+    ZT_CHECK(a && a->is_string(), "{}: GGUF metadata has no \"general.architecture\" string; not a model file "
+             "(re-convert it with llama.cpp's convert_hf_to_gguf)", path);
+    const std::string arch = a->get<std::string>();
+    ZT_CHECK(arch == "llama" || arch == "mistral" || arch == "qwen2" || arch == "qwen3", "{}: general.architecture "
+             "\"{}\" is not supported (supported: llama, mistral, qwen2, qwen3)", path, arch);
+    json j = json::object();
+    j["model_type"] = arch == "mistral" ? "llama" : arch;
+    for (const char * k : {"block_count", "embedding_length", "feed_forward_length", "attention.head_count"})
+        ZT_CHECK(gguf_meta(f, arch + "." + k), "{}: GGUF metadata has no \"{}.{}\"; the file is incomplete "
+                 "(re-convert it)", path, arch, k);
+    for (int i = 0; i < kGgufConfigKeyCount; ++i)
+        if (const json * v = gguf_meta(f, arch + "." + kGgufConfigKeys[i].gguf)) j[kGgufConfigKeys[i].hf] = *v;
+    // llama.cpp: no head_count_kv = one KV head per query head (not the HF classes' defaults of 8 or 32)
+    if (!j.contains("num_key_value_heads")) j["num_key_value_heads"] = j["num_attention_heads"];
+    // Mistral's sliding window applies to every layer (model_type mistral); llama and qwen files without it attend
+    // fully, as transformers reads them.
+    if (arch == "mistral" && j.contains("sliding_window")) j["model_type"] = "mistral";
+    else j.erase("sliding_window");
+    if (const json * c = gguf_meta(f, arch + ".attention.causal")) j["is_causal"] = *c;
+
+    // head_dim: attention.key_length, else what attn_q's rows say (heads x head_dim), else hidden / heads.
+    const GgufTensorInfo * q = gguf_tensor(f, "blk.0.attn_q.weight");
+    const json & heads = j["num_attention_heads"];
+    const json & hidden = j["hidden_size"];
+    if (!j.contains("head_dim") && heads.is_number_integer() && heads.get<int64_t>() > 0) {
+        const int64_t h = heads.get<int64_t>();
+        if (q && q->shape[0] % h == 0) j["head_dim"] = q->shape[0] / h;
+        else if (hidden.is_number_integer() && hidden.get<int64_t>() % h == 0) j["head_dim"] = hidden.get<int64_t>() / h;
+    }
+    if (const json * rd = gguf_meta(f, arch + ".rope.dimension_count")) {
+        const json & hd = j.contains("head_dim") ? j["head_dim"] : json();
+        if (rd->is_number_integer() && hd.is_number_integer() && rd->get<int64_t>() != hd.get<int64_t>())
+            j["partial_rotary_factor"] = rd->get<double>() / hd.get<double>();   // refused by from_json, named
+    }
+    if (!j.contains("vocab_size")) {
+        const json * tokens = gguf_meta(f, "tokenizer.ggml.tokens");
+        const GgufTensorInfo * embd = gguf_tensor(f, "token_embd.weight");
+        if (tokens && tokens->is_array()) j["vocab_size"] = tokens->size();
+        else if (embd) j["vocab_size"] = embd->shape[0];
+    }
+    gguf_rope_scaling(f, arch, path, j);
+
+    // From the tensors: biases (qwen2 always has them), tied embeddings (no output.weight).
+    if (arch != "qwen2") j["attention_bias"] = gguf_tensor(f, "blk.0.attn_q.bias") != nullptr;
+    j["tie_word_embeddings"] = gguf_tensor(f, "output.weight") == nullptr;
+
+    // End of sequence: the tokenizer's eos, and its end-of-turn / end-of-message tokens where given (llama.cpp
+    // stops at those too).
+    json eos = json::array();
+    for (const char * k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"})
+        if (const json * e = gguf_meta(f, k); e && std::find(eos.begin(), eos.end(), *e) == eos.end()) eos.push_back(*e);
+    if (!eos.empty()) j["eos_token_id"] = eos;
+    if (const json * b = gguf_meta(f, "tokenizer.ggml.bos_token_id")) j["bos_token_id"] = *b;
+    return j;
+}
+
+ModelConfig ModelConfig::from_gguf(const GgufFile & f, const std::string & path) {
+    return from_json(gguf_to_config_json(f, path), path + " (GGUF metadata read as config.json)");
 }
 
 int32_t ModelConfig::window_of(int64_t l) const {

@@ -1,5 +1,6 @@
 // ModelConfig: the parts of a Hugging Face config.json that decide the forward pass, for model_type
-// llama, mistral, qwen2, qwen3. Anything that would change results and is not implemented is a clear error.
+// llama, mistral, qwen2, qwen3, or the same read from a GGUF file's metadata. Anything that would change results
+// and is not implemented is a clear error.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,6 +11,8 @@
 #include "runtime/model/dtype.h"
 
 namespace zt {
+
+struct GgufFile;
 
 enum class Arch { llama, mistral, qwen2, qwen3 };
 const char * arch_name(Arch a);
@@ -58,8 +61,15 @@ struct ModelConfig {
 
     // Parses and validates config.json content; `path` names the file in errors.
     static ModelConfig from_json(const nlohmann::json & j, const std::string & path);
-    // Reads <model_dir>/config.json.
+    // Reads <model_dir>/config.json, or the metadata of model_dir when it is a GGUF file (from_gguf).
     static ModelConfig load(const std::string & model_dir);
+    // From a GGUF file's metadata and tensor index (general.architecture llama, mistral, qwen2, qwen3): the
+    // config.json those keys stand for ({arch}.block_count -> num_hidden_layers, ..., gguf_names.h), then the
+    // checks of from_json. Bias presence, tied embeddings and head_dim also come from the tensors; eos/bos from
+    // tokenizer.ggml.*. `path` names the file in errors.
+    static ModelConfig from_gguf(const GgufFile & f, const std::string & path);
+    // The config.json from_gguf checks (for tests and messages).
+    static nlohmann::json gguf_to_config_json(const GgufFile & f, const std::string & path);
 
     // The attention window of layer l (layer_window[l]; 0 = full attention, also when layer_window is unset).
     int32_t window_of(int64_t l) const;
