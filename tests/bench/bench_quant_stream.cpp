@@ -4,7 +4,7 @@
 // ~3.5x faster over the same link, Q8_0 (8.5 bits/weight) ~1.9x.
 //
 // How: a Llama-2-7B-shaped layer stack (default 2 layers of hidden 4096, intermediate 11008, 32 heads, Llama 2
-// tokenizer: vocab 32000) is written by `ztinfer synth --dtype bf16`, then `ztinfer quantize --type q8_0` and
+// tokenizer: vocab 32000; Llama 2's RoPE) is written by `ztinfer synth --dtype bf16`, then `ztinfer quantize --type q8_0` and
 // `--type q4_k` make the quantized models from it. For each weight type and B in {1, 16, 64} the real job runs:
 // the ztinfer binary of the build dir (one rank, CPU, --threads compute threads, offload_param "cpu", a simulated
 // link "test_link_gbps", the embedding and LM head resident, every layer streamed) over B requests of --prompt
@@ -231,7 +231,13 @@ int main(int argc, char ** argv) {
                                                 shell_quote(ztinfer), layers, hidden, heads, heads, intermediate,
                                                 shell_quote(tokenizer), shell_quote(types[0].model)),
                                     dir + "/synth.log");
-        const int64_t vocab = read_json(types[0].model + "/config.json").at("vocab_size").get<int64_t>();
+        // Llama 2's RoPE (theta 10000, no scaling) in place of synth's Llama 3.1 scaling, whose GGUF form
+        // (a rope_freqs tensor) ztinfer does not load
+        json mcfg = read_json(types[0].model + "/config.json");
+        mcfg.erase("rope_scaling");
+        mcfg["rope_theta"] = 10000.0;
+        std::ofstream(types[0].model + "/config.json") << mcfg.dump(2) << "\n";
+        const int64_t vocab = mcfg.at("vocab_size").get<int64_t>();
         for (size_t i = 1; i < types.size(); ++i)
             make_s += run_command(fmt::format("{} quantize --type {} --model {} --out {}", shell_quote(ztinfer),
                                               types[i].name, shell_quote(types[0].model), shell_quote(types[i].model)),
