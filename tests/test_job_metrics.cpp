@@ -42,6 +42,8 @@ JobStats distinctive_stats() {
     s.write_seconds = 0.5;
     s.bytes_fetched = std::numeric_limits<uint64_t>::max();
     s.kv_bytes_moved = 42;
+    s.streamed_bytes_per_step = (uint64_t(1) << 40) + 3;
+    s.weight_bits_per_weight = 4.5;
     return s;
 }
 
@@ -75,7 +77,7 @@ TEST(JobMetrics, MetricsPath) {
 TEST(JobMetrics, StatsRoundTripIsExact) {
     const JobStats s = distinctive_stats();
     const json j = stats_to_json(s);
-    EXPECT_EQ(j.size(), 21u);   // every field of JobStats
+    EXPECT_EQ(j.size(), 23u);   // every field of JobStats
     const JobStats t = stats_from_json(json::parse(j.dump()));   // through text, as ranks send them
     EXPECT_EQ(t.requests, s.requests);
     EXPECT_EQ(t.skipped, s.skipped);
@@ -98,6 +100,8 @@ TEST(JobMetrics, StatsRoundTripIsExact) {
     EXPECT_EQ(t.write_seconds, s.write_seconds);
     EXPECT_EQ(t.bytes_fetched, s.bytes_fetched);
     EXPECT_EQ(t.kv_bytes_moved, s.kv_bytes_moved);
+    EXPECT_EQ(t.streamed_bytes_per_step, s.streamed_bytes_per_step);
+    EXPECT_EQ(t.weight_bits_per_weight, s.weight_bits_per_weight);
     EXPECT_EQ(stats_to_json(t), j);
     // defaults round-trip too, and missing fields keep their defaults
     EXPECT_EQ(stats_to_json(stats_from_json(stats_to_json(JobStats{}))), stats_to_json(JobStats{}));
@@ -136,6 +140,8 @@ TEST(JobMetrics, TwoRanks) {
     a.kv_seconds = 0.25, b.kv_seconds = 0;
     a.write_seconds = 0.75, b.write_seconds = 0;
     a.bytes_fetched = 8'000'000'000, b.bytes_fetched = 8'000'000'000;
+    a.streamed_bytes_per_step = b.streamed_bytes_per_step = 16'000'000'000 / 7;   // the plan: the same on every rank
+    a.weight_bits_per_weight = b.weight_bits_per_weight = 8.5;
     const json m = job_metrics_json(config(), {a, b});
     EXPECT_EQ(m["task"], "embed");
     EXPECT_EQ(m["model"], "/models/m");
@@ -152,6 +158,9 @@ TEST(JobMetrics, TwoRanks) {
     EXPECT_EQ(m["steps"], 7);
     EXPECT_EQ(m["bytes_fetched_per_rank"], json({8'000'000'000ull, 8'000'000'000ull}));
     EXPECT_DOUBLE_EQ(m["bytes_fetched_per_token"].get<double>(), 16e9 / 160);
+    EXPECT_EQ(m["weights"]["streamed_bytes_per_step"], 16'000'000'000 / 7);
+    EXPECT_DOUBLE_EQ(m["weights"]["fetched_bytes_per_step"].get<double>(), 16e9 / 7);   // both ranks' slices / steps
+    EXPECT_EQ(m["weights"]["bits_per_weight"], 8.5);
     EXPECT_EQ(m["link"]["fetch_seconds"], 5.0);
     EXPECT_DOUBLE_EQ(m["link"]["fetched_gbps"].get<double>(), 8.0 / 5.0);   // the busiest rank (longest fetching)
     EXPECT_DOUBLE_EQ(m["link"]["efficiency"].get<double>(), 0.5);           // max(4/8, 5/10)
@@ -181,6 +190,8 @@ TEST(JobMetrics, ZeroDivisionsGiveZero) {
         EXPECT_EQ(m["bytes_fetched_per_token"], 0.0);
         EXPECT_EQ(m["link"]["fetched_gbps"], 0.0);
         EXPECT_EQ(m["link"]["efficiency"], 0.0);
+        EXPECT_EQ(m["weights"]["fetched_bytes_per_step"], 0.0);
+        EXPECT_EQ(m["weights"]["bits_per_weight"], 0.0);
         EXPECT_EQ(m["per_rank"].size(), ranks.size());
         expect_all_finite(m);
     }

@@ -5,7 +5,9 @@
 //    untouched;
 //  - bytes of another store's file put into a store's file are an error naming the file, never weights;
 //  - nvme_path lists no file while a store lives, after it ends, or after its process is killed (kill -9);
-//  - the slice header: another model / rank / size / nonce, or no header at all, is an error naming the file.
+//  - the slice header: another model / rank / size / nonce, or no header at all, is an error naming the file;
+//  - quantized GGUF models (Q4_0, Q4_1, Q8_0 fixtures of tests/data/gguf_models) streamed as their blocks through
+//    the nvme and cpu tiers compute logits bit-identical to the resident run.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -88,10 +90,9 @@ WeightStoreOptions nvme_options(const std::string & nvme_path, const Loaded & m)
     return o;
 }
 
-// Logits of one 4-token prompt.
-std::vector<float> prompt_logits(Forward & f) {
+// Logits of one 4-token prompt (Llama 2 ids unless given).
+std::vector<float> prompt_logits(Forward & f, std::vector<int32_t> prompt = {1, 15043, 3186, 29892}) {
     f.reserve(1, 16);
-    std::vector<int32_t> prompt = {1, 15043, 3186, 29892};
     std::vector<SequenceStep> batch{{0, 0, prompt.data(), int32_t(prompt.size())}};
     std::vector<float> logits;
     f.step(batch, logits);
@@ -99,11 +100,12 @@ std::vector<float> prompt_logits(Forward & f) {
 }
 
 // Streams `m` from `store` through a one-rank schedule and returns the prompt's logits.
-std::vector<float> streamed_logits(const Loaded & m, WeightStore & store, Backend & be) {
+std::vector<float> streamed_logits(const Loaded & m, WeightStore & store, Backend & be,
+                                   std::vector<int32_t> prompt = {1, 15043, 3186, 29892}) {
     auto comm = make_local_communicator(&be);
     Schedule schedule(m.plan, store, be, *comm, ScheduleOptions{});
     Forward f(m.cfg, m.plan, schedule, be);
-    return prompt_logits(f);
+    return prompt_logits(f, std::move(prompt));
 }
 
 bool bit_identical(const std::vector<float> & x, const std::vector<float> & y) {
@@ -317,4 +319,35 @@ TEST(NvmeSlices, SliceTagOfAnotherUnitOrFileIsAnError) {
         EXPECT_HAS(e.message(), "/nvme/f");
         EXPECT_HAS(e.message(), "truncated or overwritten");
     }
+}
+
+TEST(NvmeSlices, QuantizedGgufModelsStreamToTheResidentLogits) {
+    auto be = make_cpu_backend(1);
+    const std::string nvme = make_temp_dir("nvme_quant");
+    const std::vector<int32_t> prompt = {47, 249, 197, 110, 29};   // the fixtures' vocabulary has 320 tokens
+    for (const char * name : {"llama-q4_0", "llama-q4_1", "llama-q8_0", "qwen3-q4_1", "qwen2-q8_0"}) {
+        SCOPED_TRACE(name);
+        const Loaded m(std::string(ZT_TEST_DATA) + "/gguf_models/" + name + ".gguf");
+        size_t quantized = 0;
+        for (const PartitionUnit & u : m.plan.units) {
+            ASSERT_TRUE(u.streamed) << u.name;
+            for (const PackedTensor & t : u.tensors) quantized += dtype_is_quantized(t.source.dtype) ? 1 : 0;
+        }
+        ASSERT_GT(quantized, 0u) << "the plan streams quantized blocks";
+        EXPECT_LT(m.plan.bits_per_weight(), 9.0);
+        std::vector<float> ref;
+        {
+            Forward f(m.cfg, m.w, *be);
+            ref = prompt_logits(f, prompt);
+        }
+        ASSERT_FALSE(ref.empty());
+        for (OffloadTier tier : {OffloadTier::nvme, OffloadTier::cpu}) {
+            WeightStoreOptions o = nvme_options(nvme, m);
+            o.tier = tier;
+            WeightStore store(m.plan, 0, *be, o);
+            EXPECT_TRUE(bit_identical(streamed_logits(m, store, *be, prompt), ref))
+                << offload_tier_name(tier) << ": streamed quantized weights computed other logits";
+        }
+    }
+    fs::remove_all(nvme);
 }

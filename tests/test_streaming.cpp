@@ -424,7 +424,7 @@ TEST(Streaming, RankHoldsAboutOneNthOfTheWeights) {
         s.extra = {{"partition_embeddings", true}, {"prefetch_depth", 1}};
         const JobRunResult r = run_job_command(job_command(np, write_config(dir, fmt::format("np{}", np), model, dir + "/in.jsonl", s, 2)));
         ASSERT_EQ(r.status, 0) << r.log;
-        std::regex re(R"(streamed weights ([\d.]+) MiB in all, own slices ([\d.]+) MiB, staging [\d.]+ MiB, resident ([\d.]+) MiB, ring ([\d.]+) MiB .*RSS grew by ([\d.]+) MiB)");
+        std::regex re(R"(streamed weights ([\d.]+) MiB per step \([\d.]+ bits/weight\), own slices ([\d.]+) MiB, staging [\d.]+ MiB, resident ([\d.]+) MiB, ring ([\d.]+) MiB .*RSS grew by ([\d.]+) MiB)");
         for (auto it = std::sregex_iterator(r.log.begin(), r.log.end(), re); it != std::sregex_iterator(); ++it) {
             streamed = std::stod((*it)[1]);
             const double own = std::stod((*it)[2]), resident = std::stod((*it)[3]), ring = std::stod((*it)[4]),

@@ -288,11 +288,14 @@ std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int ra
     const WeightMemory wm = m->store->memory();
     stats.weight_host_bytes = wm.total() + m->schedule->ring_bytes();
     stats.rss_growth_bytes = mem_after.rss_bytes > mem_before.rss_bytes ? mem_after.rss_bytes - mem_before.rss_bytes : 0;
-    spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB in all, own slices {:.1f} MiB, "
-                 "staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS grew by {:.1f} MiB "
-                 "while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()), mib(wm.slices),
-                 mib(wm.staging), mib(wm.resident), mib(m->schedule->ring_bytes()), m->schedule->ring_buffers(),
-                 mib(plan.max_flat_bytes()), mib(stats.rss_growth_bytes));
+    stats.streamed_bytes_per_step = plan.streamed_bytes();
+    stats.weight_bits_per_weight = plan.bits_per_weight();
+    spdlog::info("memory: rank {} of {}, offload {}: streamed weights {:.1f} MiB per step ({:.2f} bits/weight), own "
+                 "slices {:.1f} MiB, staging {:.1f} MiB, resident {:.1f} MiB, ring {:.1f} MiB ({} x {:.1f} MiB); RSS "
+                 "grew by {:.1f} MiB while loading", rank, n_ranks, st.offload_device, mib(plan.streamed_bytes()),
+                 plan.bits_per_weight(), mib(wm.slices), mib(wm.staging), mib(wm.resident),
+                 mib(m->schedule->ring_bytes()), m->schedule->ring_buffers(), mib(plan.max_flat_bytes()),
+                 mib(stats.rss_growth_bytes));
     return m;
 }
 

@@ -46,6 +46,8 @@ void for_each_field(S & s, F && f) {
     f("write_seconds", s.write_seconds);
     f("bytes_fetched", s.bytes_fetched);
     f("kv_bytes_moved", s.kv_bytes_moved);
+    f("streamed_bytes_per_step", s.streamed_bytes_per_step);
+    f("weight_bits_per_weight", s.weight_bits_per_weight);
 }
 
 double ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
@@ -112,6 +114,8 @@ json job_metrics_json(const JobConfig & cfg, const std::vector<JobStats> & per_r
         max.load_seconds = std::max(max.load_seconds, s.load_seconds);
         max.generate_seconds = std::max(max.generate_seconds, s.generate_seconds);
         max.steps = std::max(max.steps, s.steps);
+        max.streamed_bytes_per_step = std::max(max.streamed_bytes_per_step, s.streamed_bytes_per_step);
+        max.weight_bits_per_weight = std::max(max.weight_bits_per_weight, s.weight_bits_per_weight);
         max.fetch_seconds = std::max(max.fetch_seconds, s.fetch_seconds);
         max.all_gather_seconds = std::max(max.all_gather_seconds, s.all_gather_seconds);
         max.compute_seconds = std::max(max.compute_seconds, s.compute_seconds);
@@ -147,6 +151,9 @@ json job_metrics_json(const JobConfig & cfg, const std::vector<JobStats> & per_r
     m["steps"] = max.steps;
     m["bytes_fetched_per_rank"] = bytes_per_rank;
     m["bytes_fetched_per_token"] = ratio(double(sum.bytes_fetched), double(tokens));
+    m["weights"] = {{"streamed_bytes_per_step", max.streamed_bytes_per_step},
+                    {"fetched_bytes_per_step", ratio(double(sum.bytes_fetched), double(max.steps))},
+                    {"bits_per_weight", max.weight_bits_per_weight}};
     m["link"] = {{"fetch_seconds", max.fetch_seconds},
                  {"fetched_gbps", ratio(busiest_bytes / 1e9, busiest_fetch)},
                  {"efficiency", best_efficiency}};

@@ -1,6 +1,7 @@
 // JobStats and the metrics file: every rank counts what it did (JobStats); at the end of a job rank 0 gathers
 // every rank's stats and writes one metrics JSON beside the output (<output>.metrics.json): requests, prompt and
-// generated tokens, wall time, tokens/s, bytes fetched per rank, link efficiency and the time of each stage.
+// generated tokens, wall time, tokens/s, bytes fetched per rank, the weights' bytes per step and bits per weight,
+// link efficiency and the time of each stage.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -35,6 +36,9 @@ struct JobStats {
     double write_seconds = 0;      // rank 0: appending and syncing records
     uint64_t bytes_fetched = 0;    // weight bytes this rank fetched (its slices of every streamed unit, every step)
     uint64_t kv_bytes_moved = 0;   // KV-cache bytes loaded + written back
+    // the weights (the same on every rank): what one step streams and how densely it is stored
+    uint64_t streamed_bytes_per_step = 0;  // PartitionPlan::streamed_bytes(): every streamed unit's flat buffer
+    double weight_bits_per_weight = 0;     // PartitionPlan::bits_per_weight(): 16 for BF16, 4.5 for Q4_K
 };
 
 // "<output>.metrics.json" (for "x.npy": "x.npy.metrics.json").
@@ -53,6 +57,9 @@ JobStats stats_from_json(const nlohmann::json & j);
 //  "requests_per_second",
 //  "steps",
 //  "bytes_fetched_per_rank": [..], "bytes_fetched_per_token" (sum over ranks / generated+embedded tokens),
+//  "weights": {"streamed_bytes_per_step" (the plan's streamed bytes: what the world gathers each step),
+//              "fetched_bytes_per_step" (bytes fetched by all ranks / steps: the same, measured),
+//              "bits_per_weight" (of the streamed tensors)},
 //  "link": {"fetch_seconds" (max over ranks), "fetched_gbps" (bytes of the busiest rank / its fetch seconds),
 //           "efficiency" (fraction of the loop the link was busy fetching: fetch_seconds / loop_seconds, max rank)},
 //  "stage_seconds": {"load", "fetch", "all_gather", "compute", "kv", "write"} (max over ranks),

@@ -1,19 +1,22 @@
-// Layer partitions: packs each unit's tensors (embed, every layer, head) into a flat buffer of world equal,
-// align-sized slices plus a persistent block for small tensors, copies a rank's slice out of the checkpoint
-// (touching only the source bytes inside it), and binds tensor views over the gathered buffers.
+// Layer partitions: packs each unit's tensors (embed, every layer, head; quantized ones as their blocks) into a
+// flat buffer of world equal slices (4096- and block-aligned: no slice boundary splits a block) plus a persistent
+// block for small tensors, copies a rank's slice out of the checkpoint (touching only the source bytes inside
+// it), and binds tensor views over the gathered buffers.
 #include "runtime/stream/layer_partition.h"
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include "runtime/base/error.h"
+#include "runtime/model/quant_block.h"
 
 namespace zt {
 
 namespace {
 
-constexpr size_t kTensorAlign = 256;   // every packed tensor starts 256-byte aligned (flat buffer and persistent block)
+constexpr size_t kTensorAlign = 256;   // every packed tensor starts at a multiple of lcm(256, its block bytes)
 
 size_t add_checked(size_t a, size_t b, const std::string & what) {
     ZT_CHECK(a <= std::numeric_limits<size_t>::max() - b,
@@ -34,17 +37,38 @@ size_t round_up_checked(size_t x, size_t a, const std::string & what) {
     return r == 0 ? x : add_checked(x, a - r, what);
 }
 
-// Bytes of a tensor (rows x dtype_row_bytes of the last dim, as Tensor::bytes()), computed without overflow.
+// lcm(a, b) of two sizes, overflow-checked.
+size_t lcm_checked(size_t a, size_t b, const std::string & what) {
+    const size_t g = std::gcd(a, b);
+    return mul_checked(a / g, b, what);
+}
+
+// Bytes of one block of a quantized type, of one element otherwise.
+size_t block_bytes_of(DType t) {
+    return dtype_is_quantized(t) ? size_t(quant_layout(quant_type_of(t)).block_bytes) : dtype_size(t);
+}
+
+// Bytes of a tensor: rows x row bytes (whole blocks along the last dim for a quantized type, elements otherwise),
+// with every product checked for overflow.
 size_t tensor_bytes_checked(const Tensor & t, const std::string & name) {
     size_t rows = 1;
-    for (int i = 0; i + 1 < t.dims(); ++i) {
-        ZT_CHECK(t.shape[size_t(i)] >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name,
-                 t.shape_str());
-        rows = mul_checked(rows, size_t(t.shape[size_t(i)]), "the row count of " + name);
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+        const int64_t d = t.shape[i];
+        ZT_CHECK(d >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name, t.shape_str());
+        if (i + 1 < t.shape.size()) rows = mul_checked(rows, size_t(d), "the row count of " + name);
     }
-    const int64_t cols = t.dims() == 0 ? 1 : t.dim(-1);
-    ZT_CHECK(cols >= 0, "layer partition: tensor {} has a negative dimension in shape {}", name, t.shape_str());
-    return mul_checked(rows, size_t(dtype_row_bytes(t.dtype, cols)), "the byte size of " + name);
+    const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+    if (!dtype_is_quantized(t.dtype)) {
+        const size_t n = mul_checked(rows, size_t(cols), "the element count of " + name);
+        return mul_checked(n, dtype_size(t.dtype), "the byte size of " + name);
+    }
+    const int64_t per_block = dtype_block_weights(t.dtype);
+    ZT_CHECK(!t.shape.empty() && cols % per_block == 0,
+             "layer partition: tensor {} is {} of shape {}: its rows ({} weights) are not whole {}-weight blocks; "
+             "the model file is damaged or was written by an unsupported quantizer", name, dtype_name(t.dtype),
+             t.shape_str(), cols, per_block);
+    const size_t row = mul_checked(size_t(cols / per_block), block_bytes_of(t.dtype), "the row bytes of " + name);
+    return mul_checked(rows, row, "the byte size of " + name);
 }
 
 int64_t numel_of(const Tensor & t) {
@@ -73,18 +97,22 @@ void add_tensor(PartitionUnit & u, const std::string & name, const Tensor & t, T
     p.name = name;
     p.source = t;
     p.field = field;
+    p.bytes = tensor_bytes_checked(t, name);
+    p.block_bytes = block_bytes_of(t.dtype);
     u.tensors.push_back(std::move(p));
 }
 
 // Assigns offsets, sizes and the streamed flag of a unit whose tensors are listed.
 void layout_unit(PartitionUnit & u, const PartitionOptions & opt) {
     size_t flat_end = 0, pers_end = 0;
+    u.slice_align = opt.align;
     for (PackedTensor & t : u.tensors) {
-        const size_t bytes = tensor_bytes_checked(t.source, t.name);
         t.persistent = numel_of(t.source) < opt.persistence_threshold;
         size_t & end = t.persistent ? pers_end : flat_end;
-        t.offset = round_up_checked(end, kTensorAlign, "the offset of " + t.name);
-        end = add_checked(t.offset, bytes, "the end of " + t.name);
+        const size_t align = lcm_checked(kTensorAlign, t.block_bytes, "the alignment of " + t.name);
+        t.offset = round_up_checked(end, align, "the offset of " + t.name);
+        end = add_checked(t.offset, t.bytes, "the end of " + t.name);
+        if (!t.persistent) u.slice_align = lcm_checked(u.slice_align, t.block_bytes, "the slice alignment of " + u.name);
     }
     u.packed_bytes = flat_end;
     u.persistent_bytes = pers_end;
@@ -95,7 +123,7 @@ void layout_unit(PartitionUnit & u, const PartitionOptions & opt) {
     }
     const size_t world = size_t(opt.world);
     const size_t per_rank = flat_end / world + (flat_end % world != 0 ? 1 : 0);
-    u.slice_bytes = round_up_checked(per_rank, opt.align, "the slice size of " + u.name);
+    u.slice_bytes = round_up_checked(per_rank, u.slice_align, "the slice size of " + u.name);
     u.flat_bytes = mul_checked(world, u.slice_bytes, "the flat buffer size of " + u.name);
     bool want = false;
     if (u.kind == UnitKind::layer) want = u.layer >= opt.resident_layers;
@@ -108,7 +136,7 @@ void copy_range(const PartitionUnit & unit, size_t lo, size_t hi, uint8_t * dst)
     size_t cursor = lo;
     for (const PackedTensor & t : unit.tensors) {
         if (t.persistent) continue;
-        const size_t a = t.offset, b = t.offset + t.source.bytes();
+        const size_t a = t.offset, b = t.offset + t.bytes;
         const size_t s = std::max(a, lo), e = std::min(b, hi);
         if (s >= e) continue;
         if (s > cursor) std::memset(dst + (cursor - lo), 0, s - cursor);
@@ -156,6 +184,20 @@ size_t PartitionPlan::max_slice_bytes() const {
     for (const PartitionUnit & u : units)
         if (u.streamed) n = std::max(n, u.slice_bytes);
     return n;
+}
+
+double PartitionPlan::bits_per_weight() const {
+    const bool any_streamed = std::any_of(units.begin(), units.end(), [](const PartitionUnit & u) { return u.streamed; });
+    double bytes = 0, weights = 0;
+    for (const PartitionUnit & u : units) {
+        if (any_streamed && !u.streamed) continue;
+        for (const PackedTensor & t : u.tensors) {
+            if (t.persistent) continue;
+            bytes += double(t.bytes);
+            weights += double(numel_of(t.source));
+        }
+    }
+    return weights > 0 ? 8.0 * bytes / weights : 0.0;
 }
 
 PartitionPlan plan_partition(const ModelConfig & cfg, const ModelWeights & weights, const PartitionOptions & opt) {
@@ -217,7 +259,7 @@ void copy_persistent(const PartitionUnit & unit, void * dst) {
     uint8_t * out = static_cast<uint8_t *>(dst);
     std::memset(out, 0, unit.persistent_bytes);
     for (const PackedTensor & t : unit.tensors)
-        if (t.persistent) std::memcpy(out + t.offset, t.source.data, t.source.bytes());
+        if (t.persistent) std::memcpy(out + t.offset, t.source.data, t.bytes);
 }
 
 LayerWeights bind_layer(const PartitionUnit & unit, const void * flat, const void * persistent) {
