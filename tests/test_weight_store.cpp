@@ -255,7 +255,6 @@ TEST(WeightStore, QuantizedSlicesArriveByteForByte) {
                 for (size_t u = 0; u < plan.units.size(); ++u) {
                     const PartitionUnit & pu = plan.units[u];
                     if (!pu.streamed) continue;
-                    EXPECT_EQ(pu.slice_bytes % pu.slice_align, 0u) << pu.name;
                     EXPECT_EQ(pu.slice_bytes % NvmeFile::kAlign, 0u) << pu.name;
                     const std::vector<uint8_t> got = fetch(store, *be, pu, int(u));
                     EXPECT_EQ(got, expected_slice(pu, r)) << pu.name;
@@ -272,8 +271,7 @@ TEST(WeightStore, QuantizedSlicesArriveByteForByte) {
                     }
                 }
             }
-            // Every packed byte reaches exactly one rank. (With these small layers and world 3, ranks 1 and 2 hold
-            // only padding of the Q4_K + Q6_K layers: their slices are a multiple of lcm(4096, 144, 210) = 1.23 MiB.)
+            // Every packed byte reaches exactly one rank.
             EXPECT_EQ(fetched, packed) << offload_tier_name(tier) << " world " << world;
         }
     }

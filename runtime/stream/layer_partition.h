@@ -15,15 +15,18 @@
 // type's element size (BF16 2, F32 4).
 //   - A tensor starts at an offset that is a multiple of lcm(256, its block bytes) (256 for BF16/F32, 2304 for
 //     Q4_K, 4352 for Q8_0, 26880 for Q6_K), so its blocks sit at multiples of their size in the flat buffer.
-//   - slice_bytes is a multiple of lcm(align = 4096, the block bytes of every packed tensor of the unit).
-// Why: then every slice boundary r·slice_bytes minus the offset of the tensor it cuts is a multiple of that
-// tensor's block bytes, i.e. no slice boundary splits a block, for every world size, without looking at where
-// the boundaries fall. A rank's slice is whole blocks of each tensor it holds, so it can be checked or decoded
-// by its owner alone; 4096 keeps slices O_DIRECT / DMA aligned (the NVMe tier reads them with O_DIRECT).
+//   - slice_bytes is the smallest multiple of align (4096) >= flat / world whose world - 1 cuts r·slice_bytes
+//     each fall on a block boundary of the tensor they cut (or between tensors). A multiple of slice_align =
+//     lcm(4096, the block bytes of every packed tensor) always qualifies (r·slice_bytes - offset is then a
+//     multiple of the block bytes), so the search is bounded by it.
+// Why: a rank's slice is whole blocks of each tensor it holds, so it can be checked or decoded by its owner
+// alone; 4096 keeps slices O_DIRECT / DMA aligned (the NVMe tier reads them with O_DIRECT).
 // Cost: up to lcm(256, B) - 1 bytes before each tensor (< 27 KB even for Q6_K), and flat_bytes - packed_bytes
-// < world x L per unit, L = that slice multiple: 4 KiB for BF16/F32, 36 KiB for Q4_K or Q4_0, 68 KiB for Q8_0,
-// 420 KiB for Q6_K, but 1.23 MiB for a Q4_K + Q6_K layer (Q4_K_M files) and 4.5 MiB for Q5_K + Q6_K
-// (Q5_K_M): about 1% of a 7B Q4_K_M layer (~115 MB) per rank of the world, streamed every step like the weights.
+// < world x slice_align per unit. slice_align is 4 KiB for BF16/F32, 36 KiB for Q4_K, 68 KiB for Q8_0, but 1.23
+// MiB for a Q4_K + Q6_K layer (Q4_K_M files) and 4.5 MiB for Q5_K + Q6_K. The search helps small worlds (a 7B
+// Q4_K_M layer: 0.5 KiB of padding at world 1, 4.5 KiB at 2 instead of 0.5 / 1.7 MiB) but not large ones: once a
+// tensor of each type spans two cuts, the slice must be a multiple of both block sizes and of 4096, i.e. of the
+// lcm (world 4 and 8: 4.2 MiB per layer, 3.6 % of its 115 MB, streamed every step like the weights).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -54,8 +57,10 @@ struct PartitionUnit {
     std::string name;                          // "embed", "layer 3", "head"
     std::vector<PackedTensor> tensors;         // canonical order
     size_t packed_bytes = 0;                   // end of the last packed tensor
-    size_t slice_bytes = 0;                    // flat_bytes / world (multiple of slice_align; 0 when nothing is packed)
-    size_t slice_align = 0;                    // lcm(align, block bytes of every packed tensor)
+    size_t slice_bytes = 0;                    // flat_bytes / world (multiple of align, cuts on block boundaries;
+                                               // 0 when nothing is packed)
+    size_t slice_align = 0;                    // lcm(align, block bytes of every packed tensor): the bound of the
+                                               // slice search (a multiple of it always cuts whole blocks)
     size_t flat_bytes = 0;                     // world * slice_bytes >= packed_bytes
     size_t persistent_bytes = 0;               // size of the persistent block
     bool streamed = false;                     // false: the whole flat buffer lives on every rank
