@@ -53,6 +53,8 @@
 #include "runtime/model/model_config.h"
 #include "runtime/model/synthetic_model.h"
 
+#include "tests/bench/bench_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -61,41 +63,11 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kPersistenceThreshold = 10000;   // norms stay whole; every matrix is streamed
 
-std::string shell_quote(const std::string & s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
-std::string exe_dir() {
-    std::error_code ec;
-    const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-    return ec ? fs::current_path().string() : p.parent_path().string();
-}
-
-// The source tree of this build dir (CMakeCache.txt's CMAKE_HOME_DIRECTORY), for the tokenizer fixture.
-std::string source_dir_of(const std::string & build_dir) {
-    std::ifstream f(build_dir + "/CMakeCache.txt");
-    std::string line;
-    const std::string key = "CMAKE_HOME_DIRECTORY:INTERNAL=";
-    while (std::getline(f, line))
-        if (line.rfind(key, 0) == 0) return line.substr(key.size());
-    return build_dir + "/..";
-}
-
-json read_json(const std::string & path) {
-    std::ifstream f(path);
-    if (!f.good()) throw std::runtime_error(path + ": cannot open");
-    return json::parse(f);
-}
-
-std::string tail_of(const std::string & path, size_t n) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    const std::string s = ss.str();
-    return s.size() > n ? s.substr(s.size() - n) : s;
-}
+using bench::exe_dir;
+using bench::read_json;
+using bench::shell_quote;
+using bench::source_dir_of;
+using bench::tail_of;
 
 struct Run {
     int64_t B = 0, batch_size = 0, micro_batches = 0;
