@@ -118,16 +118,17 @@ std::vector<uint8_t> bench_weights(DType dt, int64_t N, int64_t K) {
     return out;
 }
 
-// Seconds per matmul op out (T,N) = x (T,K) . w^T on b's backend (1 warm-up, then `iters`), w the host bytes of
-// an (N,K) weight of dtype dt; wrong counts non-finite outputs. Throws what the backend throws (a dtype it lacks).
-RowResult time_matmul(Bench & b, const std::vector<uint8_t> & w, DType dt, int64_t T, int64_t N, int64_t K,
+// Seconds per matmul op out (T,N) = x (T,K) . w^T on b's backend (1 warm-up, then `iters`), w the host bytes
+// (w_bytes) of an (N,K) weight of dtype dt; wrong counts non-finite outputs. Throws what the backend throws (a dtype
+// it lacks).
+RowResult time_matmul(Bench & b, const void * w, size_t w_bytes, DType dt, int64_t T, int64_t N, int64_t K,
                       int64_t iters) {
     RowResult r;
     Stream * cs = b.be.stream(StreamRole::compute);
-    Buffer wb = b.be.alloc(w.size(), MemKind::device, "bench gemm");
+    Buffer wb = b.be.alloc(w_bytes, MemKind::device, "bench gemm");
     Buffer xb = b.be.alloc(size_t(T * K) * 4, MemKind::device, "bench gemm");
     Buffer ob = b.be.alloc(size_t(T * N) * 4, MemKind::device, "bench gemm");
-    b.be.copy_async(wb.data(), w.data(), w.size(), cs);
+    b.be.copy_async(wb.data(), w, w_bytes, cs);
     std::vector<float> xh(size_t(T * K));
     for (size_t i = 0; i < xh.size(); ++i) xh[i] = float(int(i % 17) - 8) / 8.0f;
     b.be.copy_async(xb.data(), xh.data(), xh.size() * 4, cs);
@@ -163,7 +164,7 @@ void table_gemm_dtypes(Bench & b, const LayerWeights & L, int64_t T, int64_t ite
             try {
                 const std::vector<uint8_t> w = bench_weights(dt, N, K);   // throws: K not whole blocks
                 bytes = int64_t(w.size());
-                r = time_matmul(b, w, dt, T, N, K, iters);
+                r = time_matmul(b, w.data(), w.size(), dt, T, N, K, iters);
             } catch (const Error & e) {
                 r.skipped = e.message();
             }
@@ -218,26 +219,7 @@ void table_gemm(Bench & b) {
         RowResult r;
         double plain = 0;
         try {
-            Stream * cs = b.be.stream(StreamRole::compute);
-            Buffer wb = b.be.alloc(g.w->bytes(), MemKind::device, "bench gemm");
-            Buffer xb = b.be.alloc(size_t(T * K) * 4, MemKind::device, "bench gemm");
-            Buffer ob = b.be.alloc(size_t(T * N) * 4, MemKind::device, "bench gemm");
-            b.be.copy_async(wb.data(), g.w->data, g.w->bytes(), cs);
-            std::vector<float> xh(size_t(T * K));
-            for (size_t i = 0; i < xh.size(); ++i) xh[i] = float(int(i % 17) - 8) / 8.0f;
-            b.be.copy_async(xb.data(), xh.data(), xh.size() * 4, cs);
-            const Tensor wt = wb.view(g.w->dtype, g.w->shape), xt = xb.view(DType::F32, {T, K}),
-                         ot = ob.view(DType::F32, {T, N});
-            b.be.matmul(ot, xt, wt, Tensor(), cs);   // warm-up
-            b.be.synchronize(cs);
-            const auto t0 = Clock::now();
-            for (int64_t i = 0; i < iters; ++i) b.be.matmul(ot, xt, wt, Tensor(), cs);
-            b.be.synchronize(cs);
-            r.seconds = seconds_since(t0) / double(iters);
-            std::vector<float> oh(size_t(T * N));
-            b.be.copy_async(oh.data(), ob.data(), oh.size() * 4, cs);
-            b.be.synchronize(cs);
-            r.wrong = count_non_finite(oh);
+            r = time_matmul(b, g.w->data, g.w->bytes(), g.w->dtype, T, N, K, iters);
 #ifdef ZT_HAVE_CUDA
             if (cuda) plain = plain_cublaslt_seconds(b.be, T, N, K, int(iters));
 #endif
