@@ -107,9 +107,9 @@ struct PreferenceDeleter {
 // ---- ops -------------------------------------------------------------------------------------------------------
 void CudaBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & table, Stream * s) {
     const int i = enter(s, "embedding");
-    if (dtype_is_quantized(table.dtype)) return embedding_quant(out, tokens, table, i);   // backend_cuda_quant.cpp
     check_f32(out, "embedding", "out");
-    check_weight(table, "embedding", "table");
+    if (dtype_is_quantized(table.dtype)) check_weight_matrix(table, "embedding", "table", /*quantized_ok=*/true);
+    else check_weight(table, "embedding", "table");
     ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
     ZT_CHECK(table.dims() == 2, "embedding: table must be (V,C), got {}", table.shape_str());
     const int64_t C = table.dim(1), T = tokens.numel();
@@ -117,6 +117,7 @@ void CudaBackend::embedding(Tensor out, const Tensor & tokens, const Tensor & ta
     // token ids live on the device: the caller checks them against V (Forward does, on the host)
     if (T == 0 || C == 0) return;
     ZT_CHECK(tokens.data != nullptr, "embedding: tokens has no data");
+    if (dtype_is_quantized(table.dtype)) return embedding_quant(out, tokens, table, i);   // backend_cuda_quant.cpp
     ZT_BE_CUDA(kernels::embedding(out.ptr<float>(), tokens.ptr<const int32_t>(), table.data, wtype_of(table.dtype),
                                   T, C, handle(i)), "embedding kernel (T={}, C={})", T, C);
 }

@@ -96,16 +96,9 @@ void CudaBackend::matmul_quant(Tensor out, const Tensor & x, const Tensor & w, c
                    "matmul: bias kernel (T={}, N={})", T, N);
 }
 
+// The table's rows are whole blocks of C weights; embedding() has checked out, tokens and the shapes.
 void CudaBackend::embedding_quant(Tensor out, const Tensor & tokens, const Tensor & table, int si) {
-    check_f32(out, "embedding", "out");
-    check_weight_matrix(table, "embedding", "table", /*quantized_ok=*/true);   // (V,C), C whole blocks
-    ZT_CHECK(tokens.dtype == DType::I32, "embedding: tokens must be I32");
-    ZT_CHECK(table.dims() == 2, "embedding: table must be (V,C), got {}", table.shape_str());
     const int64_t C = table.dim(1), T = tokens.numel();
-    ZT_CHECK(out.numel() == T * C, "embedding: out {} != (T={}, C={})", out.shape_str(), T, C);
-    // token ids live on the device: the caller checks them against V (Forward does, on the host)
-    if (T == 0 || C == 0) return;
-    ZT_CHECK(tokens.data != nullptr, "embedding: tokens has no data");
     ZT_BE_CUDA(kernels::embedding_quant(out.ptr<float>(), tokens.ptr<const int32_t>(), table.data,
                                         qtype_of(table.dtype), T, C, handle(si)),
                "embedding kernel (T={}, C={}, table {})", T, C, dtype_name(table.dtype));
