@@ -1,4 +1,4 @@
-// Device discovery for `ztinfer info`: how many CUDA devices are visible and their names.
+// Device discovery for `ztinfer info` and `ztinfer plan`: how many CUDA devices are visible, their names and memory.
 #include <cuda_runtime.h>
 
 #include "kernels/device_query.h"
@@ -15,6 +15,12 @@ std::string cuda_device_name(int index) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) { cudaGetLastError(); return "unknown"; }
     return prop.name;
+}
+
+size_t cuda_device_memory(int index) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return prop.totalGlobalMem;
 }
 
 }  // namespace zt

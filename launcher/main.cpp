@@ -1,5 +1,5 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
-// `synth` writes a random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
+// `plan` predicts a job's memory and speed and searches its settings (runtime/job/planner.h); `synth` writes a random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
 // `tokenize` maps JSONL text <-> ids; `info` prints JSON
 // with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
 // all-gather, layer and streamed-decode rates (runtime/bench/benchmark.h).
@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/job.h"
 #include "runtime/job/job_config.h"
+#include "runtime/job/plan_config.h"
 #include "runtime/base/json_input.h"
 #include "runtime/base/log.h"
 #include "runtime/job/request.h"
@@ -107,6 +109,24 @@ int command_quantize(const zt::QuantizeOptions & o) {
     return 0;
 }
 
+// `ztinfer plan`: exit 0 when the configured settings fit (or the search found settings that do), 3 when nothing
+// fits the budget (the refusal says the smallest budget that would), 1 on errors.
+int command_plan(const std::string & config_path, const zt::PlanRequest & req, bool as_json) {
+    std::optional<zt::JobConfig> cfg;
+    if (!config_path.empty()) cfg.emplace(zt::JobConfig::load(config_path));
+    const zt::PlanResult r = zt::plan_for_config(cfg ? &*cfg : nullptr, req);
+    if (as_json) std::cout << zt::plan_report_json(r).dump(2) << '\n';
+    else std::cout << zt::plan_report_text(r);
+    if (!r.best) {
+        spdlog::error("{}", r.refusal);
+        return 3;
+    }
+    if (!r.configured.fits)
+        spdlog::warn("the settings as configured do not fit ({}); the best settings found are listed: set them in the "
+                     "ds.json, or set those keys to \"auto\"", r.configured.why_not);
+    return 0;
+}
+
 int command_info() {
     json info;
     info["name"] = "ztinfer";
@@ -178,6 +198,38 @@ int main(int argc, char ** argv) {
     tokenize->add_flag("--decode", decode, "ids -> text");
     tokenize->add_flag("--special", special, "add BOS like the model does (encode) / keep special tokens (decode)");
 
+    zt::PlanRequest plan_req;
+    std::string plan_config, plan_gpu_mem, plan_host_mem, plan_nvme;
+    bool plan_json = false;
+    auto * plan = app.add_subcommand("plan", "predict a job's memory per rank and tier and its tokens/s, and search "
+                                     "the settings that fit the budget (offload tier, resident_layers, batch_size x "
+                                     "micro_batches, prefetch_depth, KV offload)");
+    plan->add_option("--config,config", plan_config, "ds.json of the job to plan");
+    plan->add_option("--profile", plan_req.profile, "machine profile from `ztinfer bench --profile` (default: "
+                     "ztinfer.profile, else conservative defaults)");
+    plan->add_option("--gpu-memory", plan_gpu_mem, "GPU memory per rank, e.g. 24GiB (default: max_gpu_memory, else "
+                     "the card)");
+    plan->add_option("--host-memory", plan_host_mem, "host memory per node, e.g. 64GiB (default: ztinfer.host_memory, "
+                     "else MemAvailable)");
+    plan->add_option("--nvme-space", plan_nvme, "free NVMe space per node (default: what nvme_path's disk has)");
+    plan->add_option("--ranks", plan_req.ranks, "ranks of the job (mpirun -np)")->capture_default_str();
+    plan->add_option("--ranks-per-node", plan_req.ranks_per_node, "ranks sharing a node's memory (default: all)");
+    plan->add_option("--threads", plan_req.threads, "CPU backend threads per rank (default: ztinfer.threads)");
+    plan->add_option("--device", plan_req.device, "cpu|cuda (default: ztinfer.device)")
+        ->check(CLI::IsMember({"cpu", "cuda"}));
+    plan->add_option("--requests", plan_req.requests, "workload: requests (with --prompt-tokens, --new-tokens; "
+                     "default: the job's input file)");
+    plan->add_option("--prompt-tokens", plan_req.prompt_tokens, "workload: prompt tokens per request");
+    plan->add_option("--new-tokens", plan_req.new_tokens, "workload: generated tokens per request");
+    plan->add_option("--shape", plan_req.shape, "plan a model shape instead of --config: llama2-7b|llama2-13b|"
+                     "llama2-70b|qwen2-7b");
+    plan->add_option("--dtype", plan_req.dtype, "--shape's weight type: bf16|f16|f32|q8_0|q4_0|q4_1|q4_k|q5_k|q6_k")
+        ->capture_default_str();
+    plan->add_option("--layers", plan_req.layers, "--shape's decoder layers (0 = the shape's)");
+    plan->add_option("--task", plan_req.task, "--shape's task: generate|embed")->capture_default_str()
+        ->check(CLI::IsMember({"generate", "embed"}));
+    plan->add_flag("--json", plan_json, "print one JSON object (predicted.tokens_per_s, best, ...) instead of tables");
+
     auto * info = app.add_subcommand("info", "print version, compiled backends and visible devices as JSON");
 
     zt::BenchmarkOptions bench_opt;
@@ -229,6 +281,12 @@ int main(int argc, char ** argv) {
         if (*quantize) return command_quantize(qo);
         if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
         if (*info) return command_info();
+        if (*plan) {
+            if (!plan_gpu_mem.empty()) plan_req.gpu_memory = zt::parse_byte_size(plan_gpu_mem, "--gpu-memory");
+            if (!plan_host_mem.empty()) plan_req.host_memory = zt::parse_byte_size(plan_host_mem, "--host-memory");
+            if (!plan_nvme.empty()) plan_req.nvme_space = zt::parse_byte_size(plan_nvme, "--nvme-space");
+            return command_plan(plan_config, plan_req, plan_json);
+        }
         if (*bench) return zt::run_benchmark(bench_opt, world);
         if (!config.empty()) return command_run(world, config, input, output, trace);
         std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";

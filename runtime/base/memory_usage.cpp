@@ -1,4 +1,5 @@
-// memory_usage(): parses VmRSS and VmHWM (kB) from /proc/self/status.
+// memory_usage(): parses VmRSS and VmHWM (kB) from /proc/self/status; system_memory_available(): MemAvailable
+// from /proc/meminfo.
 #include "runtime/base/memory_usage.h"
 
 #include <fstream>
@@ -18,6 +19,17 @@ MemoryUsage memory_usage() {
         else f.ignore(1 << 20, '\n');
     }
     return m;
+}
+
+size_t system_memory_available() {
+    std::ifstream f("/proc/meminfo");
+    std::string key;
+    size_t kb = 0;
+    while (f >> key >> kb) {
+        if (key == "MemAvailable:") return kb * 1024;
+        f.ignore(256, '\n');
+    }
+    return 0;
 }
 
 }  // namespace zt

@@ -29,6 +29,7 @@
 #include "comm/communicator.h"
 #include "runtime/backend/backend.h"
 #include "runtime/base/error.h"
+#include "runtime/base/memory_usage.h"
 #include "runtime/bench/benchmark_impl.h"
 #include "runtime/job/job.h"
 #include "runtime/job/job_config.h"
@@ -76,16 +77,7 @@ std::vector<size_t> size_sweep(size_t lo, size_t hi) {
 }
 
 // The system's MemAvailable (bytes), 0 when unknown.
-size_t mem_available() {
-    std::ifstream f("/proc/meminfo");
-    std::string key;
-    size_t kb = 0;
-    while (f >> key >> kb) {
-        if (key == "MemAvailable:") return kb * 1024;
-        f.ignore(256, '\n');
-    }
-    return 0;
-}
+size_t mem_available() { return system_memory_available(); }
 
 // --- one row of a table, over the ranks ----------------------------------------------------------------------
 

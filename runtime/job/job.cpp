@@ -28,6 +28,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/job_run.h"
 #include "runtime/job/output_lock.h"
+#include "runtime/job/plan_config.h"
 #include "runtime/stream/forward.h"
 #include "runtime/stream/layer_partition.h"
 #include "runtime/base/memory_usage.h"
@@ -72,6 +73,27 @@ double mib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
 std::atomic<bool> & job_stop_flag() {
     static std::atomic<bool> flag{false};
     return flag;
+}
+
+// The tokenizer: the "ztinfer.tokenizer" folder when given, else the GGUF file's tokenizer.ggml.* or the model
+// folder's tokenizer.json; none when a folder has none (requests then give token ids).
+std::optional<Tokenizer> load_job_tokenizer(const JobConfig & cfg, const GgufFile * gguf) {
+    if (!cfg.tokenizer.empty()) {
+        spdlog::info("tokenizer: {} (\"ztinfer.tokenizer\", in place of the model's)", cfg.tokenizer);
+        return Tokenizer::load(cfg.tokenizer);
+    }
+    if (gguf) {
+        try {
+            return Tokenizer::from_gguf(*gguf, cfg.model);
+        } catch (const Error & e) {
+            ZT_FAIL("{} (set \"ztinfer.tokenizer\" to the model's Hugging Face tokenizer folder to use that instead)",
+                    e.message());
+        }
+    }
+    if (std::ifstream(cfg.model + "/tokenizer.json").good()) return Tokenizer::load(cfg.model);
+    spdlog::warn("{} has no tokenizer.json: requests must give token ids{} (or set \"ztinfer.tokenizer\" to a "
+                 "tokenizer folder)", cfg.model, cfg.task == "embed" ? "" : ", and results have no text");
+    return std::nullopt;
 }
 
 namespace {
@@ -166,8 +188,9 @@ int job_threads(const JobConfig & cfg, int rank) {
     return int(cfg.threads);
 }
 
-JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
+JobStats run_job(const JobConfig & configured, const WorldInfo & world) {
     const auto t_load = Clock::now();
+    JobConfig cfg = configured;   // "auto" keys get the planner's values (apply_auto_settings) before the model loads
     const int rank = world.rank, n_ranks = world.size;
     if (rank == 0) for (const auto & w : cfg.warnings) spdlog::warn("{}: {}", cfg.config_path, w);
 
@@ -177,6 +200,7 @@ JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
     std::unique_ptr<Backend> backend = make_job_backend(cfg, world, n_threads);
     std::unique_ptr<Communicator> comm = make_job_communicator(cfg, world, *backend);
     try {
+        if (!cfg.auto_keys.empty()) apply_auto_settings(cfg, rank, n_ranks, n_threads, *comm);
         JobStats stats = run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
         if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher())) {
             // The launcher is stopping the job (Slurm preemption, or mpirun forwarding SIGTERM, which SIGKILLs the
@@ -198,35 +222,6 @@ JobStats run_job(const JobConfig & cfg, const WorldInfo & world) {
 }
 
 namespace {
-
-// Prompt-length bucket: requests of one bucket (lengths within a factor of two) run side by side, longest first,
-// so a micro-batch's prompts are about as long as each other and the long ones do not finish last.
-int length_bucket(size_t n) {
-    int b = 0;
-    while ((size_t(1) << b) < n) ++b;
-    return b;
-}
-
-// The tokenizer: the "ztinfer.tokenizer" folder when given, else the GGUF file's tokenizer.ggml.* or the model
-// folder's tokenizer.json; none when a folder has none (requests then give token ids).
-std::optional<Tokenizer> load_tokenizer(const JobConfig & cfg, const GgufFile * gguf) {
-    if (!cfg.tokenizer.empty()) {
-        spdlog::info("tokenizer: {} (\"ztinfer.tokenizer\", in place of the model's)", cfg.tokenizer);
-        return Tokenizer::load(cfg.tokenizer);
-    }
-    if (gguf) {
-        try {
-            return Tokenizer::from_gguf(*gguf, cfg.model);
-        } catch (const Error & e) {
-            ZT_FAIL("{} (set \"ztinfer.tokenizer\" to the model's Hugging Face tokenizer folder to use that instead)",
-                    e.message());
-        }
-    }
-    if (std::ifstream(cfg.model + "/tokenizer.json").good()) return Tokenizer::load(cfg.model);
-    spdlog::warn("{} has no tokenizer.json: requests must give token ids{} (or set \"ztinfer.tokenizer\" to a "
-                 "tokenizer folder)", cfg.model, cfg.task == "embed" ? "" : ", and results have no text");
-    return std::nullopt;
-}
 
 // The model as this rank streams it: config, tokenizer, this rank's weight slices and the schedule and forward
 // pass over them (members depend on the ones above them).
@@ -252,7 +247,7 @@ std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int ra
     if (is_gguf_model_path(cfg.model)) gguf.emplace(read_gguf_header(cfg.model));
     m->mc = gguf ? ModelConfig::from_gguf(*gguf, cfg.model) : ModelConfig::load(cfg.model);
     const ModelConfig & mc = m->mc;
-    m->tok = load_tokenizer(cfg, gguf ? &*gguf : nullptr);
+    m->tok = load_job_tokenizer(cfg, gguf ? &*gguf : nullptr);
     const auto & tok = m->tok;
     const MemoryUsage mem_before = memory_usage();
     auto ckpt = std::make_unique<Checkpoint>(cfg.model);
@@ -412,7 +407,7 @@ void read_requests(JobRun & run, const FinishedRequests & done_before) {
         if (prepare_request(run, r)) run.queue.push_back(std::move(r));
     }
     std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
-        return length_bucket(a.prompt_ids.size()) > length_bucket(b.prompt_ids.size());
+        return prompt_length_bucket(a.prompt_ids.size()) > prompt_length_bucket(b.prompt_ids.size());
     });
     if (stats.skipped && rank == 0)
         spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);

@@ -19,11 +19,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "comm/world.h"
 #include "runtime/job/job_config.h"
 #include "runtime/job/job_metrics.h"
+#include "runtime/model/tokenizer.h"
 
 namespace zt {
 
@@ -33,6 +35,11 @@ std::atomic<bool> & job_stop_flag();
 
 class Backend;
 class Communicator;
+struct GgufFile;
+
+// The job's tokenizer: the "ztinfer.tokenizer" folder when given, else the GGUF file's tokenizer.ggml.* (gguf:
+// its header) or the model folder's tokenizer.json; none (a warning) when a folder has none.
+std::optional<Tokenizer> load_job_tokenizer(const JobConfig & cfg, const GgufFile * gguf);
 
 // The backend a job runs on: CUDA for "device": "cuda" (or "auto" with a usable GPU; GPU = local rank modulo the
 // visible devices), else the CPU backend with cfg.threads threads. Throws zt::Error saying why CUDA is unusable.

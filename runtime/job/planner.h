@@ -59,6 +59,7 @@ struct PlanBudget {
     size_t host_memory = 0;             // per node: pinned + pageable host memory (CPU backend: also its "device"
                                         // memory); 0 = no limit
     size_t nvme_bytes = 0;              // per node: free space at nvme_path; 0 = no limit
+    bool nvme_available = false;        // offload_param.nvme_path is set: the search may pick tier "nvme"
     int threads = 0;                    // CPU backend threads per rank (0 = all cores)
     double test_link_gbps = 0;          // ztinfer.test_link_gbps (CPU test option): the simulated link's rate
 };
@@ -99,6 +100,9 @@ struct MicroBatchLoad {
     int64_t tokens = 0;                 // new tokens (T of the micro-batch)
     int64_t rows = 0;                   // output rows (logits / hidden rows)
     double attention_pairs = 0;         // sum over new tokens of the positions each attends to
+    double prefill_pairs = 0;           // the part of attention_pairs that prompt chunks bring (the rest: decode)
+    double past_positions = 0;          // sum over sequences of the positions already cached (what an offloaded
+                                        // KV cache loads per layer)
 };
 struct RankSteps {
     std::vector<std::vector<MicroBatchLoad>> steps;   // per step: its micro-batches (empty: the rank idles)
@@ -112,10 +116,12 @@ struct StepTrace {
     std::vector<RankSteps> ranks;       // index = rank
     int64_t steps = 0;                  // steps of the job (every rank takes them all)
     double scale = 1;                   // the workload was sampled: multiply time and tokens by this
+    bool embed = false;                 // task "embed": hidden states, no logits and no sampling
 };
 // Deals the requests to ranks (request k to rank k % world), orders each rank's queue as read_requests does
-// (longest prompt bucket first) and replays the loop's slot admission and prompt chunking.
-StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world);
+// (longest prompt bucket first) and replays the loop's slot admission and prompt chunking. At most max_per_rank
+// requests of each rank are replayed (an even sample; StepTrace::scale says by how much to scale).
+StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, int64_t max_per_rank = 512);
 
 // --- memory model (plan_memory.cpp) --------------------------------------------------------------------------
 struct MemoryItem {

@@ -250,4 +250,10 @@ std::variant<Request, RequestError> parse_embed_request(const std::string & text
     }
 }
 
+int prompt_length_bucket(size_t n) {
+    int b = 0;
+    while ((size_t(1) << b) < n) ++b;
+    return b;
+}
+
 }  // namespace zt

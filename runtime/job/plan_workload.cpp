@@ -1,0 +1,193 @@
+// The planner's workload (planner.h): the requests a job will run, read from its input file or given as counts,
+// and simulate_steps(), which replays how the job deals them to ranks and how the generate / embed loop admits
+// them into KV-cache slots and chunks their prompts, step by step (job.cpp read_requests / reserve_kv_cache,
+// generate_loop.cpp, embed_loop.cpp). The speed and memory models read the resulting StepTrace.
+#include <algorithm>
+#include <deque>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <variant>
+
+#include "runtime/base/error.h"
+#include "runtime/job/job_config.h"
+#include "runtime/job/planner.h"
+#include "runtime/job/request.h"
+#include "runtime/model/tokenizer.h"
+
+namespace zt {
+
+Workload workload_from_input(const JobConfig & cfg, const Tokenizer * tok, int64_t max_lines) {
+    Workload w;
+    w.task = cfg.task;
+    const bool embed = cfg.task == "embed";
+    std::ifstream in(cfg.input, std::ios::binary);
+    ZT_CHECK(in.good(), "cannot open input {}: check \"ztinfer.input\" in {}", cfg.input, cfg.config_path);
+    std::set<std::string> seen;
+    std::string line;
+    int64_t line_no = 0, estimated = 0;
+    bool truncated = false;
+    while (std::getline(in, line)) {
+        ++line_no;
+        if (max_lines > 0 && line_no > max_lines) { truncated = true; break; }
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        auto parsed = embed ? parse_embed_request(line, line_no, cfg.embedding.instruction)
+                            : parse_request(line, line_no, cfg.sampling);
+        auto * r = std::get_if<Request>(&parsed);
+        if (!r || !seen.insert(r->custom_id).second) continue;   // error records take no step
+        RequestShape rs;
+        if (r->prompt) {
+            if (tok) {
+                try {
+                    rs.prompt_tokens = int64_t(tok->encode(*r->prompt, true).size());
+                } catch (const Error &) {
+                    continue;   // the job writes an error record for it
+                }
+            } else {
+                rs.prompt_tokens = std::max<int64_t>(1, int64_t(r->prompt->size() + 3) / 4);
+                ++estimated;
+            }
+        } else {
+            rs.prompt_tokens = int64_t(r->prompt_ids.size());
+        }
+        if (rs.prompt_tokens == 0) continue;
+        rs.new_tokens = embed ? 0 : r->max_tokens;
+        w.requests.push_back(rs);
+    }
+    int64_t prompt = 0, out = 0;
+    for (const auto & r : w.requests) prompt += r.prompt_tokens, out += r.new_tokens;
+    const size_t n = std::max<size_t>(w.requests.size(), 1);
+    w.source = fmt::format("{}: {} requests{}, {:.0f} prompt tokens and {:.0f} new tokens on average{}", cfg.input,
+                           w.requests.size(), truncated ? fmt::format(" (first {} lines)", max_lines) : "",
+                           double(prompt) / double(n), double(out) / double(n),
+                           estimated ? fmt::format(" ({} prompts estimated at 4 bytes per token: no tokenizer)", estimated)
+                                     : "");
+    return w;
+}
+
+Workload workload_uniform(const std::string & task, int64_t n, int64_t prompt_tokens, int64_t new_tokens) {
+    ZT_CHECK(n >= 1 && prompt_tokens >= 1 && (task == "embed" || new_tokens >= 1), "workload: {} requests of {} prompt "
+             "tokens and {} new tokens: give at least one request, one prompt token and (generate) one new token", n,
+             prompt_tokens, new_tokens);
+    Workload w;
+    w.task = task;
+    w.requests.assign(size_t(n), RequestShape{prompt_tokens, task == "embed" ? 0 : new_tokens});
+    w.source = task == "embed" ? fmt::format("{} inputs of {} tokens", n, prompt_tokens)
+                               : fmt::format("{} requests of {} prompt tokens and {} new tokens", n, prompt_tokens,
+                                             new_tokens);
+    return w;
+}
+
+namespace {
+
+struct SimSeq {
+    RequestShape req;
+    int64_t past = 0, generated = 0;
+};
+
+// One rank's loop: mirrors generate_loop.cpp / embed_loop.cpp (admission at the step boundary in slot order,
+// per micro-batch a prompt budget of prefill_chunk tokens, decode tokens first in slot order as they come).
+void replay_rank(std::deque<RequestShape> queue, const PlanSettings & s, bool embed, RankSteps & out) {
+    const int64_t per_mb = s.batch_size;
+    const int64_t n_slots = out.n_slots;
+    const int64_t n_mb = (n_slots + per_mb - 1) / per_mb;
+    std::vector<std::optional<SimSeq>> slots(static_cast<size_t>(n_slots));
+    int64_t active = 0;
+    while (active > 0 || !queue.empty()) {
+        for (int64_t i = 0; i < n_slots && !queue.empty(); ++i) {
+            if (slots[size_t(i)]) continue;
+            slots[size_t(i)] = SimSeq{queue.front(), 0, 0};
+            queue.pop_front();
+            ++active;
+        }
+        std::vector<MicroBatchLoad> step;
+        int64_t rows = 0;
+        for (int64_t mb = 0; mb < n_mb; ++mb) {
+            MicroBatchLoad load;
+            int64_t budget = s.prefill_chunk;
+            for (int64_t i = mb * per_mb; i < std::min(n_slots, (mb + 1) * per_mb); ++i) {
+                auto & a = slots[size_t(i)];
+                if (!a) continue;
+                int64_t n = 1;
+                bool emit = true, prefill = false;
+                if (a->past < a->req.prompt_tokens) {
+                    n = std::min(a->req.prompt_tokens - a->past, budget);
+                    if (n == 0) continue;
+                    budget -= n;
+                    emit = a->past + n == a->req.prompt_tokens;
+                    prefill = true;
+                }
+                const double pairs = double(n) * double(a->past) + double(n) * double(n + 1) / 2;
+                load.sequences += 1;
+                load.tokens += n;
+                load.rows += emit ? 1 : 0;
+                load.attention_pairs += pairs;
+                if (prefill) load.prefill_pairs += pairs;
+                load.past_positions += double(a->past);
+                a->past += n;
+                if (!emit) continue;
+                if (embed) {
+                    out.tokens_out += a->req.prompt_tokens;
+                    a.reset();
+                    --active;
+                } else if (++a->generated >= a->req.new_tokens) {
+                    a.reset();
+                    --active;
+                }
+                if (!embed) out.tokens_out += 1;
+            }
+            if (load.sequences > 0) {
+                out.max_micro_tokens = std::max(out.max_micro_tokens, load.tokens);
+                rows += load.rows;
+                step.push_back(load);
+            }
+        }
+        out.max_step_rows = std::max(out.max_step_rows, rows);
+        out.steps.push_back(std::move(step));
+    }
+}
+
+}  // namespace
+
+StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, int64_t max_per_rank) {
+    ZT_CHECK(world >= 1 && s.batch_size >= 1 && s.micro_batches >= 1 && s.prefill_chunk >= 1,
+             "planner: world {}, batch_size {}, micro_batches {} and prefill_chunk {} must be >= 1", world, s.batch_size,
+             s.micro_batches, s.prefill_chunk);
+    const bool embed = w.task == "embed";
+    StepTrace t;
+    t.embed = embed;
+    t.ranks.resize(size_t(world));
+    // request k -> rank k % world; each rank's KV cache is sized by its whole queue, even when the replay samples it
+    std::vector<std::vector<RequestShape>> queues(static_cast<size_t>(world));
+    for (size_t k = 0; k < w.requests.size(); ++k) queues[k % size_t(world)].push_back(w.requests[k]);
+    size_t largest = 0;
+    for (const auto & q : queues) largest = std::max(largest, q.size());
+    const size_t cap = size_t(std::max<int64_t>(max_per_rank, 1));
+    const size_t stride = (largest + cap - 1) / cap;
+    int64_t tokens_all = 0, tokens_sampled = 0;
+    for (int r = 0; r < world; ++r) {
+        auto & q = queues[size_t(r)];
+        RankSteps & rs = t.ranks[size_t(r)];
+        int64_t max_len = 1;
+        for (const auto & x : q) {
+            max_len = std::max(max_len, x.prompt_tokens + x.new_tokens);
+            tokens_all += embed ? x.prompt_tokens : x.new_tokens;
+        }
+        rs.max_len = max_len;
+        rs.n_slots = std::min<int64_t>(s.batch_size * s.micro_batches, std::max<int64_t>(int64_t(q.size()), 1));
+        std::deque<RequestShape> sampled;
+        for (size_t k = 0; k < q.size(); k += std::max<size_t>(stride, 1)) sampled.push_back(q[k]);
+        std::stable_sort(sampled.begin(), sampled.end(), [](const RequestShape & a, const RequestShape & b) {
+            return prompt_length_bucket(size_t(a.prompt_tokens)) > prompt_length_bucket(size_t(b.prompt_tokens));
+        });
+        replay_rank(std::move(sampled), s, embed, rs);
+        tokens_sampled += rs.tokens_out;
+        t.steps = std::max<int64_t>(t.steps, int64_t(rs.steps.size()));
+    }
+    for (auto & rs : t.ranks) rs.steps.resize(size_t(t.steps));   // a rank that is done idles with the others
+    t.scale = tokens_sampled > 0 ? double(tokens_all) / double(tokens_sampled) : 1.0;
+    return t;
+}
+
+}  // namespace zt
