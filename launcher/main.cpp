@@ -1,5 +1,6 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
-// `plan` predicts a job's memory and speed and searches its settings (runtime/job/planner.h); `synth` writes a random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
+// `plan` predicts a job's memory and speed and searches its settings (runtime/job/planner.h); `synth` writes a
+// random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
 // `tokenize` maps JSONL text <-> ids; `info` prints JSON
 // with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
 // all-gather, layer and streamed-decode rates (runtime/bench/benchmark.h).
@@ -211,6 +212,8 @@ int main(int argc, char ** argv) {
                      "the card)");
     plan->add_option("--host-memory", plan_host_mem, "host memory per node, e.g. 64GiB (default: ztinfer.host_memory, "
                      "else MemAvailable)");
+    plan->add_option("--nvme-path", plan_req.nvme_path, "a folder on the NVMe disk (default: offload_param.nvme_path): "
+                     "lets the plan stream weights from NVMe");
     plan->add_option("--nvme-space", plan_nvme, "free NVMe space per node (default: what nvme_path's disk has)");
     plan->add_option("--ranks", plan_req.ranks, "ranks of the job (mpirun -np)")->capture_default_str();
     plan->add_option("--ranks-per-node", plan_req.ranks_per_node, "ranks sharing a node's memory (default: all)");
