@@ -7,7 +7,8 @@
 //   - nothing fits: the refusal names the smallest budget that would (the leanest settings' memory) and the
 //     largest term there.
 // Traces (simulate_steps) depend only on batch_size, micro_batches and the workload, so each is made once; the
-// search replays at most 64 requests per rank, the chosen and the configured settings are then costed on 512.
+// search replays 64 .. 512 requests per rank (4 x the slots), the chosen and the configured settings are then
+// costed on 1024.
 #include <algorithm>
 #include <map>
 
@@ -21,8 +22,9 @@ namespace zt {
 
 namespace {
 
-constexpr int64_t kSearchRequestsPerRank = 64;
-constexpr int64_t kFinalRequestsPerRank = 512;
+// Requests per rank the search replays: a few times the slots, so that admission and the tail are in the trace.
+int64_t search_sample(const PlanSettings & s) { return std::min<int64_t>(512, std::max<int64_t>(64, 4 * s.batch_size * s.micro_batches)); }
+constexpr int64_t kFinalRequestsPerRank = 1024;
 
 bool is_free(const std::set<std::string> & free_keys, const char * key) { return free_keys.count(key) > 0; }
 
@@ -174,13 +176,13 @@ PlanResult plan_job(const PlanModel & m, const Workload & w, const PlanSettings 
                         s.prefetch_depth = d;
                         if (tier != "none" && resident_free) {
                             // streaming with every layer resident is "none" under another name: stop one short
-                            const int64_t res = search.max_resident(s, kSearchRequestsPerRank);
+                            const int64_t res = search.max_resident(s, search_sample(s));
                             if (res < 0) continue;
                             s.resident_layers = std::min(res, std::max<int64_t>(L - 1, 0));
                         }
-                        PlanOutcome o = search.memory_only(s, kSearchRequestsPerRank);
+                        PlanOutcome o = search.memory_only(s, search_sample(s));
                         if (!o.fits) continue;
-                        found.push_back(search.full(s, kSearchRequestsPerRank));
+                        found.push_back(search.full(s, search_sample(s)));
                     }
                 }
     }
