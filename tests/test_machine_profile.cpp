@@ -247,3 +247,13 @@ TEST(MachineProfile, BenchProfileWritesPositiveFiguresAndMerges) {
     EXPECT_HAS(again.output, "merged with " + path);
     EXPECT_EQ(load_profile(path).allgather_busbw_gbps, (std::map<int, double>{{4, 1.5}}));
 }
+
+// A --profile file in a folder that does not exist fails before a minute of measuring, naming the folder.
+TEST(MachineProfile, BenchProfileInMissingFolderFailsAtOnce) {
+    const std::string dir = make_temp_dir("bench-profile-missing") + "/no/such";
+    const CommandResult r = run(std::string(ZT_BINARY) + " bench --device cpu --threads 1 --profile " + dir + "/p.json");
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_HAS(r.output, dir);
+    EXPECT_HAS(r.output, "does not exist");
+    EXPECT_FALSE(fs::exists(dir + "/p.json"));
+}

@@ -14,7 +14,8 @@
 //              hidden state, gte-Qwen2 style), weights streamed from pinned host: peak device memory per length
 //              under --max-gpu-memory
 //   --profile FILE  instead of the tables: the MachineProfile the planner runs on (benchmark_profile.cpp), written
-//              to FILE; --max-bytes caps its copies and buffers, --hidden sets its matmul size, --iters its copies
+//              to FILE; --max-bytes caps its copies and buffers, --hidden sets its matmul size, --iters (at most 5)
+//              its copies
 // #wrong counts elements that failed verification of the moved data (or non-finite logits): 0 expected.
 // Under mpirun every rank runs every table at once; times are the slowest rank's, #wrong is summed over ranks.
 #pragma once

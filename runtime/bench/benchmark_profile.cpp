@@ -170,7 +170,8 @@ void measure_links(Bench & b, MachineProfile & p, size_t copy_bytes, int iters) 
 
 // --- memory and matmul ---------------------------------------------------------------------------------------
 
-// out = a + b over three f32 buffers of pool / 3 bytes each: bytes moved (2 read + 1 written) / time, best of 5.
+// out = a + b over three f32 buffers of pool / 3 bytes each: bytes moved (2 read + 1 written) / time, best of 5
+// (on a GPU each of the 5 is the mean of 10 back to back).
 void measure_memory(Bench & b, MachineProfile & p, Buffer & pool) {
     const int64_t n = int64_t(pool.bytes() / 3 / 4 / 64 * 64);
     const Tensor a = pool.view(DType::F32, {n}), c = pool.view(DType::F32, {n}, size_t(n) * 4),
@@ -178,19 +179,20 @@ void measure_memory(Bench & b, MachineProfile & p, Buffer & pool) {
     Stream * cs = b.be.stream(StreamRole::compute);
     b.be.add(out, a, c, cs);   // warm-up (first touch)
     b.be.synchronize(cs);
+    const int group = b.be.host_can_access(MemKind::device) ? 1 : 10;   // a GPU: not the synchronize's latency
     double best = 0;
     for (int i = 0; i < 5; ++i) {
         const auto t0 = Clock::now();
-        b.be.add(out, a, c, cs);
+        for (int g = 0; g < group; ++g) b.be.add(out, a, c, cs);
         b.be.synchronize(cs);
-        const double t = seconds_since(t0);
+        const double t = seconds_since(t0) / group;
         best = i == 0 ? t : std::min(best, t);
     }
     p.memory_gbps = 3.0 * double(n) * 4 / slowest(b, best) / 1e9;
 }
 
 // Samples per (dtype, T): fewer where one matmul takes long.
-int samples_at(int64_t T) { return T <= 16 ? 7 : T <= 64 ? 5 : 3; }
+int samples_at(int64_t T) { return T <= 16 ? 15 : T <= 64 ? 9 : 5; }
 
 // Seconds per weight of every dtype at every T of `ts` (see the top of the file), into p.matmul.
 void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, const std::vector<int64_t> & ts) {
@@ -341,6 +343,8 @@ void measure_overheads(Bench & b, MachineProfile & p) {
     p.unit_overhead_s = std::max(0.0, (t[1] - t[0]) / double(units[1] - units[0]));
     if (p.unit_overhead_s == 0) p.unit_overhead_s = t[0] / double(units[0]);   // noise: all of it per unit
     p.step_overhead_s = std::max(0.0, t[0] - double(units[0]) * p.unit_overhead_s);
+    b.say("# overheads: decode steps of a tiny model (batch 1, offload none): {} units {:.1f} us, {} units {:.1f} us "
+          "per step\n", units[0], t[0] * 1e6, units[1], t[1] * 1e6);
 }
 
 // --- the file ------------------------------------------------------------------------------------------------
@@ -419,6 +423,10 @@ void run_profile(Bench & b) {
     if (const size_t avail = mem_available(); avail > 0) pool_bytes = std::min(pool_bytes, avail / 4 / size_t(n));
     pool_bytes = std::max<size_t>(std::min(pool_bytes, b.max_bytes), kMiB) / kMiB * kMiB;
     const int iters = std::min(b.opt.iters, 5);
+    const std::filesystem::path folder = std::filesystem::path(b.opt.profile_path).parent_path();
+    ZT_CHECK(folder.empty() || std::filesystem::is_directory(folder), "--profile {}: the folder {} does not exist: "
+             "create it first (the file is written after about a minute of measuring)", b.opt.profile_path,
+             folder.string());
     const int64_t H = b.opt.hidden > 0 ? b.opt.hidden : cuda ? 4096 : 2048;
     ZT_CHECK(H % 256 == 0, "--hidden {}: with --profile it is the matmul size N = K and must be a multiple of 256 "
              "(whole blocks of every quantized dtype)", H);
