@@ -9,9 +9,10 @@
 //   memory_gbps   the backend's add op, out = a + b, over three f32 buffers that together fill the "cold pool"
 //                 (below): bytes read and written / time, the best of 5
 //   matmul        every weight dtype, (N,K) = (H,H) with H = --hidden or 2048 (CPU) / 4096 (CUDA), at T = 1, 2, 4,
-//                 .., 512; the median of a few samples after one warm-up (fewer at large T). The weights are cold,
-//                 as a just-streamed layer's are: copies of the weight fill the cold pool (2 x the last-level cache,
-//                 256 MiB .. 1 GiB, at most --max-bytes) and each matmul reads the next copy, least recently used
+//                 .., 512; the median of 6 .. 15 samples (fewer at large T) taken in 3 sweeps over T, each point
+//                 after one warm-up. The weights are cold, as a just-streamed layer's are: copies of the weight
+//                 fill the cold pool (2 x the last-level cache, 256 MiB .. 1 GiB, at most --max-bytes; GPU: 256
+//                 MiB) and each matmul reads the next copy, the least recently used
 //   attention     the attention op at H=32, KV=8, D=64: decode = 8 sequences x 1 new token after 1024 past;
 //                 prefill = 1 sequence of 512 tokens, causal; FLOPs = 4 H D x sum over new tokens of positions seen
 //   overheads     see measure_overheads
@@ -192,7 +193,10 @@ void measure_memory(Bench & b, MachineProfile & p, Buffer & pool) {
 }
 
 // Samples per (dtype, T): fewer where one matmul takes long.
-int samples_at(int64_t T) { return T <= 16 ? 15 : T <= 64 ? 9 : 5; }
+// Samples per (dtype, T) in each of kPasses sweeps over T: fewer where one matmul takes long. The passes spread a
+// burst of another process's load over several T points instead of one point's every sample.
+constexpr int kPasses = 3;
+int samples_at(int64_t T) { return T <= 16 ? 5 : T <= 64 ? 3 : 2; }
 
 // Seconds per weight of every dtype at every T of `ts` (see the top of the file), into p.matmul.
 void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, const std::vector<int64_t> & ts) {
@@ -213,28 +217,31 @@ void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, con
         b.be.synchronize(cs);
         size_t next = 0;   // the least recently used copy
         auto weight = [&] { return pool.view(dt, {H, H}, (next++ % copies) * w.size()); };
-        std::vector<std::pair<int64_t, double>> table;
+        std::vector<std::vector<double>> samples(ts.size());   // by T
         std::string failed;
-        for (int64_t T : ts) {
-            const Tensor x = xb.view(DType::F32, {T, H}), out = ob.view(DType::F32, {T, H});
-            std::vector<double> samples;
-            try {
-                b.be.matmul(out, x, weight(), Tensor(), cs);   // warm-up
-                b.be.synchronize(cs);
-                for (int i = 0; i < samples_at(T); ++i) {
-                    const auto t0 = Clock::now();
-                    for (int g = 0; g < group; ++g) b.be.matmul(out, x, weight(), Tensor(), cs);
+        try {
+            for (int pass = 0; pass < kPasses; ++pass) {
+                for (size_t i = 0; i < ts.size(); ++i) {
+                    const Tensor x = xb.view(DType::F32, {ts[i], H}), out = ob.view(DType::F32, {ts[i], H});
+                    b.be.matmul(out, x, weight(), Tensor(), cs);   // warm-up
                     b.be.synchronize(cs);
-                    samples.push_back(seconds_since(t0) / group);
+                    for (int k = 0; k < samples_at(ts[i]); ++k) {
+                        const auto t0 = Clock::now();
+                        for (int g = 0; g < group; ++g) b.be.matmul(out, x, weight(), Tensor(), cs);
+                        b.be.synchronize(cs);
+                        samples[i].push_back(seconds_since(t0) / group);
+                    }
                 }
-            } catch (const Error & e) {
-                failed = e.message();
             }
-            int bad = failed.empty() ? 0 : 1;   // every rank keeps the same T points, or none of this dtype
-            b.comm.all_reduce_max(&bad, 1, nullptr);
-            if (bad) break;
-            table.emplace_back(T, slowest(b, median(samples)) / double(H * H));
+        } catch (const Error & e) {
+            failed = e.message();
         }
+        int bad = failed.empty() ? 0 : 1;   // every rank keeps this dtype's table, or none does
+        b.comm.all_reduce_max(&bad, 1, nullptr);
+        std::vector<std::pair<int64_t, double>> table;
+        if (!bad)
+            for (size_t i = 0; i < ts.size(); ++i)
+                table.emplace_back(ts[i], slowest(b, median(samples[i])) / double(H * H));
         if (table.size() == ts.size()) {
             p.matmul[profile_dtype_key(dt)] = table;
         } else {
