@@ -266,6 +266,7 @@ int main(int argc, char ** argv) {
     bench->add_option("--lengths", bench_opt.lengths, "embed-memory: sequence lengths, e.g. 8192,16384")->delimiter(',')
         ->capture_default_str();
     bench->add_option("--max-gpu-memory", bench_opt.max_gpu_memory, "cap on device memory (CUDA), e.g. 24GiB");
+    bench->add_option("--profile", bench_opt.profile_path, "measure the machine profile for `ztinfer plan` into this JSON file");
     app.require_subcommand(0, 1);
 
     CLI11_PARSE(app, argc, argv);
