@@ -1,7 +1,10 @@
 // `ztinfer bench --profile FILE.json` (see benchmark.h): measures the MachineProfile (runtime/job/machine_profile.h)
 // the planner's speed model runs on, on the backend and communicator a job would use, prints a short table of the
-// figures (rank 0) and writes FILE (rank 0; an existing profile of the same device keeps its other worlds'
-// all-gather entries, so runs under -np 2 and -np 4 accumulate). Every rank takes part in every collective part.
+// figures (rank 0) and writes FILE (rank 0). Every rank takes part in every collective part.
+// Runs accumulate in one file: a one-rank run measures everything below (keeping an earlier file's all-gather
+// entries); a run of N > 1 ranks into an existing profile of the same device measures only the all-gather of N
+// ranks and adds it, leaving the compute figures as the one-rank run measured them on the whole machine (the
+// planner scales them to the cores each rank gets). So: `ztinfer bench --profile F`, then `mpirun -np 2 ... F`.
 //   h2d_gbps      table h2d over sizes S/4 .. S (S = --max-bytes capped at 256 MiB), the best rate
 //   memcpy_gbps   std::memcpy of S bytes host to host (pageable), the fastest of 3 rounds
 //   nvme_gbps     table nvme (only with --nvme-path) at --aio-block-size / --aio-queue-depth, the best rate
@@ -12,7 +15,8 @@
 //                 .., 512; the median of 6 .. 15 samples (fewer at large T) taken in 3 sweeps over T, each point
 //                 after one warm-up. The weights are cold, as a just-streamed layer's are: copies of the weight
 //                 fill the cold pool (2 x the last-level cache, 256 MiB .. 1 GiB, at most --max-bytes; GPU: 256
-//                 MiB) and each matmul reads the next copy, the least recently used
+//                 MiB) and each matmul reads the next copy, the least recently used; on CPU a second round
+//                 (matmul_hot) reuses one copy, as a model or a ring that fits the last-level cache sees it
 //   attention     the attention op at H=32, KV=8, D=64: decode = 8 sequences x 1 new token after 1024 past;
 //                 prefill = 1 sequence of 512 tokens, causal; FLOPs = 4 H D x sum over new tokens of positions seen
 //   overheads     see measure_overheads
@@ -23,6 +27,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -216,7 +221,10 @@ void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, con
                                                             w.size(), cs);
         b.be.synchronize(cs);
         size_t next = 0;   // the least recently used copy
-        auto weight = [&] { return pool.view(dt, {H, H}, (next++ % copies) * w.size()); };
+        bool hot = false;  // the second round (CPU): always copy 0, so the weight stays in the caches
+        auto weight = [&] { return pool.view(dt, {H, H}, hot ? 0 : (next++ % copies) * w.size()); };
+        for (int round = 0; round < (b.be.host_can_access(MemKind::device) ? 2 : 1); ++round) {
+        hot = round == 1;
         std::vector<std::vector<double>> samples(ts.size());   // by T
         std::string failed;
         try {
@@ -243,11 +251,12 @@ void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, con
             for (size_t i = 0; i < ts.size(); ++i)
                 table.emplace_back(ts[i], slowest(b, median(samples[i])) / double(H * H));
         if (table.size() == ts.size()) {
-            p.matmul[profile_dtype_key(dt)] = table;
-        } else {
+            (hot ? p.matmul_hot : p.matmul)[profile_dtype_key(dt)] = table;
+        } else if (!hot) {
             b.say("# matmul {}: not measured ({}): the planner scales another dtype's table by bits per weight\n",
                   profile_dtype_key(dt), failed.empty() ? "failed on another rank" : failed);
         }
+        }   // rounds: cold, hot
     }
 }
 
@@ -415,6 +424,7 @@ void run_profile(Bench & b) {
     p.device = cuda ? "cuda" : "cpu";
     p.threads = cuda ? 0 : b.n_threads;
     p.cores = int(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+    p.llc_bytes = cuda ? 0 : llc_bytes();
 #ifdef ZT_HAVE_CUDA
     if (cuda) p.device_name = cuda_device_name(cuda_device_of(b.be));
 #endif
@@ -443,6 +453,32 @@ void run_profile(Bench & b) {
           "(LLC {} KiB), matmul N = K = {}\n", b.opt.profile_path, n, b.comm.name(), b.be.name(), p.device_name,
           copy_bytes, pool_bytes / kMiB, llc_bytes() / 1024, H);
 
+    // N > 1 ranks adding to an existing profile of this device: only the all-gather (rank 0 decides for all)
+    int add_allgather_only = 0;
+    std::optional<MachineProfile> base;
+    if (n > 1 && b.comm.rank() == 0 && std::filesystem::exists(b.opt.profile_path)) {
+        try {
+            base = load_profile(b.opt.profile_path);
+            add_allgather_only = base->device == p.device && base->device_name == p.device_name;
+        } catch (const Error &) {
+        }
+    }
+    b.comm.broadcast(&add_allgather_only, sizeof add_allgather_only, 0);
+    if (add_allgather_only) {
+        SubBench ag(b, copy_bytes, copy_bytes, iters);
+        table_allgather(ag.b);
+        b.wrong += ag.b.wrong;
+        if (b.print) {
+            base->allgather_busbw_gbps[n] = best_of_rows(ag.b.figures["allgather"], "busbw_gbps");
+            base->source += fmt::format("; all-gather of {} ranks measured at {}", n, utc_now());
+            profile_from_json(profile_to_json(*base), b.opt.profile_path + " (as measured)");
+            save_profile(b.opt.profile_path, *base);
+            print_profile(b, *base, seconds_since(t0));
+            b.say("# added the all-gather of {} ranks to {} (its other figures are kept)\n", n, b.opt.profile_path);
+            b.figures["profile"] = profile_to_json(*base);
+        }
+        return;
+    }
     measure_links(b, p, copy_bytes, iters);
     {
         Buffer pool = b.be.alloc(pool_bytes, MemKind::device, "bench profile cold pool");

@@ -162,14 +162,18 @@ std::string profile_dtype_key(DType t) {
 
 // --- lookups ---------------------------------------------------------------------------------------------------
 
-double MachineProfile::matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K) const {
+double MachineProfile::matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, bool hot) const {
     ZT_CHECK(T >= 1 && N >= 1 && K >= 1, "internal: matmul_seconds of T {} N {} K {}", T, N, K);
     const double weights = double(N) * double(K);
-    auto usable = [&](const std::string & key) {
-        const auto it = matmul.find(key);
+    const std::string key = profile_dtype_key(dtype);
+    if (hot) {
+        const auto it = matmul_hot.find(key);
+        if (it != matmul_hot.end() && !it->second.empty()) return interpolate(it->second, T) * weights;
+    }
+    auto usable = [&](const std::string & k) {
+        const auto it = matmul.find(k);
         return it != matmul.end() && !it->second.empty() ? &it->second : nullptr;
     };
-    const std::string key = profile_dtype_key(dtype);
     if (const Table * t = usable(key)) return interpolate(*t, T) * weights;
     // not measured: a measured table scaled by bits per weight (bf16's first, else any)
     const double bits = dtype_bits_per_weight(dtype);
@@ -237,11 +241,17 @@ nlohmann::json profile_to_json(const MachineProfile & p) {
         for (const auto & [T, s] : t) rows.push_back({T, s});
         mm[key] = rows;
     }
+    json mm_hot = json::object();
+    for (const auto & [key, t] : p.matmul_hot) {
+        json rows = json::array();
+        for (const auto & [T, s] : t) rows.push_back({T, s});
+        mm_hot[key] = rows;
+    }
     return {{"version", p.version}, {"source", p.source}, {"device", p.device}, {"device_name", p.device_name},
             {"threads", p.threads}, {"cores", p.cores}, {"h2d_gbps", p.h2d_gbps}, {"memcpy_gbps", p.memcpy_gbps},
             {"nvme_gbps", p.nvme_gbps}, {"nvme_block_size", p.nvme_block_size},
             {"nvme_queue_depth", p.nvme_queue_depth}, {"allgather_busbw_gbps", ag}, {"memory_gbps", p.memory_gbps},
-            {"matmul", mm},
+            {"matmul", mm}, {"matmul_hot", mm_hot}, {"llc_bytes", p.llc_bytes},
             {"attention", {{"decode_gflops", p.attention_decode_gflops},
                            {"prefill_gflops", p.attention_prefill_gflops}}},
             {"overhead", {{"step_s", p.step_overhead_s}, {"unit_s", p.unit_overhead_s}}}};
@@ -295,6 +305,14 @@ MachineProfile profile_from_json(const nlohmann::json & j, const std::string & w
             p.matmul[key] = read_table(r, v, "matmul." + key);
         }
     }
+    if (j.contains("matmul_hot")) {
+        p.matmul_hot.clear();
+        for (const auto & [key, v] : r.object(j["matmul_hot"], "matmul_hot").items()) {
+            if (!p.matmul.count(key)) r.fail("matmul_hot." + key, "has no table of the same dtype under \"matmul\"");
+            p.matmul_hot[key] = read_table(r, v, "matmul_hot." + key);
+        }
+    }
+    if (j.contains("llc_bytes")) p.llc_bytes = size_t(r.integer(j["llc_bytes"], "llc_bytes", 0, int64_t(1) << 40));
     if (j.contains("attention")) {
         const json & a = r.object(j["attention"], "attention");
         if (a.contains("decode_gflops"))

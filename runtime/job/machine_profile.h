@@ -10,6 +10,7 @@
 //    "allgather_busbw_gbps": {"2": 6.1, "4": 5.0},
 //    "memory_gbps": 14.0,
 //    "matmul": {"bf16": [[1, 1.1e-9], [8, 1.3e-9], ...], "q4_k": [...]},      // [T, seconds per weight]
+//    "matmul_hot": {...the same, weights in cache (CPU)}, "llc_bytes": 503316480,
 //    "attention": {"decode_gflops": 3.2, "prefill_gflops": 20.0},
 //    "overhead": {"step_s": 2e-4, "unit_s": 2e-5}}
 #pragma once
@@ -45,6 +46,10 @@ struct MachineProfile {
     // seconds per weight of one matmul (T,K) x (N,K)^T, by weight dtype name ("bf16", "f32", "q4_k", ...), at
     // increasing T; matmul_seconds() interpolates linearly in T between points and extrapolates the last slope.
     std::map<std::string, std::vector<std::pair<int64_t, double>>> matmul;
+    // CPU only: the same tables with the weight hot in the caches (one copy, reused): what a model or a ring of
+    // streamed units no larger than the last-level cache sees. Empty: not measured (matmul is used).
+    std::map<std::string, std::vector<std::pair<int64_t, double>>> matmul_hot;
+    size_t llc_bytes = 0;                 // last-level cache (CPU); 0: unknown
     double attention_decode_gflops = 0;   // attention, one new token per sequence against a long past
     double attention_prefill_gflops = 0;  // attention over a whole prompt chunk (causal)
     double step_overhead_s = 0;           // fixed cost of a forward step (host plan, collectives, launches)
@@ -52,7 +57,8 @@ struct MachineProfile {
 
     // Time of one matmul out (T,N) = x (T,K) w (N,K)^T with weights of `dtype`: the table of dtype (falling back
     // to bf16's, scaled by bits per weight, when the dtype was not measured).
-    double matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K) const;
+    // hot: weights in the caches (matmul_hot's table when it has one).
+    double matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, bool hot = false) const;
     // All-gather busbw for `world` ranks: the measured figure for that world, else the nearest world's.
     double allgather_gbps(int world) const;
 };

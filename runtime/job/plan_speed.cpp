@@ -19,6 +19,7 @@
 #include <deque>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "runtime/job/planner.h"
 #include "runtime/stream/slice_header.h"
@@ -65,10 +66,10 @@ public:
     int n_shapes() const { return int(shapes_.size()); }
     int layer_shape(int64_t layer) const { return layer_shape_[size_t(layer)]; }
 
-    // Seconds of one layer of shape `shape` over one micro-batch.
-    double layer(int shape, const MicroBatchLoad & ld) {
+    // Seconds of one layer of shape `shape` over one micro-batch (hot: its weights are in the CPU's caches).
+    double layer(int shape, const MicroBatchLoad & ld, bool hot) {
         const int64_t T = ld.tokens;
-        double t = matmuls(shape, T);
+        double t = matmuls(shape, T, hot);
         const double decode_pairs = ld.attention_pairs - ld.prefill_pairs;
         const double flop_per_pair = 4.0 * double(H_) * double(D_);
         if (p_.attention_decode_gflops > 0) t += flop_per_pair * decode_pairs / (p_.attention_decode_gflops * 1e9);
@@ -82,11 +83,11 @@ public:
         const double row = double(dtype_row_bytes(m_.weights.embed.dtype, C_)) + 4.0 * double(C_);
         return double(ld.tokens) * row / (p_.memory_gbps * 1e9) * compute_scale_ + p_.unit_overhead_s;
     }
-    double head(const MicroBatchLoad & ld, bool logits) const {
+    double head(const MicroBatchLoad & ld, bool logits, bool hot) const {
         if (ld.rows == 0) return 0;
         double t = 3.0 * 4.0 * double(ld.rows) * double(C_) / (p_.memory_gbps * 1e9);
         if (logits && m_.weights.lm_head.data)
-            t += p_.matmul_seconds(m_.weights.lm_head.dtype, ld.rows, m_.weights.lm_head.dim(0), C_);
+            t += p_.matmul_seconds(m_.weights.lm_head.dtype, ld.rows, m_.weights.lm_head.dim(0), C_, hot);
         return t * compute_scale_ + p_.unit_overhead_s;
     }
     // Host work after the step: sampling reads each logits row three times (finite check, copy, argmax/sampling).
@@ -96,13 +97,13 @@ public:
     }
 
 private:
-    double matmuls(int shape, int64_t T) {
-        const auto key = std::make_pair(shape, T);
+    double matmuls(int shape, int64_t T, bool hot) {
+        const auto key = std::make_tuple(shape, T, hot);
         auto it = matmul_cache_.find(key);
         if (it != matmul_cache_.end()) return it->second;
         const LayerShape & ls = shapes_[size_t(shape)];
         double t = 0;
-        for (int i = 0; i < kMatrices; ++i) t += p_.matmul_seconds(ls.dtype[i], T, ls.n[i], ls.k[i]);
+        for (int i = 0; i < kMatrices; ++i) t += p_.matmul_seconds(ls.dtype[i], T, ls.n[i], ls.k[i], hot);
         matmul_cache_.emplace(key, t);
         return t;
     }
@@ -114,7 +115,7 @@ private:
     std::vector<LayerShape> shapes_;
     std::map<LayerShape, int> shape_index_;
     std::vector<int> layer_shape_;
-    std::map<std::pair<int, int64_t>, double> matmul_cache_;
+    std::map<std::tuple<int, int64_t, bool>, double> matmul_cache_;
 };
 
 }  // namespace
@@ -139,6 +140,14 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
         if (world > 1)
             gather[u] = double(unit.flat_bytes) * double(world - 1) / double(world) / (p.allgather_gbps(world) * 1e9);
     }
+    // CPU: weights that fit the last-level cache (with room to spare) are read hot: the resident units when all of
+    // them fit, streamed units when the ring does (each was just written there by its fetch)
+    size_t resident_bytes = 0, ring_bytes = 0;
+    for (const PartitionUnit & unit : plan.units) if (!unit.streamed) resident_bytes += unit.flat_bytes;
+    ring_bytes = size_t((s.overlap ? s.prefetch_depth : 0) + 1) * plan.max_flat_bytes();
+    const bool cpu_caches = b.device == "cpu" && p.llc_bytes > 0;
+    const bool hot_resident = cpu_caches && resident_bytes <= p.llc_bytes / 2;
+    const bool hot_streamed = cpu_caches && ring_bytes <= p.llc_bytes / 2;
     const bool kv_offload = s.kv_offload == "cpu";
     const double kv_row = 2.0 * double(m.config.num_key_value_heads) * double(m.config.head_dim) * 4.0;   // K + V
 
@@ -154,7 +163,7 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
         std::fill(unit_compute.begin(), unit_compute.end(), 0.0);
         double kv_bytes = 0;
         int64_t rows_max = 0;
-        std::vector<double> shape_time(size_t(cost.n_shapes()));
+        std::vector<double> shape_time(size_t(2 * cost.n_shapes()));   // [shape][streamed]
         for (const RankSteps & rs : trace.ranks) {
             const auto & loads = rs.steps[size_t(step)];
             if (loads.empty()) continue;
@@ -162,9 +171,12 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
             double e = 0, h = 0, kv = 0;
             int64_t rows = 0;
             for (const MicroBatchLoad & ld : loads) {
-                for (int k = 0; k < cost.n_shapes(); ++k) shape_time[size_t(k)] += cost.layer(k, ld);
+                for (int k = 0; k < cost.n_shapes(); ++k) {
+                    shape_time[size_t(2 * k)] += cost.layer(k, ld, hot_resident);
+                    shape_time[size_t(2 * k + 1)] += cost.layer(k, ld, hot_streamed);
+                }
                 e += cost.embed(ld);
-                h += cost.head(ld, gen);
+                h += cost.head(ld, gen, plan.units.back().streamed ? hot_streamed : hot_resident);
                 rows += ld.rows;
                 kv += (ld.past_positions + double(ld.tokens)) * kv_row;
             }
@@ -174,7 +186,8 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
                 const PartitionUnit & unit = plan.units[u];
                 const double t = unit.kind == UnitKind::embed ? e
                                : unit.kind == UnitKind::head  ? h
-                                                              : shape_time[size_t(cost.layer_shape(unit.layer))];
+                                                              : shape_time[size_t(2 * cost.layer_shape(unit.layer) +
+                                                                                  (unit.streamed ? 1 : 0))];
                 unit_compute[u] = std::max(unit_compute[u], t);
             }
         }
