@@ -1,5 +1,6 @@
 // ztinfer command line (CLI11): `ztinfer --config ds.json` (= `ztinfer run --config ds.json`) runs a job;
-// `plan` predicts a job's memory and speed and searches its settings (runtime/job/planner.h); `synth` writes a random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
+// `plan` predicts a job's memory and speed and searches its settings (runtime/job/planner.h); `synth` writes a
+// random-weight HF model directory; `quantize` writes a GGUF file of Q8_0..Q6_K weights from one;
 // `tokenize` maps JSONL text <-> ids; `info` prints JSON
 // with the version, compiled backends and visible devices; `bench` prints nccl-tests-style tables of H2D, NVMe,
 // all-gather, layer and streamed-decode rates (runtime/bench/benchmark.h).
@@ -211,6 +212,8 @@ int main(int argc, char ** argv) {
                      "the card)");
     plan->add_option("--host-memory", plan_host_mem, "host memory per node, e.g. 64GiB (default: ztinfer.host_memory, "
                      "else MemAvailable)");
+    plan->add_option("--nvme-path", plan_req.nvme_path, "a folder on the NVMe disk (default: offload_param.nvme_path): "
+                     "lets the plan stream weights from NVMe");
     plan->add_option("--nvme-space", plan_nvme, "free NVMe space per node (default: what nvme_path's disk has)");
     plan->add_option("--ranks", plan_req.ranks, "ranks of the job (mpirun -np)")->capture_default_str();
     plan->add_option("--ranks-per-node", plan_req.ranks_per_node, "ranks sharing a node's memory (default: all)");
@@ -263,6 +266,7 @@ int main(int argc, char ** argv) {
     bench->add_option("--lengths", bench_opt.lengths, "embed-memory: sequence lengths, e.g. 8192,16384")->delimiter(',')
         ->capture_default_str();
     bench->add_option("--max-gpu-memory", bench_opt.max_gpu_memory, "cap on device memory (CUDA), e.g. 24GiB");
+    bench->add_option("--profile", bench_opt.profile_path, "measure the machine profile for `ztinfer plan` into this JSON file");
     app.require_subcommand(0, 1);
 
     CLI11_PARSE(app, argc, argv);

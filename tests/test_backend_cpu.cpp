@@ -303,6 +303,38 @@ TEST_F(BackendCpu, MemoryAndStreams) {
     EXPECT_TRUE(moved);
 }
 
+// Every kind has its peak: it stays after a free, and reset_memory_peak() sets each to what is in use then.
+TEST_F(BackendCpu, MemoryPeaksOfEveryKind) {
+    const MemoryStats base = be->memory_stats();
+    {
+        Buffer d = be->alloc(1000, MemKind::device, "KV cache");
+        Buffer p = be->alloc(3000, MemKind::pinned_host, "weight slices");
+        Buffer h = be->alloc(500, MemKind::host, "scratch");
+        const MemoryStats s = be->memory_stats();
+        EXPECT_EQ(s.device_in_use, base.device_in_use + 1000);
+        EXPECT_EQ(s.pinned_in_use, base.pinned_in_use + 3000);
+        EXPECT_EQ(s.host_in_use, base.host_in_use + 500);
+        EXPECT_EQ(s.device_by_purpose.at("KV cache"), 1000u);
+        Buffer p2 = be->alloc(100, MemKind::pinned_host, "NVMe staging");
+        p.reset();   // pinned in use drops to 100 above the base; its peak stays at 3100
+    }
+    MemoryStats s = be->memory_stats();
+    EXPECT_EQ(s.device_in_use, base.device_in_use);
+    EXPECT_EQ(s.pinned_in_use, base.pinned_in_use);
+    EXPECT_EQ(s.host_in_use, base.host_in_use);
+    EXPECT_GE(s.device_peak, base.device_in_use + 1000);
+    EXPECT_GE(s.pinned_peak, base.pinned_in_use + 3100);
+    EXPECT_GE(s.host_peak, base.host_in_use + 500);
+    EXPECT_EQ(s.device_by_purpose.count("KV cache"), 0u);
+    be->reset_memory_peak();
+    Buffer keep = be->alloc(64, MemKind::host, "scratch");
+    s = be->memory_stats();
+    EXPECT_EQ(s.device_peak, s.device_in_use);
+    EXPECT_EQ(s.pinned_peak, s.pinned_in_use);
+    EXPECT_EQ(s.host_peak, s.host_in_use);
+    EXPECT_EQ(s.host_in_use, base.host_in_use + 64);
+}
+
 }  // namespace
 }  // namespace zt
 

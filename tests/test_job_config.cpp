@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include "runtime/base/error.h"
 #include "runtime/job/job_config.h"
@@ -279,4 +280,110 @@ TEST(JobConfig, TokenizerFolderIsResolvedAndChecked) {
             EXPECT_NE(std::string(e.what()).find("ztinfer.tokenizer"), std::string::npos) << e.what();
         }
     }
+}
+
+// "auto" for the planner's keys (planner.h's kPlanAutoKeys): accepted, recorded under the planner's name, the
+// field kept at its default; offload "auto" needs no nvme_path.
+TEST(JobConfig, AutoKeysAreRecordedForThePlanner) {
+    auto load = [](json zero, json z) {
+        json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+        if (!zero.is_null()) j["zero_optimization"] = zero;
+        for (auto & [k, v] : z.items()) j["ztinfer"][k] = v;
+        return JobConfig::from_json(j, "/x/ds.json");
+    };
+    const JobConfig d = load(nullptr, json::object());
+    EXPECT_TRUE(d.auto_keys.empty());
+    struct Case { json zero, z; const char * name; };
+    const Case cases[] = {
+        {{{"offload_param", {{"device", "auto"}}}}, json::object(), "tier"},
+        {nullptr, {{"resident_layers", "auto"}}, "resident_layers"},
+        {nullptr, {{"batch_size", "auto"}}, "batch_size"},
+        {nullptr, {{"micro_batches", "auto"}}, "micro_batches"},
+        {nullptr, {{"prefetch_depth", "auto"}}, "prefetch_depth"},
+        {nullptr, {{"kv_cache", {{"offload", "auto"}}}}, "kv_offload"}};
+    for (const Case & c : cases) {
+        const JobConfig a = load(c.zero, c.z);
+        EXPECT_EQ(a.auto_keys, std::set<std::string>{c.name}) << c.z.dump() << c.zero.dump();
+        EXPECT_TRUE(a.warnings.empty()) << c.name << ": " << a.warnings.front();
+        // the field keeps its default
+        EXPECT_EQ(a.streaming.offload_device, d.streaming.offload_device) << c.name;
+        EXPECT_EQ(a.streaming.resident_layers, d.streaming.resident_layers) << c.name;
+        EXPECT_EQ(a.batch_size, d.batch_size) << c.name;
+        EXPECT_EQ(a.batch.micro_batches, d.batch.micro_batches) << c.name;
+        EXPECT_EQ(a.streaming.prefetch_depth, d.streaming.prefetch_depth) << c.name;
+        EXPECT_EQ(a.batch.kv_offload, d.batch.kv_offload) << c.name;
+    }
+    // all at once, beside keys set by hand (which stay as set), nvme_path given for a possible "nvme"
+    const JobConfig all = load({{"offload_param", {{"device", "auto"}, {"nvme_path", "swap"}}}},
+                               {{"resident_layers", "auto"}, {"batch_size", "auto"}, {"micro_batches", "auto"},
+                                {"prefetch_depth", "auto"}, {"kv_cache", {{"offload", "auto"}}}, {"prefill_chunk", 64}});
+    EXPECT_EQ(all.auto_keys, (std::set<std::string>{"tier", "resident_layers", "batch_size", "micro_batches",
+                                                     "prefetch_depth", "kv_offload"}));
+    EXPECT_EQ(all.streaming.nvme_path, "/x/swap");
+    EXPECT_EQ(all.batch.prefill_chunk, 64);
+    // a key set by hand is not "auto"
+    const JobConfig some = load({{"offload_param", {{"device", "cpu"}}}}, {{"batch_size", 4}, {"micro_batches", "auto"}});
+    EXPECT_EQ(some.auto_keys, std::set<std::string>{"micro_batches"});
+    EXPECT_EQ(some.streaming.offload_device, "cpu");
+    EXPECT_EQ(some.batch_size, 4);
+}
+
+TEST(JobConfig, OtherStringsForAutoKeysNameTheKeyAndAuto) {
+    auto expect_fail = [](json zero, json z, const std::string & key) {
+        json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+        if (!zero.is_null()) j["zero_optimization"] = zero;
+        for (auto & [k, v] : z.items()) j["ztinfer"][k] = v;
+        try {
+            JobConfig::from_json(j, "/x/ds.json");
+            ADD_FAILURE() << "accepted " << j.dump();
+        } catch (const Error & e) {
+            const std::string m = e.message();
+            EXPECT_NE(m.find(key), std::string::npos) << m;
+            EXPECT_NE(m.find("\"auto\""), std::string::npos) << m;
+            EXPECT_NE(m.find("/x/ds.json"), std::string::npos) << m;
+        }
+    };
+    expect_fail({{"offload_param", {{"device", "Auto"}}}}, json::object(), "zero_optimization.offload_param.device");
+    expect_fail({{"offload_param", {{"device", 3}}}}, json::object(), "zero_optimization.offload_param.device");
+    for (const char * key : {"resident_layers", "batch_size", "micro_batches", "prefetch_depth"}) {
+        expect_fail(nullptr, {{key, "automatic"}}, std::string("ztinfer.") + key);
+        expect_fail(nullptr, {{key, "4"}}, std::string("ztinfer.") + key);
+        expect_fail(nullptr, {{key, 2.5}}, std::string("ztinfer.") + key);
+        expect_fail(nullptr, {{key, -1}}, std::string("ztinfer.") + key);
+    }
+    expect_fail(nullptr, {{"kv_cache", {{"offload", "nvme"}}}}, "ztinfer.kv_cache.offload");
+    expect_fail(nullptr, {{"kv_cache", {{"offload", true}}}}, "ztinfer.kv_cache.offload");
+}
+
+TEST(JobConfig, ReadsProfileAndHostMemory) {
+    auto load = [](json z) {
+        json j = {{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}};
+        for (auto & [k, v] : z.items()) j["ztinfer"][k] = v;
+        return JobConfig::from_json(j, "/cfg/ds.json");
+    };
+    const JobConfig d = load(json::object());
+    EXPECT_EQ(d.profile, "");
+    EXPECT_EQ(d.host_memory_bytes, 0u);
+    const JobConfig c = load({{"profile", "prof/h100.json"}, {"host_memory", "200GiB"}});
+    EXPECT_EQ(c.profile, "/cfg/prof/h100.json");
+    EXPECT_EQ(c.host_memory_bytes, size_t(200) << 30);
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    EXPECT_EQ(load({{"profile", "/abs/p.json"}}).profile, "/abs/p.json");
+    EXPECT_EQ(load({{"host_memory", "1.5 GB"}}).host_memory_bytes, size_t(1500000000));
+    EXPECT_EQ(load({{"host_memory", 123456789012ull}}).host_memory_bytes, size_t(123456789012ull));
+    auto expect_fail = [&](json z, const std::string & needle) {
+        try {
+            load(z);
+            ADD_FAILURE() << "accepted " << z.dump();
+        } catch (const Error & e) {
+            EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+            EXPECT_NE(e.message().find("ztinfer."), std::string::npos) << e.message();
+        }
+    };
+    expect_fail({{"host_memory", "lots"}}, "is not a size");
+    expect_fail({{"host_memory", "24 parsecs"}}, "unknown unit");
+    expect_fail({{"host_memory", 0}}, "host_memory");
+    expect_fail({{"host_memory", -5}}, "host_memory");
+    expect_fail({{"host_memory", true}}, "host_memory");
+    expect_fail({{"profile", 7}}, "profile");
 }

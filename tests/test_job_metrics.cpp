@@ -1,9 +1,11 @@
 // Job metrics: JobStats round trip through JSON (every field, exact), the metrics of two ranks (sums, maxes,
-// bytes per token, link efficiency), division by zero guarded, and the atomic metrics-file write.
+// bytes per token, link efficiency, memory), division by zero guarded, the atomic metrics-file write, and the
+// memory a real CPU job reports (offload "cpu" and "nvme": peaks, device memory by purpose, NVMe file, peak RSS).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 #include "runtime/base/error.h"
 #include "runtime/job/job_config.h"
 #include "runtime/job/job_metrics.h"
+#include "tests/job_runner.h"
 #include "tests/test_support.h"
 
 using namespace zt;
@@ -44,6 +47,12 @@ JobStats distinctive_stats() {
     s.kv_bytes_moved = 42;
     s.streamed_bytes_per_step = (uint64_t(1) << 40) + 3;
     s.weight_bits_per_weight = 4.5;
+    s.device_peak = (size_t(1) << 62) + 11;
+    s.pinned_peak = 987654321;
+    s.host_peak = 13;
+    s.nvme_file_bytes = (uint64_t(1) << 45) + 4096;
+    s.peak_rss = 5555555555ull;
+    s.device_by_purpose = {{"KV cache", (size_t(1) << 61) + 1}, {"weight ring", 4096}, {"activations", 0}};
     return s;
 }
 
@@ -77,7 +86,7 @@ TEST(JobMetrics, MetricsPath) {
 TEST(JobMetrics, StatsRoundTripIsExact) {
     const JobStats s = distinctive_stats();
     const json j = stats_to_json(s);
-    EXPECT_EQ(j.size(), 23u);   // every field of JobStats
+    EXPECT_EQ(j.size(), 29u);   // every field of JobStats
     const JobStats t = stats_from_json(json::parse(j.dump()));   // through text, as ranks send them
     EXPECT_EQ(t.requests, s.requests);
     EXPECT_EQ(t.skipped, s.skipped);
@@ -102,10 +111,20 @@ TEST(JobMetrics, StatsRoundTripIsExact) {
     EXPECT_EQ(t.kv_bytes_moved, s.kv_bytes_moved);
     EXPECT_EQ(t.streamed_bytes_per_step, s.streamed_bytes_per_step);
     EXPECT_EQ(t.weight_bits_per_weight, s.weight_bits_per_weight);
+    EXPECT_EQ(t.device_peak, s.device_peak);
+    EXPECT_EQ(t.pinned_peak, s.pinned_peak);
+    EXPECT_EQ(t.host_peak, s.host_peak);
+    EXPECT_EQ(t.nvme_file_bytes, s.nvme_file_bytes);
+    EXPECT_EQ(t.peak_rss, s.peak_rss);
+    EXPECT_EQ(t.device_by_purpose, s.device_by_purpose);
+    EXPECT_EQ(j["device_by_purpose"], json({{"KV cache", (size_t(1) << 61) + 1}, {"weight ring", 4096},
+                                            {"activations", 0}}));
     EXPECT_EQ(stats_to_json(t), j);
     // defaults round-trip too, and missing fields keep their defaults
     EXPECT_EQ(stats_to_json(stats_from_json(stats_to_json(JobStats{}))), stats_to_json(JobStats{}));
     EXPECT_EQ(stats_from_json(json::object()).requests, 0);
+    EXPECT_TRUE(stats_from_json(json::object()).device_by_purpose.empty());
+    EXPECT_EQ(stats_to_json(JobStats{})["device_by_purpose"], json::object());
 }
 
 TEST(JobMetrics, StatsFromJsonRejectsWrongTypes) {
@@ -118,6 +137,17 @@ TEST(JobMetrics, StatsFromJsonRejectsWrongTypes) {
     EXPECT_THROW(stats_from_json({{"bytes_fetched", -1}}), Error);
     EXPECT_THROW(stats_from_json({{"interrupted", 1}}), Error);
     EXPECT_THROW(stats_from_json(json::array()), Error);
+    EXPECT_THROW(stats_from_json({{"peak_rss", 1.5}}), Error);
+    for (const json & bad : {json{{"device_by_purpose", json::array({1, 2})}},
+                             json{{"device_by_purpose", {{"KV cache", -5}}}},
+                             json{{"device_by_purpose", {{"KV cache", "big"}}}}}) {
+        try {
+            stats_from_json(bad);
+            FAIL() << "no error for " << bad.dump();
+        } catch (const Error & e) {
+            EXPECT_HAS(std::string(e.what()), "device_by_purpose");
+        }
+    }
 }
 
 TEST(JobMetrics, TwoRanks) {
@@ -142,6 +172,13 @@ TEST(JobMetrics, TwoRanks) {
     a.bytes_fetched = 8'000'000'000, b.bytes_fetched = 8'000'000'000;
     a.streamed_bytes_per_step = b.streamed_bytes_per_step = 16'000'000'000 / 7;   // the plan: the same on every rank
     a.weight_bits_per_weight = b.weight_bits_per_weight = 8.5;
+    a.device_peak = 700, b.device_peak = 900;
+    a.pinned_peak = 5000, b.pinned_peak = 4000;
+    a.host_peak = 0, b.host_peak = 64;
+    a.nvme_file_bytes = 8192, b.nvme_file_bytes = 12288;
+    a.peak_rss = 1 << 30, b.peak_rss = 1 << 29;
+    a.device_by_purpose = {{"KV cache", 300}, {"weight ring", 200}};
+    b.device_by_purpose = {{"KV cache", 301}};
     const json m = job_metrics_json(config(), {a, b});
     EXPECT_EQ(m["task"], "embed");
     EXPECT_EQ(m["model"], "/models/m");
@@ -166,6 +203,10 @@ TEST(JobMetrics, TwoRanks) {
     EXPECT_DOUBLE_EQ(m["link"]["efficiency"].get<double>(), 0.5);           // max(4/8, 5/10)
     EXPECT_EQ(m["stage_seconds"], json({{"load", 3.0}, {"fetch", 5.0}, {"all_gather", 1.0}, {"compute", 7.0},
                                         {"kv", 0.25}, {"write", 0.75}}));
+    EXPECT_EQ(m["memory"], json({{"device_peak", 900}, {"pinned_peak", 5000}, {"host_peak", 64},
+                                 {"nvme_file_bytes", 12288}, {"peak_rss", 1 << 30},
+                                 {"device_by_purpose", {{"KV cache", 300}, {"weight ring", 200}}}}))
+        << "the max over ranks; rank 0's map";
     ASSERT_EQ(m["per_rank"].size(), 2u);
     EXPECT_EQ(m["per_rank"][0], stats_to_json(a));
     EXPECT_EQ(m["per_rank"][1], stats_to_json(b));
@@ -193,6 +234,8 @@ TEST(JobMetrics, ZeroDivisionsGiveZero) {
         EXPECT_EQ(m["weights"]["fetched_bytes_per_step"], 0.0);
         EXPECT_EQ(m["weights"]["bits_per_weight"], 0.0);
         EXPECT_EQ(m["per_rank"].size(), ranks.size());
+        EXPECT_EQ(m["memory"]["device_peak"], 0);
+        EXPECT_EQ(m["memory"]["device_by_purpose"], json::object());
         expect_all_finite(m);
     }
     // bytes fetched but no tokens and no time (an interrupted job before its first step)
@@ -234,5 +277,57 @@ TEST(JobMetrics, WritesTheFileAtomically) {
     size_t left = 0;
     for (const auto & e : fs::directory_iterator(dir)) left += e.path().filename().string().find(".tmp") != std::string::npos;
     EXPECT_EQ(left, 0u);
+    fs::remove_all(dir);
+}
+
+// A real job (the ztinfer binary, one CPU rank) reports what it allocated: offload "cpu" holds its slices in
+// pinned memory and has no NVMe file; "nvme" writes a file of at least the streamed bytes (+ a header page) and
+// reads it through pinned staging. Device memory by purpose (the weight ring, KV cache, ...) fits under the peak.
+TEST(JobMetrics, JobReportsItsMemory) {
+    const std::string dir = test::make_temp_dir("metrics_mem");
+    const std::string model = std::string(ZT_TEST_DATA) + "/hf/llama-fp32";
+    {
+        std::ofstream in(dir + "/in.jsonl");
+        for (int i = 0; i < 3; ++i)
+            in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt_token_ids", {5 + i, 17, 42, 99}},
+                       {"max_tokens", 3}}.dump() << "\n";
+    }
+    for (const std::string tier : {"cpu", "nvme"}) {
+        const std::string cfg = test::write_job_config(dir, tier, model, dir + "/in.jsonl", json::object(), tier);
+        if (tier == "nvme") {   // nvme_path beside the output
+            json ds = json::parse(test::read_file(cfg));
+            ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/nvme";
+            std::ofstream(cfg) << ds.dump(2);
+        }
+        const auto r = test::run_job_command(test::job_command(0, cfg));
+        ASSERT_EQ(r.status, 0) << r.log;
+        const json m = json::parse(test::read_file(dir + "/" + tier + ".jsonl.metrics.json"));
+        ASSERT_EQ(m["requests"]["completed"], 3) << tier;
+        const json & mem = m["memory"];
+        const json & rank0 = m["per_rank"][0];
+        const uint64_t streamed = m["weights"]["streamed_bytes_per_step"].get<uint64_t>();
+        ASSERT_GT(streamed, 0u) << tier << ": the fixture's weights must stream for this test";
+        for (const char * key : {"device_peak", "pinned_peak", "host_peak", "nvme_file_bytes", "peak_rss"})
+            EXPECT_EQ(mem[key], rank0[key]) << tier << " " << key << ": one rank, its own figure";
+        EXPECT_GT(mem["device_peak"].get<uint64_t>(), 0u) << tier;
+        EXPECT_GT(mem["peak_rss"].get<uint64_t>(), mem["device_peak"].get<uint64_t>())
+            << tier << ": on the CPU backend device memory is in the process too";
+        const json & by_purpose = mem["device_by_purpose"];
+        EXPECT_EQ(by_purpose, rank0["device_by_purpose"]) << tier;
+        for (const char * purpose : {"weight ring", "KV cache", "activations", "logits"})
+            EXPECT_GT(by_purpose.value(purpose, uint64_t(0)), 0u) << tier << ": " << purpose << " in " << by_purpose.dump();
+        uint64_t in_use = 0;
+        for (const auto & [purpose, bytes] : by_purpose.items()) in_use += bytes.get<uint64_t>();
+        EXPECT_LE(in_use, mem["device_peak"].get<uint64_t>()) << tier << ": " << by_purpose.dump();
+        const uint64_t pinned = mem["pinned_peak"].get<uint64_t>(), file = mem["nvme_file_bytes"].get<uint64_t>();
+        if (tier == "cpu") {
+            EXPECT_GE(pinned, streamed) << "one rank's slices are every streamed byte, in pinned memory";
+            EXPECT_EQ(file, 0u);
+        } else {
+            EXPECT_GT(pinned, 0u) << "the NVMe staging ring";
+            EXPECT_GE(file, streamed + 4096) << "every slice + the header page";
+            EXPECT_EQ(file % 4096, 0u);
+        }
+    }
     fs::remove_all(dir);
 }

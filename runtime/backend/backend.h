@@ -103,7 +103,8 @@ struct SampleRow {
 struct MemoryStats {
     size_t device_in_use = 0, device_peak = 0;
     size_t device_cap = 0;                            // 0 = no cap (CUDA: ztinfer.max_gpu_memory)
-    size_t pinned_in_use = 0, host_in_use = 0;
+    size_t pinned_in_use = 0, pinned_peak = 0;       // pinned host memory (Backend::alloc pinned_host)
+    size_t host_in_use = 0, host_peak = 0;           // pageable host memory (Backend::alloc host)
     std::map<std::string, size_t> device_by_purpose;  // bytes in use now
 };
 
@@ -119,7 +120,7 @@ public:
     // Whether the host may read/write memory of this kind directly (CPU: every kind; CUDA: not `device`).
     virtual bool host_can_access(MemKind kind) const { return true; }
     virtual MemoryStats memory_stats() const = 0;
-    virtual void reset_memory_peak() = 0;   // device_peak = device_in_use from now on
+    virtual void reset_memory_peak() = 0;   // every peak (device, pinned, host) = its in_use from now on
     virtual Stream * stream(StreamRole role) = 0;                  // one stream per role, owned by the backend
     virtual void copy_async(void * dst, const void * src, size_t bytes, Stream * s) = 0;
     virtual Event record(Stream * s) = 0;                          // marks everything submitted to s so far

@@ -34,8 +34,14 @@ void MemoryAccount::add(MemKind kind, const std::string & purpose, size_t bytes)
             stats_.device_by_purpose[purpose] += bytes;
             break;
         }
-        case MemKind::pinned_host: stats_.pinned_in_use += bytes; break;
-        case MemKind::host: stats_.host_in_use += bytes; break;
+        case MemKind::pinned_host:
+            stats_.pinned_in_use += bytes;
+            stats_.pinned_peak = std::max(stats_.pinned_peak, stats_.pinned_in_use);
+            break;
+        case MemKind::host:
+            stats_.host_in_use += bytes;
+            stats_.host_peak = std::max(stats_.host_peak, stats_.host_in_use);
+            break;
     }
 }
 
@@ -64,6 +70,8 @@ MemoryStats MemoryAccount::stats() const {
 void MemoryAccount::reset_peak() {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.device_peak = stats_.device_in_use;
+    stats_.pinned_peak = stats_.pinned_in_use;
+    stats_.host_peak = stats_.host_in_use;
 }
 
 std::string MemoryAccount::describe_device_use() const {

@@ -1,6 +1,7 @@
-// MemoryAccount: what a backend has allocated and not yet freed, by kind, and device memory by purpose, with an
-// optional cap on device memory (ztinfer.max_gpu_memory). Thread-safe; shared by a backend and the free
-// functions of its Buffers (which may outlive the call that made them).
+// MemoryAccount: what a backend has allocated and not yet freed, by kind, and device memory by purpose, with the
+// peak of each kind (device, pinned host, host) since the start or the last reset_peak(), and an optional cap on
+// device memory (ztinfer.max_gpu_memory). Thread-safe; shared by a backend and the free functions of its Buffers
+// (which may outlive the call that made them).
 #pragma once
 #include <cstddef>
 #include <mutex>
@@ -19,7 +20,7 @@ public:
     void add(MemKind kind, const std::string & purpose, size_t bytes);
     void remove(MemKind kind, const std::string & purpose, size_t bytes);
     MemoryStats stats() const;
-    void reset_peak();
+    void reset_peak();   // every peak = its in_use now
     // "KV cache 3.2 GiB, weight ring 1.1 GiB, ..." (device memory in use, largest first)
     std::string describe_device_use() const;
 

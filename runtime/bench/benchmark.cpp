@@ -12,7 +12,8 @@
 // of #wrong over ranks. Random model weights: ONE bf16 layer in host memory that every layer points at.
 // This file: the entry point (options, backend and communicator, which tables run, the header lines) and the helpers
 // every table uses; the tables are benchmark_link.cpp (1-3), benchmark_layer.cpp (4), benchmark_gemm.cpp,
-// benchmark_decode.cpp (5), benchmark_embed_memory.cpp; shapes and random weights benchmark_model.cpp.
+// benchmark_decode.cpp (5), benchmark_embed_memory.cpp; shapes and random weights benchmark_model.cpp; --profile
+// runs benchmark_profile.cpp instead of the tables.
 #include "runtime/bench/benchmark.h"
 
 #include <algorithm>
@@ -203,7 +204,8 @@ int run_benchmark(const BenchmarkOptions & opt, const WorldInfo & world, std::FI
     ZT_CHECK(b.nvme_bytes > 0 && b.block_size > 0, "--nvme-bytes and --aio-block-size must be > 0");
     b.shape = shape;
     try {
-        run_tables(b, only, device_description(*backend, n_threads), n_threads);
+        if (opt.profile_path.empty()) run_tables(b, only, device_description(*backend, n_threads), n_threads);
+        else run_profile(b);
         std::fflush(out);
         if (b.print && !opt.json_path.empty()) {
             std::ofstream f(opt.json_path);

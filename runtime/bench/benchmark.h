@@ -13,6 +13,9 @@
 //   embed-memory  (only when asked) one sequence of each --lengths embedded in one non-causal step (last-token
 //              hidden state, gte-Qwen2 style), weights streamed from pinned host: peak device memory per length
 //              under --max-gpu-memory
+//   --profile FILE  instead of the tables: the MachineProfile the planner runs on (benchmark_profile.cpp), written
+//              to FILE; --max-bytes caps its copies and buffers, --hidden sets its matmul size, --iters (at most 5)
+//              its copies
 // #wrong counts elements that failed verification of the moved data (or non-finite logits): 0 expected.
 // Under mpirun every rank runs every table at once; times are the slowest rank's, #wrong is summed over ranks.
 #pragma once
@@ -47,6 +50,8 @@ struct BenchmarkOptions {
     std::string json_path;                // also write every figure as JSON (rank 0)
     std::vector<int> lengths = {8192, 16384, 24576, 32768};   // embed-memory: tokens of the one sequence
     std::string max_gpu_memory;           // embed-memory (and all tables): the CUDA backend's cap, e.g. "24GiB"
+    std::string profile_path;             // --profile FILE: measure the machine profile (runtime/job/
+                                          // machine_profile.h) instead of the tables and write it to FILE (rank 0)
 };
 
 // Runs the tables opt.only names as rank world.rank of world.size; rank 0 prints them to `out` and writes

@@ -28,6 +28,29 @@
 
 namespace zt::bench_detail {
 
+// (N,K) weights of dtype dt as bytes (also the profile's, see benchmark_impl.h): floats in [-1, 1) converted; a
+// block type's bytes random but for its f16 scale fields (d, and m / dmin where the type has them), set to 2^-6, so
+// every weight is finite.
+std::vector<uint8_t> bench_weights(DType dt, int64_t N, int64_t K) {
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    auto next = [&] { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; };
+    if (!dtype_is_quantized(dt)) {
+        std::vector<float> f(size_t(N * K));
+        for (float & v : f) v = float(int64_t(next() >> 40) - (int64_t(1) << 23)) * 0x1.0p-23f;
+        std::vector<uint8_t> out(f.size() * dtype_size(dt));
+        convert_from_f32(out.data(), dt, f.data(), f.size());
+        return out;
+    }
+    const QuantLayout & l = quant_layout(quant_type_of(dt));
+    std::vector<uint8_t> out(size_t(N * dtype_row_bytes(dt, K)));
+    for (uint8_t & v : out) v = uint8_t(next() >> 56);
+    const uint16_t scale = f32_to_f16(0x1.0p-6f);
+    const std::vector<size_t> fields = dt == DType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2};
+    for (size_t at = 0; at < out.size(); at += size_t(l.block_bytes))
+        for (size_t f : fields) std::memcpy(&out[at + f], &scale, 2);   // Q8_0 / Q4_0: bytes 2-3 are weights
+    return out;
+}
+
 namespace {
 
 #ifdef ZT_HAVE_CUDA
@@ -94,28 +117,6 @@ double plain_sgemm_seconds(int64_t T, int64_t N, int64_t K, int n_threads, int i
     const double secs = seconds_since(t0) / iters;
     openblas_set_num_threads(1);   // the CPU backend's setting (see backend_cpu.cpp)
     return secs;
-}
-
-// (N,K) weights of dtype dt as bytes: floats in [-1, 1) converted; a block type's bytes random but for its f16 scale
-// fields (d, and m / dmin where the type has them), set to 2^-6, so every weight is finite.
-std::vector<uint8_t> bench_weights(DType dt, int64_t N, int64_t K) {
-    uint64_t s = 0x9E3779B97F4A7C15ull;
-    auto next = [&] { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; };
-    if (!dtype_is_quantized(dt)) {
-        std::vector<float> f(size_t(N * K));
-        for (float & v : f) v = float(int64_t(next() >> 40) - (int64_t(1) << 23)) * 0x1.0p-23f;
-        std::vector<uint8_t> out(f.size() * dtype_size(dt));
-        convert_from_f32(out.data(), dt, f.data(), f.size());
-        return out;
-    }
-    const QuantLayout & l = quant_layout(quant_type_of(dt));
-    std::vector<uint8_t> out(size_t(N * dtype_row_bytes(dt, K)));
-    for (uint8_t & v : out) v = uint8_t(next() >> 56);
-    const uint16_t scale = f32_to_f16(0x1.0p-6f);
-    const std::vector<size_t> fields = dt == DType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2};
-    for (size_t at = 0; at < out.size(); at += size_t(l.block_bytes))
-        for (size_t f : fields) std::memcpy(&out[at + f], &scale, 2);   // Q8_0 / Q4_0: bytes 2-3 are weights
-    return out;
 }
 
 // Seconds per matmul op out (T,N) = x (T,K) . w^T on b's backend (1 warm-up, then `iters`), w the host bytes

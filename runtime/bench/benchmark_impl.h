@@ -64,6 +64,10 @@ RowResult across_ranks(Communicator & comm, const RowResult & mine);
 constexpr int kCopyRounds = 3;
 double time_copies(Backend & be, void * dst, const void * src, size_t bytes, Stream * s, int warmup, int iters);
 
+// (N,K) weights of dtype dt as bytes: floats in [-1, 1) converted; a block type's random bytes with valid f16
+// scales, so every weight is finite (benchmark_gemm.cpp). Throws zt::Error when K is not whole blocks of dt.
+std::vector<uint8_t> bench_weights(DType dt, int64_t N, int64_t K);
+
 // --- model shapes and random weights (benchmark_model.cpp) -------------------------------------------------------
 
 struct Shape {
@@ -135,6 +139,8 @@ void table_layer(Bench & b);          // benchmark_layer.cpp
 void table_gemm(Bench & b);           // benchmark_gemm.cpp
 void table_decode(Bench & b);         // benchmark_decode.cpp
 void table_embed_memory(Bench & b);   // benchmark_embed_memory.cpp
+// `--profile FILE`: the machine profile instead of the tables (benchmark_profile.cpp), written by rank 0
+void run_profile(Bench & b);
 
 }  // namespace bench_detail
 }  // namespace zt

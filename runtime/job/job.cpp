@@ -473,7 +473,8 @@ void reserve_kv_cache(JobRun & run) {
     }
 }
 
-// Step 6: the task's loop, all ranks in lockstep, then the output synced and (after SIGTERM) the rerun hint.
+// Step 6: the task's loop, all ranks in lockstep (device memory by purpose noted as it ends), then the output
+// synced and (after SIGTERM) the rerun hint.
 void run_task_loop(JobRun & run) {
     const JobConfig & cfg = run.cfg;
     const bool embed = cfg.task == "embed";
@@ -482,6 +483,7 @@ void run_task_loop(JobRun & run) {
     run.exchange_records();   // validation errors found while reading
     if (embed) run_embed_loop(run);
     else run_generate_loop(run);
+    run.stats.device_by_purpose = run.backend.memory_stats().device_by_purpose;   // before anything is freed
     if (run.progress) run.progress->finish();
     if (run.sync_output) run.sync_output();
     run.stats.generate_seconds = seconds_since(t_loop);
@@ -492,7 +494,8 @@ void run_task_loop(JobRun & run) {
                      run.total, cfg.output);
 }
 
-// Step 7: the trace (when asked) and the metrics: every rank's stats -> rank 0 -> <output>.metrics.json.
+// Step 7: the trace (when asked) and the metrics (with this rank's memory peaks, NVMe file and peak RSS): every
+// rank's stats -> rank 0 -> <output>.metrics.json.
 void write_trace_and_metrics(JobRun & run, const StreamedModel & m, Clock::time_point t_load) {
     const JobConfig & cfg = run.cfg;
     const StreamingConfig & st = cfg.streaming;
@@ -512,6 +515,12 @@ void write_trace_and_metrics(JobRun & run, const StreamedModel & m, Clock::time_
     stats.kv_seconds = tracer.total_us("kv") * 1e-6;
     stats.bytes_fetched = m.schedule->bytes_fetched();
     stats.kv_bytes_moved = m.forward->kv_bytes_moved();
+    const MemoryStats mem = run.backend.memory_stats();   // peaks since the backend was made (the whole job)
+    stats.device_peak = mem.device_peak;
+    stats.pinned_peak = mem.pinned_peak;
+    stats.host_peak = mem.host_peak;
+    stats.nvme_file_bytes = m.store->nvme_file_bytes();
+    stats.peak_rss = memory_usage().peak_bytes;
     stats.wall_seconds = seconds_since(t_load);
     const std::vector<std::string> all = comm.gather_strings(stats_to_json(stats).dump());
     if (run.rank == 0) {

@@ -47,7 +47,8 @@ const std::set<std::string> kZtKeys = {
     "model", "tokenizer", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
     "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
-    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding"};
+    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding", "profile",
+    "host_memory"};
 const std::set<std::string> kKvCacheKeys = {"offload"};
 const std::set<std::string> kEmbeddingKeys = {"pooling", "normalize", "instruction"};
 
@@ -81,6 +82,25 @@ T get_as(const nlohmann::json & z, const char * key, T fallback, const std::stri
     }
 }
 
+// A key the planner may choose (planner.h's kPlanAutoKeys): the string "auto" adds `auto_name` to c.auto_keys and
+// keeps `fallback` (the default); anything else is read as get_as reads it, its errors saying "auto" is accepted.
+template <typename T>
+T get_or_auto(const nlohmann::json & o, const char * key, T fallback, const std::string & path, const char * section,
+              const char * auto_name, JobConfig & c) {
+    if (o.contains(key) && o[key].is_string() && o[key].get<std::string>() == "auto") {
+        c.auto_keys.insert(auto_name);
+        return fallback;
+    }
+    if constexpr (!std::is_same_v<T, std::string>)
+        ZT_CHECK(!o.contains(key) || !o[key].is_string(), "{}: \"{}.{}\" = {} must be a number or \"auto\" (the "
+                 "planner chooses it): fix it in the config", path, section, key, quote_json(o[key]));
+    try {
+        return get_as<T>(o, key, fallback, path, section);
+    } catch (const Error & e) {
+        ZT_FAIL("{}; or write \"auto\" to let the planner choose it", e.message());
+    }
+}
+
 // Names the keys of object `o` (at `where`) that are not in `honoured`, as one "accepted but not used" warning;
 // with `known`, only keys in it (the others are unknown keys, warned about separately).
 void warn_unused(const nlohmann::json & o, const std::set<std::string> & honoured, const std::string & where,
@@ -108,7 +128,8 @@ void read_deepspeed(const nlohmann::json & j, const fs::path & base, const std::
             const auto & o = z["offload_param"];
             ZT_CHECK(o.is_object(), "{}: \"zero_optimization.offload_param\" must be an object", path);
             warn_unused(o, kHonouredOffload, "zero_optimization.offload_param.", c.warnings);
-            st.offload_device = get_as<std::string>(o, "device", "none", path, "zero_optimization.offload_param");
+            st.offload_device = get_or_auto<std::string>(o, "device", "none", path, "zero_optimization.offload_param",
+                                                         "tier", c);
             st.nvme_path = resolve(base, get_as<std::string>(o, "nvme_path", "", path, "zero_optimization.offload_param"));
             st.buffer_count = get_as<int64_t>(o, "buffer_count", st.buffer_count, path, "zero_optimization.offload_param");
             if (!get_as<bool>(o, "pin_memory", true, path, "zero_optimization.offload_param"))
@@ -128,7 +149,8 @@ void read_deepspeed(const nlohmann::json & j, const fs::path & base, const std::
     }
     ZT_CHECK(st.offload_device == "none" || st.offload_device == "cpu" || st.offload_device == "nvme",
              "{}: \"zero_optimization.offload_param.device\" is \"{}\": use \"cpu\" (pinned host memory), \"nvme\" "
-             "(with nvme_path) or \"none\" (every rank keeps the whole model)", path, st.offload_device);
+             "(with nvme_path), \"none\" (every rank keeps the whole model) or \"auto\" (the planner picks one; "
+             "\"nvme\" only when nvme_path is set)", path, st.offload_device);
     ZT_CHECK(st.offload_device != "nvme" || !st.nvme_path.empty(), "{}: offload_param.device is \"nvme\" but "
              "\"zero_optimization.offload_param.nvme_path\" is missing: set it to a folder on a fast local disk", path);
     ZT_CHECK(st.buffer_count >= 1 && st.buffer_count <= 64, "{}: \"zero_optimization.offload_param.buffer_count\" = {} "
@@ -167,7 +189,7 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     c.input = resolve(base, get_as<std::string>(z, "input", "", path));
     c.output = resolve(base, get_as<std::string>(z, "output", "", path));
     c.device = get_as<std::string>(z, "device", c.device, path);
-    c.batch_size = get_as<int64_t>(z, "batch_size", c.batch_size, path);
+    c.batch_size = get_or_auto<int64_t>(z, "batch_size", c.batch_size, path, "ztinfer", "batch_size", c);
     c.threads = get_as<int64_t>(z, "threads", c.threads, path);
     c.resume = get_as<bool>(z, "resume", c.resume, path);
     auto & s = c.sampling;
@@ -177,8 +199,10 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     s.top_p = get_as<double>(z, "top_p", s.top_p, path);
     s.seed = get_as<uint64_t>(z, "seed", s.seed, path);
     auto & st = c.streaming;
-    st.resident_layers = get_as<int64_t>(z, "resident_layers", st.resident_layers, path);
-    st.prefetch_depth = get_as<int64_t>(z, "prefetch_depth", st.prefetch_depth, path);
+    st.resident_layers = get_or_auto<int64_t>(z, "resident_layers", st.resident_layers, path, "ztinfer",
+                                              "resident_layers", c);
+    st.prefetch_depth = get_or_auto<int64_t>(z, "prefetch_depth", st.prefetch_depth, path, "ztinfer",
+                                             "prefetch_depth", c);
     st.overlap = get_as<bool>(z, "overlap", st.overlap, path);
     st.partition_embeddings = get_as<bool>(z, "partition_embeddings", st.partition_embeddings, path);
     st.trace = resolve(base, get_as<std::string>(z, "trace", "", path));
@@ -201,6 +225,18 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
                     "string such as \"24GiB\"", path);
         }
     }
+    c.profile = resolve(base, get_as<std::string>(z, "profile", "", path));
+    if (z.contains("host_memory") && !z["host_memory"].is_null()) {
+        const auto & h = z["host_memory"];
+        if (h.is_string()) {
+            c.host_memory_bytes = parse_byte_size(h.get<std::string>(), path + ": \"ztinfer.host_memory\"");
+        } else {
+            ZT_CHECK(h.is_number() && h.get<double>() >= 1 && h.get<double>() < 1.8e19, "{}: \"ztinfer.host_memory\" "
+                     "= {} must be a number of bytes (>= 1) or a string such as \"200GiB\" (the planner's host "
+                     "memory per node; leave it out to use MemAvailable)", path, quote_json(h));
+            c.host_memory_bytes = h.is_number_unsigned() ? size_t(h.get<uint64_t>()) : size_t(h.get<double>());
+        }
+    }
     g.compute_dtype = get_as<std::string>(z, "compute_dtype", g.compute_dtype, path);
     g.communicator = get_as<std::string>(z, "communicator", g.communicator, path);
     ZT_CHECK(g.compute_dtype == "auto" || g.compute_dtype == "fp32" || g.compute_dtype == "bf16" ||
@@ -209,20 +245,21 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi",
              "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\" or \"mpi\"", path, g.communicator);
     auto & b = c.batch;
-    b.micro_batches = get_as<int64_t>(z, "micro_batches", b.micro_batches, path);
+    b.micro_batches = get_or_auto<int64_t>(z, "micro_batches", b.micro_batches, path, "ztinfer", "micro_batches", c);
     b.prefill_chunk = get_as<int64_t>(z, "prefill_chunk", b.prefill_chunk, path);
     if (z.contains("kv_cache") && !z["kv_cache"].is_null()) {
         const auto & kv = z["kv_cache"];
         ZT_CHECK(kv.is_object(), "{}: \"ztinfer.kv_cache\" must be an object such as {{\"offload\": \"cpu\"}}", path);
         for (const auto & [k, v] : kv.items())
             if (!kKvCacheKeys.count(k)) c.warnings.push_back(fmt::format("unknown key \"ztinfer.kv_cache.{}\" (ignored)", k));
-        b.kv_offload = get_as<std::string>(kv, "offload", b.kv_offload, path, "ztinfer.kv_cache");
+        b.kv_offload = get_or_auto<std::string>(kv, "offload", b.kv_offload, path, "ztinfer.kv_cache", "kv_offload", c);
     }
     ZT_CHECK(b.kv_offload == "none" || b.kv_offload == "cpu", "{}: \"ztinfer.kv_cache.offload\" is \"{}\": use "
-             "\"none\" (KV cache in device memory) or \"cpu\" (pinned host memory, streamed per layer)", path,
+             "\"none\" (KV cache in device memory), \"cpu\" (pinned host memory, streamed per layer) or \"auto\" "
+             "(the planner picks one)", path,
              b.kv_offload);
     ZT_CHECK(b.micro_batches >= 1 && b.micro_batches <= 4096, "{}: \"ztinfer.micro_batches\" = {} must be in "
-             "[1, 4096]", path, b.micro_batches);
+             "[1, 4096], or \"auto\"", path, b.micro_batches);
     ZT_CHECK(b.prefill_chunk >= 1, "{}: \"ztinfer.prefill_chunk\" = {} must be >= 1 (tokens)", path, b.prefill_chunk);
     if (z.contains("embedding") && !z["embedding"].is_null()) {
         const auto & e = z["embedding"];
@@ -238,9 +275,9 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
                  "\"last\" (last token, as gte-Qwen2) or \"mean\"", path, em.pooling);
     }
     ZT_CHECK(st.resident_layers >= 0 && st.resident_layers <= INT32_MAX, "{}: \"ztinfer.resident_layers\" = {} must "
-             "be in [0, {}]", path, st.resident_layers, INT32_MAX);
+             "be in [0, {}], or \"auto\"", path, st.resident_layers, INT32_MAX);
     ZT_CHECK(st.prefetch_depth >= 0 && st.prefetch_depth <= 64, "{}: \"ztinfer.prefetch_depth\" = {} must be in "
-             "[0, 64] (2 is usually enough)", path, st.prefetch_depth);
+             "[0, 64] (2 is usually enough), or \"auto\"", path, st.prefetch_depth);
     ZT_CHECK(st.collective_timeout_s > 0, "{}: \"ztinfer.collective_timeout_s\" = {} must be > 0", path,
              st.collective_timeout_s);
     ZT_CHECK(st.test_link_gbps >= 0 && st.test_race_delay_us >= 0, "{}: ztinfer.test_link_gbps and "
@@ -262,7 +299,8 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     ZT_CHECK(!c.output.empty(), "{}: \"ztinfer.output\" is missing: set it to the JSONL file to write", path);
     ZT_CHECK(c.device == "cpu" || c.device == "cuda" || c.device == "auto",
              "{}: \"ztinfer.device\" is \"{}\": use \"cpu\", \"cuda\" or \"auto\"", path, c.device);
-    ZT_CHECK(c.batch_size >= 1 && c.batch_size <= 65536, "{}: \"ztinfer.batch_size\" = {} must be in [1, 65536]", path, c.batch_size);
+    ZT_CHECK(c.batch_size >= 1 && c.batch_size <= 65536, "{}: \"ztinfer.batch_size\" = {} must be in [1, 65536], or "
+             "\"auto\"", path, c.batch_size);
     ZT_CHECK(c.threads >= 0, "{}: \"ztinfer.threads\" = {} must be >= 0 (0 = all cores)", path, c.threads);
     ZT_CHECK(s.max_new_tokens >= 1, "{}: \"ztinfer.max_new_tokens\" = {} must be >= 1", path, s.max_new_tokens);
     ZT_CHECK(s.temperature >= 0, "{}: \"ztinfer.temperature\" = {} must be >= 0 (0 = greedy)", path, s.temperature);

@@ -4,9 +4,18 @@
 //   { "zero_optimization": {...}, "ztinfer": { "model": "demo-model" (or "m.gguf"), "tokenizer": "dir" (optional),
 //     "task": "generate",
 //     "input": "prompts.jsonl", "output": "out.jsonl", "device": "cpu", "batch_size": 8,
-//     "max_new_tokens": 64, "temperature": 0, "top_k": 0, "top_p": 1.0, "seed": 0 } }
+//     "max_new_tokens": 64, "temperature": 0, "top_k": 0, "top_p": 1.0, "seed": 0,
+//     "profile": "machine.json" (optional), "host_memory": "200GiB" (optional) } }
+//
+// "auto": the planner's keys (planner.h's kPlanAutoKeys) may be the string "auto" instead of a value:
+//   zero_optimization.offload_param.device -> "tier", ztinfer.resident_layers, ztinfer.batch_size,
+//   ztinfer.micro_batches, ztinfer.prefetch_depth, ztinfer.kv_cache.offload -> "kv_offload".
+// Such a key keeps its default here and its name is in auto_keys, for the planner to choose (offload "auto" does
+// not need nvme_path; the planner picks "nvme" only when nvme_path is set). Any other string is an error.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -86,6 +95,13 @@ struct JobConfig {
     GpuConfig gpu;
     BatchConfig batch;
     EmbeddingConfig embedding;
+    // the planner (planner.h)
+    std::set<std::string> auto_keys;   // keys ds.json set to "auto" (kPlanAutoKeys names: "tier", "resident_layers",
+                                       // "batch_size", "micro_batches", "prefetch_depth", "kv_offload")
+    std::string profile;        // ztinfer.profile: a MachineProfile written by `ztinfer bench --profile` (absolute);
+                                // empty: default_profile()
+    size_t host_memory_bytes = 0;   // ztinfer.host_memory ("200GiB", bytes): the planner's host memory budget per
+                                    // node; 0 = MemAvailable
     nlohmann::json deepspeed;   // the whole ds.json, for the parts later issues read
     std::vector<std::string> warnings;   // unknown keys, and DeepSpeed keys accepted but not used, named
 

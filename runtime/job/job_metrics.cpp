@@ -48,7 +48,12 @@ void for_each_field(S & s, F && f) {
     f("kv_bytes_moved", s.kv_bytes_moved);
     f("streamed_bytes_per_step", s.streamed_bytes_per_step);
     f("weight_bits_per_weight", s.weight_bits_per_weight);
-}
+    f("device_peak", s.device_peak);
+    f("pinned_peak", s.pinned_peak);
+    f("host_peak", s.host_peak);
+    f("nvme_file_bytes", s.nvme_file_bytes);
+    f("peak_rss", s.peak_rss);
+}   // and "device_by_purpose" (an object), written and read beside them
 
 double ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
 
@@ -69,6 +74,7 @@ std::string metrics_path_for(const std::string & output) { return output + ".met
 json stats_to_json(const JobStats & s) {
     json j = json::object();
     for_each_field(s, [&](const char * key, const auto & v) { j[key] = v; });
+    j["device_by_purpose"] = s.device_by_purpose;   // {"KV cache": bytes, ...}
     return j;
 }
 
@@ -88,6 +94,15 @@ JobStats stats_from_json(const json & j) {
                  : std::is_signed_v<T> ? "integer" : "non-negative integer");
         v = it->template get<T>();
     });
+    if (const auto it = j.find("device_by_purpose"); it != j.end()) {
+        ZT_CHECK(it->is_object(), "job stats: \"device_by_purpose\" is {}, not an object of purpose -> bytes",
+                 it->dump());
+        for (const auto & [purpose, bytes] : it->items()) {
+            ZT_CHECK(bytes.is_number_unsigned(), "job stats: \"device_by_purpose\": \"{}\" is {}, not a "
+                     "non-negative integer (bytes)", purpose, bytes.dump());
+            s.device_by_purpose[purpose] = bytes.get<size_t>();
+        }
+    }
     return s;
 }
 
@@ -121,6 +136,11 @@ json job_metrics_json(const JobConfig & cfg, const std::vector<JobStats> & per_r
         max.compute_seconds = std::max(max.compute_seconds, s.compute_seconds);
         max.kv_seconds = std::max(max.kv_seconds, s.kv_seconds);
         max.write_seconds = std::max(max.write_seconds, s.write_seconds);
+        max.device_peak = std::max(max.device_peak, s.device_peak);
+        max.pinned_peak = std::max(max.pinned_peak, s.pinned_peak);
+        max.host_peak = std::max(max.host_peak, s.host_peak);
+        max.nvme_file_bytes = std::max(max.nvme_file_bytes, s.nvme_file_bytes);
+        max.peak_rss = std::max(max.peak_rss, s.peak_rss);
         const JobStats & b = per_rank[busiest];
         if (s.fetch_seconds > b.fetch_seconds || (s.fetch_seconds == b.fetch_seconds && s.bytes_fetched > b.bytes_fetched))
             busiest = r;
@@ -160,6 +180,9 @@ json job_metrics_json(const JobConfig & cfg, const std::vector<JobStats> & per_r
     m["stage_seconds"] = {{"load", max.load_seconds}, {"fetch", max.fetch_seconds},
                           {"all_gather", max.all_gather_seconds}, {"compute", max.compute_seconds},
                           {"kv", max.kv_seconds}, {"write", max.write_seconds}};
+    m["memory"] = {{"device_peak", max.device_peak}, {"pinned_peak", max.pinned_peak}, {"host_peak", max.host_peak},
+                   {"nvme_file_bytes", max.nvme_file_bytes}, {"peak_rss", max.peak_rss},
+                   {"device_by_purpose", per_rank.empty() ? json::object() : json(per_rank[0].device_by_purpose)}};
     m["per_rank"] = ranks;
     return m;
 }

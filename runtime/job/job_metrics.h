@@ -1,9 +1,12 @@
 // JobStats and the metrics file: every rank counts what it did (JobStats); at the end of a job rank 0 gathers
 // every rank's stats and writes one metrics JSON beside the output (<output>.metrics.json): requests, prompt and
 // generated tokens, wall time, tokens/s, bytes fetched per rank, the weights' bytes per step and bits per weight,
-// link efficiency and the time of each stage.
+// link efficiency, the time of each stage and the memory each rank allocated (peaks of the backend's
+// MemoryAccount, device memory by purpose, the NVMe file, peak RSS: what the planner's memory model predicts).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -39,6 +42,16 @@ struct JobStats {
     // the weights (the same on every rank): what one step streams and how densely it is stored
     uint64_t streamed_bytes_per_step = 0;  // PartitionPlan::streamed_bytes(): every streamed unit's flat buffer
     double weight_bits_per_weight = 0;     // PartitionPlan::bits_per_weight(): 16 for BF16, 4.5 for Q4_K
+    // memory this rank allocated over the whole job (the backend's MemoryStats; the CPU backend's "device" memory
+    // is host memory too)
+    size_t device_peak = 0;        // MemoryStats::device_peak: the most device memory in use at once
+    size_t pinned_peak = 0;        // MemoryStats::pinned_peak: weight slices ("cpu"), NVMe staging, offloaded KV...
+    size_t host_peak = 0;          // MemoryStats::host_peak: pageable memory from Backend::alloc
+    uint64_t nvme_file_bytes = 0;  // this rank's NVMe slice file (padded size); 0 unless offload "nvme"
+    size_t peak_rss = 0;           // the process's peak resident set (VmHWM) at the end of the job
+    // device memory in use by purpose ("KV cache", "weight ring", "activations", "logits", "resident weights",
+    // ...; MemoryStats::device_by_purpose) right after the task's loop, before anything is freed
+    std::map<std::string, size_t> device_by_purpose;
 };
 
 // "<output>.metrics.json" (for "x.npy": "x.npy.metrics.json").
@@ -63,6 +76,8 @@ JobStats stats_from_json(const nlohmann::json & j);
 //  "link": {"fetch_seconds" (max over ranks), "fetched_gbps" (bytes of the busiest rank / its fetch seconds),
 //           "efficiency" (fraction of the loop the link was busy fetching: fetch_seconds / loop_seconds, max rank)},
 //  "stage_seconds": {"load", "fetch", "all_gather", "compute", "kv", "write"} (max over ranks),
+//  "memory": {"device_peak", "pinned_peak", "host_peak", "nvme_file_bytes", "peak_rss" (bytes, each the max over
+//             ranks), "device_by_purpose" (rank 0's map: purpose -> bytes, after the loop)},
 //  "per_rank": [stats_to_json(rank 0), ...]}
 nlohmann::json job_metrics_json(const JobConfig & cfg, const std::vector<JobStats> & per_rank);
 

@@ -57,6 +57,9 @@ struct MachineProfile {
     double allgather_gbps(int world) const;
 };
 
+// The key of `t`'s table in MachineProfile::matmul: dtype_name in lower case ("bf16", "q4_k").
+std::string profile_dtype_key(DType t);
+
 // Conservative figures for `device` ("cpu" or "cuda") when nothing was measured; `source` lists them.
 MachineProfile default_profile(const std::string & device);
 

@@ -59,7 +59,8 @@ PlanResult plan_for_config(const JobConfig * cfg, const PlanRequest & r) {
     b.device = resolved_device(cfg, r);
     b.threads = r.threads > 0 ? r.threads : cfg ? int(cfg->threads) : 0;
     b.test_link_gbps = cfg ? cfg->streaming.test_link_gbps : 0;
-    b.nvme_available = cfg && !cfg->streaming.nvme_path.empty();
+    const std::string nvme_path = !r.nvme_path.empty() ? r.nvme_path : cfg ? cfg->streaming.nvme_path : "";
+    b.nvme_available = !nvme_path.empty();
     // budgets: given, else the config's, else this machine's
     b.host_memory = r.host_memory ? r.host_memory : cfg && cfg->host_memory_bytes ? cfg->host_memory_bytes
                                                                                  : system_memory_available();
@@ -71,7 +72,7 @@ PlanResult plan_for_config(const JobConfig * cfg, const PlanRequest & r) {
             b.device_memory = size_t(double(b.device_memory) * cfg->gpu.max_memory_fraction);
     }
 #endif
-    b.nvme_bytes = r.nvme_space ? r.nvme_space : b.nvme_available ? free_space(cfg->streaming.nvme_path) : 0;
+    b.nvme_bytes = r.nvme_space ? r.nvme_space : b.nvme_available ? free_space(nvme_path) : 0;
 
     // profile
     const std::string profile_path = !r.profile.empty() ? r.profile : cfg ? cfg->profile : "";

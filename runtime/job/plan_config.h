@@ -18,6 +18,7 @@ struct PlanRequest {
     size_t gpu_memory = 0;          // per rank; 0 = ztinfer.max_gpu_memory, else the card (CPU backend: no cap)
     size_t host_memory = 0;         // per node; 0 = ztinfer.host_memory, else MemAvailable
     size_t nvme_space = 0;          // per node; 0 = the free space at nvme_path
+    std::string nvme_path;          // a folder on the NVMe disk ("" = offload_param.nvme_path): tier nvme possible
     int ranks = 1;
     int ranks_per_node = 0;         // 0 = ranks
     int threads = 0;                // 0 = ztinfer.threads

@@ -74,15 +74,15 @@ std::string plan_report_text(const PlanResult & r) {
     out += fmt::format("  workload: {}\n  profile: {}\n\n", r.workload, r.profile);
     const PlanOutcome & c = r.configured;
     const PlanOutcome * best = r.best ? &*r.best : nullptr;
-    out += fmt::format("  {:<22}{:>16}{:>16}\n", "", "configured", best ? "best" : "best (none fits)");
+    out += fmt::format("  {:<22}{:>18}{:>18}\n", "", "configured", best ? "best" : "best (none fits)");
     const json cs = plan_settings_json(c.settings);
     const json bs = best ? plan_settings_json(best->settings) : json::object();
     for (const char * k : {"tier", "resident_layers", "batch_size", "micro_batches", "prefetch_depth", "kv_offload"}) {
         auto show = [](const json & j) { return j.is_string() ? j.get<std::string>() : j.dump(); };
-        out += fmt::format("  {:<22}{:>16}{:>16}\n", k, show(cs[k]), best ? show(bs[k]) : "-");
+        out += fmt::format("  {:<22}{:>18}{:>18}\n", k, show(cs[k]), best ? show(bs[k]) : "-");
     }
     auto row = [&](const char * name, auto f) {
-        out += fmt::format("  {:<22}{:>16}{:>16}\n", name, f(c), best ? f(*best) : std::string("-"));
+        out += fmt::format("  {:<22}{:>18}{:>18}\n", name, f(c), best ? f(*best) : std::string("-"));
     };
     row("fits", [](const PlanOutcome & o) { return std::string(o.fits ? "yes" : "NO"); });
     row("device memory", [](const PlanOutcome & o) { return format_bytes(o.memory.device); });

@@ -7,7 +7,8 @@
 //   - nothing fits: the refusal names the smallest budget that would (the leanest settings' memory) and the
 //     largest term there.
 // Traces (simulate_steps) depend only on batch_size, micro_batches and the workload, so each is made once; the
-// search replays at most 64 requests per rank, the chosen and the configured settings are then costed on 512.
+// search replays 64 .. 512 requests per rank (4 x the slots), the chosen and the configured settings are then
+// costed on 1024.
 #include <algorithm>
 #include <map>
 
@@ -21,8 +22,9 @@ namespace zt {
 
 namespace {
 
-constexpr int64_t kSearchRequestsPerRank = 64;
-constexpr int64_t kFinalRequestsPerRank = 512;
+// Requests per rank the search replays: a few times the slots, so that admission and the tail are in the trace.
+int64_t search_sample(const PlanSettings & s) { return std::min<int64_t>(512, std::max<int64_t>(64, 4 * s.batch_size * s.micro_batches)); }
+constexpr int64_t kFinalRequestsPerRank = 1024;
 
 bool is_free(const std::set<std::string> & free_keys, const char * key) { return free_keys.count(key) > 0; }
 
@@ -111,10 +113,11 @@ private:
     std::map<std::tuple<int64_t, int64_t, int64_t>, StepTrace> traces_;
 };
 
+// lo, 2 lo, 4 lo, ... <= hi, and hi itself (more slots than a rank has requests would stay empty)
 std::vector<int64_t> powers_up_to(int64_t lo, int64_t hi) {
     std::vector<int64_t> v;
     for (int64_t x = lo; x <= hi; x *= 2) v.push_back(x);
-    if (v.empty()) v.push_back(lo);
+    if (v.empty() || v.back() != hi) v.push_back(std::max(lo, hi));
     return v;
 }
 
@@ -169,17 +172,17 @@ PlanResult plan_job(const PlanModel & m, const Workload & w, const PlanSettings 
                     s.kv_offload = kvo;
                     s.tier = tier;
                     if (tier == "none") s.resident_layers = 0;
-                    else if (resident_free) {
-                        // streaming with every layer resident is "none" under another name: stop one short
-                        const int64_t res = search.max_resident(s, kSearchRequestsPerRank);
-                        if (res < 0) continue;
-                        s.resident_layers = std::min(res, std::max<int64_t>(L - 1, 0));
-                    }
                     for (int64_t d : (tier == "none" ? std::vector<int64_t>{s.prefetch_depth} : depths)) {
                         s.prefetch_depth = d;
-                        PlanOutcome o = search.memory_only(s, kSearchRequestsPerRank);
+                        if (tier != "none" && resident_free) {
+                            // streaming with every layer resident is "none" under another name: stop one short
+                            const int64_t res = search.max_resident(s, search_sample(s));
+                            if (res < 0) continue;
+                            s.resident_layers = std::min(res, std::max<int64_t>(L - 1, 0));
+                        }
+                        PlanOutcome o = search.memory_only(s, search_sample(s));
                         if (!o.fits) continue;
-                        found.push_back(search.full(s, kSearchRequestsPerRank));
+                        found.push_back(search.full(s, search_sample(s)));
                     }
                 }
     }
@@ -201,22 +204,19 @@ PlanResult plan_job(const PlanModel & m, const Workload & w, const PlanSettings 
         lean.tier = is_free(free_keys, "tier") ? (b.nvme_available ? "nvme" : "cpu") : configured.tier;
         lean.resident_layers = resident_free ? 0 : configured.resident_layers;
         const PlanOutcome o = search.memory_only(lean, kFinalRequestsPerRank);
-        const MemoryItem * top = nullptr;
-        for (const MemoryItem & i : o.memory.items) if (!top || i.bytes > top->bytes) top = &i;
         const size_t rpn = size_t(b.ranks_per_node);
         std::string need = b.device == "cpu"
             ? fmt::format("host memory >= {} per node ({} rank(s) x {})", format_bytes(total_memory(o.memory) * rpn),
                           rpn, format_bytes(total_memory(o.memory)))
             : fmt::format("GPU memory >= {} per rank and host memory >= {} per node", format_bytes(o.memory.device),
                           format_bytes((o.memory.pinned + o.memory.host) * rpn));
-        r.refusal = fmt::format("nothing fits the budget: the leanest settings ({}) need {}{}; the largest term is {} "
-                                "({} = {}). Give a larger budget (--gpu-memory / --host-memory, or ztinfer."
-                                "max_gpu_memory / host_memory), more ranks, a quantized model (ztinfer quantize), or "
-                                "shorter requests",
+        if (o.memory.nvme) need += fmt::format(" and NVMe space >= {} per node", format_bytes(o.memory.nvme * rpn));
+        r.refusal = fmt::format("nothing fits the budget: the leanest settings ({}) need {}{}; over: {}. Give a larger "
+                                "budget (--gpu-memory / --host-memory / --nvme-space, or ztinfer.max_gpu_memory / "
+                                "host_memory), more ranks, a quantized model (ztinfer quantize), or shorter requests",
                                 plan_settings_json(lean).dump(), need,
                                 b.nvme_available || !is_free(free_keys, "tier") ? "" : " (an nvme_path would move the "
-                                "weights off host memory)",
-                                top ? top->name : "?", top ? format_bytes(top->bytes) : "?", top ? top->formula : "?");
+                                "weights off host memory)", o.why_not.empty() ? "nothing (a search bug)" : o.why_not);
         return r;
     }
     const PlanOutcome * best = &found.front();

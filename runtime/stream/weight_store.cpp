@@ -307,5 +307,6 @@ void WeightStore::fetch_slice(int unit, void * dst, Stream * s) {
 WeightMemory WeightStore::memory() const { return impl_->mem; }
 OffloadTier WeightStore::tier() const { return impl_->opt.tier; }
 const std::string & WeightStore::nvme_file() const { return impl_->file_path; }
+uint64_t WeightStore::nvme_file_bytes() const { return impl_->file ? impl_->file->size() : 0; }
 
 }  // namespace zt

@@ -13,6 +13,7 @@
 // its own byte ranges of the checkpoint (plus resident units and persistent tensors).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,7 @@ public:
     WeightMemory memory() const;
     OffloadTier tier() const;
     const std::string & nvme_file() const;   // the NVMe file's label (NvmeFile::path()); empty unless "nvme"
+    uint64_t nvme_file_bytes() const;        // the NVMe file's size (NvmeFile::size(), padded); 0 unless "nvme"
 
     struct Impl;
 private:
