@@ -10,9 +10,10 @@
 //
 // How: `ztinfer synth` writes a bf16 Llama model (default 8 layers, hidden 512, intermediate 1536, 8 heads, 4 KV
 // heads, Llama 2 tokenizer) to a temp folder and `ztinfer quantize --type q8_0` a GGUF copy. The machine profile
-// is measured once: `ztinfer bench --profile P` (copies, NVMe, layer compute with --profile-threads threads),
-// then `mpirun -np 2` and `-np 4` of it add the all-gather figures of 2 and 4 ranks to P (--profile-file reuses
-// a profile instead). For each configuration the bench writes its ds.json and a JSONL of token-id prompts
+// is measured once: `mpirun -np 4` and `-np 2` of `ztinfer bench --profile P` put the all-gather figures of 4
+// and 2 ranks in P, then the plain run (copies, NVMe, matmul, attention, overheads with --profile-threads
+// threads) replaces the rest: a later run keeps only other worlds' all-gather and NVMe of an earlier one, so
+// the plain run goes last (--profile-file reuses a profile instead). For each configuration the bench writes its ds.json and a JSONL of token-id prompts
 // (lengths drawn with a fixed seed, max_tokens G, ignore_eos), runs `ztinfer plan --config C --ranks N
 // --profile P --json` and then the job (plain, or `mpirun --oversubscribe --bind-to none -np N`).
 //
@@ -172,18 +173,19 @@ struct Bench {
                                       shell_quote(dir + "/bf16"), shell_quote(dir + "/q8_0.gguf")), 300);
     }
 
-    // The profile: plain run (everything but the all-gather), then the all-gather of 2 and 4 ranks into the same
-    // file. `extra` / `extra_mpi` are appended to the plain / mpirun command lines.
-    void measure_profile(const std::string & extra, const std::string & extra_mpi) const {
+    // The profile: `mpirun -np 4` and `-np 2` runs first (their all-gather figures), then the plain run, whose
+    // figures replace everything but the other worlds' all-gather (benchmark_profile.cpp's merge): so the compute
+    // figures come from one rank of profile_threads threads, not from ranks sharing the cores. `extra` goes on
+    // every command line ({dir}: the work folder), `extra_plain` on the plain one only.
+    void measure_profile(std::string extra, std::string extra_plain) const {
+        for (std::string * a : {&extra, &extra_plain})
+            for (size_t at; (at = a->find("{dir}")) != std::string::npos;) a->replace(at, 5, dir);
         fs::create_directories(dir + "/nvme-bench");
-        std::string args = extra;
-        for (size_t at; (at = args.find("{dir}")) != std::string::npos;) args.replace(at, 5, dir);
-        setup("profile", fmt::format("{} bench --device cpu --threads {} --profile {} {}", shell_quote(ztinfer),
-                                     profile_threads, shell_quote(profile), args), 600);
-        for (int n : {2, 4})
-            setup(fmt::format("profile-np{}", n),
-                  fmt::format("{} bench --device cpu --threads 1 --profile {} {}", launcher(n), shell_quote(profile),
-                              extra_mpi), 600);
+        for (int n : {4, 2})
+            setup(fmt::format("profile-np{}", n), fmt::format("{} bench --device cpu --threads 1 --profile {} {}",
+                                                              launcher(n), shell_quote(profile), extra), 600);
+        setup("profile", fmt::format("{} bench --device cpu --threads {} --profile {} {} {}", shell_quote(ztinfer),
+                                     profile_threads, shell_quote(profile), extra, extra_plain), 600);
     }
 
     std::string model_path(const JobSpec & s) const { return s.model == "q8_0" ? dir + "/q8_0.gguf" : dir + "/bf16"; }
@@ -297,7 +299,7 @@ void print_row(const Row & r) {
     const double se = a && r.plan_ok ? rel_err(r.pred_tps, a->tokens_per_s) : NAN;
     const bool mem = a && r.plan_ok && a->have_memory;
     const bool nvme = s.tier == "nvme";
-    std::printf("%-22s %2d %-4s %2lldx%-2lld %2lld %9s %9s %8s %-11s %8s %8s %8s %8s %8s %8s\n", s.name.c_str(),
+    std::printf("%-22s %2d %-4s %2lldx%-2lld %2lld %9s %9s %8s %-16s %8s %8s %8s %8s %8s %8s\n", s.name.c_str(),
                 s.world, s.tier.c_str(), (long long)s.batch, (long long)s.micro, (long long)s.depth,
                 r.plan_ok ? fmt::format("{:.1f}", r.pred_tps).c_str() : "n/a",
                 a ? fmt::format("{:.1f}", a->tokens_per_s).c_str() : "failed", pct(se).c_str(),
@@ -397,11 +399,8 @@ int main(int argc, char ** argv) {
                  "simulated link)"};
     Bench b;
     std::string only, json_path, keep_dir, profile_file, profile_error;
-    std::string profile_args = "--shape llama2-7b --layers 2 --hidden 512 --intermediate 1536 --heads 8 "
-                               "--kv-heads 4 --vocab 32000 --batch 1,2,4,8,16 --context 64 --prompt 32 "
-                               "--min-bytes 1MiB --max-bytes 64MiB --iters 5 --steps 3 "
-                               "--nvme-path {dir}/nvme-bench --nvme-bytes 256MiB";
-    std::string profile_mpi_args = "--only allgather --min-bytes 1MiB --max-bytes 32MiB --iters 5";
+    std::string profile_args = "--hidden 512 --max-bytes 256MiB";
+    std::string profile_plain_args = "--nvme-path {dir}/nvme-bench";
     bool list = false;
     app.add_option("--ztinfer", b.ztinfer, "ztinfer binary (default: $ZT_BINARY, else the one beside this program)");
     app.add_option("--mpirun", b.mpirun, "mpirun (default: $ZT_MPIEXEC, else mpirun from PATH)");
@@ -412,9 +411,9 @@ int main(int argc, char ** argv) {
     app.add_option("--profile-file", profile_file, "use this machine profile instead of measuring one");
     app.add_option("--profile-threads", b.profile_threads, "threads of the plain `ztinfer bench --profile` run")
         ->capture_default_str();
-    app.add_option("--profile-args", profile_args, "extra arguments of the plain profile run ({dir}: the work "
-                   "folder)")->capture_default_str();
-    app.add_option("--profile-mpi-args", profile_mpi_args, "extra arguments of the mpirun -np 2/4 profile runs")
+    app.add_option("--profile-args", profile_args, "arguments of every `ztinfer bench --profile` run ({dir}: the "
+                   "work folder; --hidden: the matmul size)")->capture_default_str();
+    app.add_option("--profile-plain-args", profile_plain_args, "more arguments of the plain (1-rank) profile run")
         ->capture_default_str();
     app.add_option("--layers", b.layers)->capture_default_str();
     app.add_option("--hidden", b.hidden)->capture_default_str();
@@ -473,7 +472,7 @@ int main(int argc, char ** argv) {
             b.profile = b.dir + "/profile.json";
             std::printf("machine profile:\n");
             try {
-                b.measure_profile(profile_args, profile_mpi_args);
+                b.measure_profile(profile_args, profile_plain_args);
             } catch (const std::exception & e) {   // the jobs still run and print; the verdict is exit 2
                 profile_error = e.what();
                 std::printf("  FAILED: %s\n", profile_error.c_str());
@@ -507,7 +506,7 @@ int main(int argc, char ** argv) {
             rows.push_back(std::move(r));
         }
 
-        std::printf("\n%-22s %2s %-4s %5s %2s %9s %9s %8s %-11s %8s %8s %8s %8s %8s %8s\n", "config", "N", "tier",
+        std::printf("\n%-22s %2s %-4s %5s %2s %9s %9s %8s %-16s %8s %8s %8s %8s %8s %8s\n", "config", "N", "tier",
                     "bxm", "d", "pred t/s", "meas t/s", "err", "pred bound", "pred MiB", "meas MiB", "err",
                     "pNVMe", "mNVMe", "err");
         for (const Row & r : rows) print_row(r);
