@@ -81,16 +81,16 @@ struct JobSpec {
 std::vector<JobSpec> job_specs() {
     std::vector<JobSpec> v;
     auto add = [&](JobSpec s) { v.push_back(std::move(s)); };
-    add({"bf16-resident", "bf16", 1, 2, "none", 4, 1, 2, 0, true, false, 0, 0, 64});
+    add({"bf16-resident", "bf16", 1, 2, "none", 4, 1, 2, 0, true, false, 0, 0, 128});
     add({"bf16-cpu-d1-slow", "bf16", 1, 1, "cpu", 2, 1, 1, 0, true, false, 0.5, 0, 16});
-    add({"bf16-cpu-mb2-fast", "bf16", 1, 2, "cpu", 4, 2, 2, 0, true, false, 20, 0, 48});
+    add({"bf16-cpu-mb2-fast", "bf16", 1, 2, "cpu", 4, 2, 2, 0, true, false, 20, 0, 96});
     add({"bf16-cpu-d3-mb4", "bf16", 1, 1, "cpu", 2, 4, 3, 0, true, false, 2, 0, 32});
     add({"bf16-cpu-overlap-off", "bf16", 1, 1, "cpu", 4, 1, 2, 0, false, false, 1.5, 0, 32});
     add({"bf16-cpu-resident4", "bf16", 1, 1, "cpu", 4, 1, 2, 4, true, false, 0.4, 0, 24});
     add({"bf16-nvme-d2", "bf16", 1, 1, "nvme", 4, 1, 2, 0, true, false, 1, 0, 16});
-    add({"bf16-cpu-kv-cpu", "bf16", 1, 1, "cpu", 4, 1, 2, 0, true, true, 8, 6, 32});
+    add({"bf16-cpu-kv-cpu", "bf16", 1, 1, "cpu", 4, 1, 2, 0, true, true, 8, 6, 48});
     add({"q8-cpu-slow", "q8_0", 1, 1, "cpu", 4, 1, 2, 0, true, false, 0.3, 0, 16});
-    add({"q8-resident-b8", "q8_0", 1, 2, "none", 8, 1, 2, 0, true, false, 0, 12, 40});
+    add({"q8-resident-b8", "q8_0", 1, 2, "none", 8, 1, 2, 0, true, false, 0, 12, 100});
     add({"bf16-w2-cpu-slow", "bf16", 2, 1, "cpu", 4, 1, 2, 0, true, false, 0.3, 0, 16});
     add({"bf16-w2-cpu-mb2-fast", "bf16", 2, 1, "cpu", 4, 2, 1, 0, true, false, 10, 0, 40});
     add({"q8-w2-nvme-d3", "q8_0", 2, 1, "nvme", 4, 1, 3, 0, true, false, 0.5, 0, 32});
