@@ -13,9 +13,10 @@
 // is measured once: `mpirun -np 4` and `-np 2` of `ztinfer bench --profile P` put the all-gather figures of 4
 // and 2 ranks in P, then the plain run (copies, NVMe, matmul, attention, overheads with --profile-threads
 // threads) replaces the rest: a later run keeps only other worlds' all-gather and NVMe of an earlier one, so
-// the plain run goes last (--profile-file reuses a profile instead). For each configuration the bench writes its ds.json and a JSONL of token-id prompts
-// (lengths drawn with a fixed seed, max_tokens G, ignore_eos), runs `ztinfer plan --config C --ranks N
-// --profile P --json` and then the job (plain, or `mpirun --oversubscribe --bind-to none -np N`).
+// the plain run goes last (--profile-file reuses a profile instead). For each configuration the bench writes
+// its ds.json and a JSONL of token-id prompts (lengths drawn with a fixed seed, max_tokens G, ignore_eos), runs
+// `ztinfer plan --config C --ranks N --profile P --json` and then the job (plain, or `mpirun --oversubscribe
+// --bind-to none -np N`). A second table splits a step: predicted vs measured fetch / all-gather / compute / kv.
 //
 // Goals (exit 1 when one is missed; PASS/MISS printed for each):
 //   speed   median |error| of tokens/s <= 10 % and the worst <= 20 %
