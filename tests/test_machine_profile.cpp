@@ -107,6 +107,22 @@ TEST(MachineProfile, AllgatherTakesTheNearestWorld) {
     EXPECT_DOUBLE_EQ(none.allgather_gbps(4), 100.0);
 }
 
+// A re-read after d bytes costs reuse_factor(d) of a cold read: interpolated in log d between the rings measured,
+// the nearest ring outside them, 1 when nothing was measured.
+TEST(MachineProfile, ReuseFactorInterpolatesInLogDistance) {
+    MachineProfile p = hand_made();
+    const size_t MiB = size_t(1) << 20;
+    EXPECT_EQ(p.reuse_factor_at(4 * MiB, 1), 1.0);
+    p.reuse_factor[1 * MiB] = {{1, 0.2}, {64, 0.8}};
+    p.reuse_factor[4 * MiB] = {{1, 0.6}, {64, 1.0}};
+    EXPECT_DOUBLE_EQ(p.reuse_factor_at(MiB / 2, 1), 0.2);
+    EXPECT_DOUBLE_EQ(p.reuse_factor_at(2 * MiB, 1), 0.4);    // halfway in log2: 1 -> 2 -> 4 MiB
+    EXPECT_DOUBLE_EQ(p.reuse_factor_at(16 * MiB, 64), 1.0);
+    EXPECT_DOUBLE_EQ(p.matmul_seconds(DType::BF16, 1, 100, 100, 2 * MiB), 0.4 * p.matmul_seconds(DType::BF16, 1, 100, 100));
+    const json j = profile_to_json(p);
+    EXPECT_EQ(profile_to_json(profile_from_json(j, "mem")), j);
+}
+
 TEST(MachineProfile, JsonRoundTripAndFile) {
     MachineProfile p = hand_made();
     p.device_name = "Test CPU";
@@ -156,6 +172,9 @@ TEST(MachineProfile, HostileFilesFailNamingTheKey) {
     expect_rejected(json::array(), "(top level)");
     // NaN cannot be written in JSON text, but a json value made in code can hold it
     expect_rejected(json{{"h2d_gbps", std::nan("")}}, "h2d_gbps");
+    expect_rejected(json{{"reuse_factor", {{"big", {{1, 0.5}}}}}}, "reuse_factor.big", "ring size");
+    expect_rejected(json{{"reuse_factor", {{"1048576", {{1, 2.0}}}}}}, "reuse_factor.1048576[0][1] (seconds per weight)");
+    expect_rejected(json{{"copy_latency_s", -1e-6}}, "copy_latency_s");
 
     const std::string dir = make_temp_dir("profile-bad");
     write_file(dir + "/bad.json", "{\"h2d_gbps\": ");
@@ -228,6 +247,13 @@ TEST(MachineProfile, BenchProfileWritesPositiveFiguresAndMerges) {
     EXPECT_GT(p.attention_prefill_gflops, 0);
     EXPECT_GT(p.unit_overhead_s, 0);
     EXPECT_GE(p.step_overhead_s, 0);
+    EXPECT_GT(p.copy_latency_s, 0);
+    EXPECT_GT(p.paced_copy_latency_s, 0);
+    ASSERT_FALSE(p.reuse_factor.empty());   // rings of 1 .. 8 MiB (the pool is 8 MiB here)
+    for (const auto & [ring, t] : p.reuse_factor) {
+        EXPECT_GE(ring, size_t(1) << 20);
+        for (const auto & [T, f] : t) EXPECT_TRUE(f > 0 && f <= 1) << ring << " " << T << " " << f;
+    }
     for (const char * d : {"f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"}) {
         ASSERT_TRUE(p.matmul.count(d)) << d;
         const auto & t = p.matmul.at(d);

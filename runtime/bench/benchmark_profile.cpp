@@ -7,6 +7,7 @@
 // planner scales them to the cores each rank gets). So: `ztinfer bench --profile F`, then `mpirun -np 2 ... F`.
 //   h2d_gbps      table h2d over sizes S/4 .. S (S = --max-bytes capped at 256 MiB), the best rate
 //   memcpy_gbps   std::memcpy of S bytes host to host (pageable), the fastest of 3 rounds
+//   copy latency  4 KiB copies on the copy stream, per copy (CPU: also on a paced, test_link_gbps-style stream)
 //   nvme_gbps     table nvme (only with --nvme-path) at --aio-block-size / --aio-queue-depth, the best rate
 //   allgather     table allgather at S gathered bytes; busbw stored under the world size (world 1: no entry)
 //   memory_gbps   the backend's add op, out = a + b, over three f32 buffers that together fill the "cold pool"
@@ -15,8 +16,10 @@
 //                 .., 512; the median of 6 .. 15 samples (fewer at large T) taken in 3 sweeps over T, each point
 //                 after one warm-up. The weights are cold, as a just-streamed layer's are: copies of the weight
 //                 fill the cold pool (2 x the last-level cache, 256 MiB .. 1 GiB, at most --max-bytes; GPU: 256
-//                 MiB) and each matmul reads the next copy, the least recently used; on CPU a second round
-//                 (matmul_hot) reuses one copy, as a model or a ring that fits the last-level cache sees it
+//                 MiB) and each matmul reads the next copy, the least recently used
+//   reuse_factor  bf16 weights read round robin from rings of 1 .. 64 MiB (at least one copy): time over the cold
+//                 time at T = 1, 4, 16, 64, 256, by ring size: what a unit's 2nd..Mth micro-batch pays, whose
+//                 weights were read by the one before with the rest of the unit in between
 //   attention     the attention op at H=32, KV=8, D=64: decode = 8 sequences x 1 new token after 1024 past;
 //                 prefill = 1 sequence of 512 tokens, causal; FLOPs = 4 H D x sum over new tokens of positions seen
 //   overheads     see measure_overheads
@@ -141,7 +144,32 @@ double best_of_rows(const json & table, const char * key) {
 
 // --- links ---------------------------------------------------------------------------------------------------------
 
+// Seconds of one small (4 KiB) pinned -> device copy on the copy stream of `be`, the median of 5 rounds of 64 back to back.
+double small_copy_seconds(Backend & be) {
+    constexpr size_t kBytes = 4096;
+    constexpr int kCopies = 64;
+    Buffer src = be.alloc(kBytes, MemKind::pinned_host, "bench profile copy latency");
+    Buffer dst = be.alloc(kBytes, MemKind::device, "bench profile copy latency");
+    Stream * s = be.stream(StreamRole::copy);
+    std::vector<double> rounds;
+    for (int round = 0; round < 6; ++round) {
+        const auto t0 = Clock::now();
+        for (int i = 0; i < kCopies; ++i) be.copy_async(dst.data(), src.data(), kBytes, s);
+        be.synchronize(s);
+        if (round > 0) rounds.push_back(seconds_since(t0) / kCopies);   // round 0 warms up
+    }
+    return median(rounds);
+}
+
 void measure_links(Bench & b, MachineProfile & p, size_t copy_bytes, int iters) {
+    p.copy_latency_s = slowest(b, small_copy_seconds(b.be));
+    if (b.be.host_can_access(MemKind::device)) {   // CPU: a paced copy (ztinfer.test_link_gbps) on its own backend
+        CpuBackendOptions o;
+        o.n_threads = 1;
+        o.link_gbps = 0.2;   // 4 KiB are paced to 20.5 us: the rest is the sleep's overshoot
+        const std::unique_ptr<Backend> paced = make_cpu_backend(o);
+        p.paced_copy_latency_s = std::max(0.0, slowest(b, small_copy_seconds(*paced)) - 4096 / (o.link_gbps * 1e9));
+    }
     SubBench h2d(b, std::max<size_t>(4, copy_bytes / 4), copy_bytes, iters);
     table_h2d(h2d.b);
     b.wrong += h2d.b.wrong;
@@ -221,10 +249,7 @@ void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, con
                                                             w.size(), cs);
         b.be.synchronize(cs);
         size_t next = 0;   // the least recently used copy
-        bool hot = false;  // the second round (CPU): always copy 0, so the weight stays in the caches
-        auto weight = [&] { return pool.view(dt, {H, H}, hot ? 0 : (next++ % copies) * w.size()); };
-        for (int round = 0; round < (b.be.host_can_access(MemKind::device) ? 2 : 1); ++round) {
-        hot = round == 1;
+        auto weight = [&] { return pool.view(dt, {H, H}, (next++ % copies) * w.size()); };
         std::vector<std::vector<double>> samples(ts.size());   // by T
         std::string failed;
         try {
@@ -251,12 +276,46 @@ void measure_matmul(Bench & b, MachineProfile & p, Buffer & pool, int64_t H, con
             for (size_t i = 0; i < ts.size(); ++i)
                 table.emplace_back(ts[i], slowest(b, median(samples[i])) / double(H * H));
         if (table.size() == ts.size()) {
-            (hot ? p.matmul_hot : p.matmul)[profile_dtype_key(dt)] = table;
-        } else if (!hot) {
+            p.matmul[profile_dtype_key(dt)] = table;
+        } else {
             b.say("# matmul {}: not measured ({}): the planner scales another dtype's table by bits per weight\n",
                   profile_dtype_key(dt), failed.empty() ? "failed on another rank" : failed);
         }
-        }   // rounds: cold, hot
+    }
+}
+
+// Re-read cost by ring size (see the top of the file); uses the pool's first bytes for the rings.
+void measure_reuse(Bench & b, MachineProfile & p, Buffer & pool, int64_t H) {
+    const auto cold = p.matmul.find("bf16");
+    if (cold == p.matmul.end()) return;
+    Stream * cs = b.be.stream(StreamRole::compute);
+    const std::vector<uint8_t> w = bench_weights(DType::BF16, H, H);
+    const std::vector<int64_t> ts = {1, 4, 16, 64, 256};
+    Buffer xb = b.be.alloc(size_t(ts.back() * H) * 4, MemKind::device, "bench profile activations");
+    Buffer ob = b.be.alloc(size_t(ts.back() * H) * 4, MemKind::device, "bench profile output");
+    for (size_t ring = size_t(1) << 20; ring <= (size_t(64) << 20) && ring <= pool.bytes(); ring *= 2) {
+        if (ring < w.size()) continue;
+        const size_t copies = ring / w.size();
+        for (size_t c = 0; c < copies; ++c)
+            b.be.copy_async(static_cast<char *>(pool.data()) + c * w.size(), w.data(), w.size(), cs);
+        size_t next = 0;
+        auto weight = [&] { return pool.view(DType::BF16, {H, H}, (next++ % copies) * w.size()); };
+        std::vector<std::pair<int64_t, double>> table;
+        for (int64_t T : ts) {
+            const Tensor x = xb.view(DType::F32, {T, H}), out = ob.view(DType::F32, {T, H});
+            for (size_t c = 0; c < copies; ++c) b.be.matmul(out, x, weight(), Tensor(), cs);   // the ring, once
+            b.be.synchronize(cs);
+            std::vector<double> samples;
+            for (int k = 0; k < samples_at(T); ++k) {
+                const auto t0 = Clock::now();
+                b.be.matmul(out, x, weight(), Tensor(), cs);
+                b.be.synchronize(cs);
+                samples.push_back(seconds_since(t0));
+            }
+            const double cold_s = p.matmul_seconds(DType::BF16, T, H, H);
+            table.emplace_back(T, std::clamp(slowest(b, median(samples)) / cold_s, 1e-3, 1.0));
+        }
+        p.reuse_factor[ring] = table;
     }
 }
 
@@ -401,6 +460,8 @@ void print_profile(Bench & b, const MachineProfile & p, double seconds) {
     b.say("#   device {} ({}), threads {}, cores {}\n", p.device, p.device_name, p.threads, p.cores);
     b.say("#   h2d {:.2f} GB/s, memcpy {:.2f} GB/s, memory {:.2f} GB/s, nvme {}\n", p.h2d_gbps, p.memcpy_gbps,
           p.memory_gbps, p.nvme_gbps > 0 ? fmt::format("{:.2f} GB/s", p.nvme_gbps) : std::string("not measured"));
+    b.say("#   copy latency {:.1f} us (paced, as with test_link_gbps: {:.1f} us)\n", p.copy_latency_s * 1e6,
+          p.paced_copy_latency_s * 1e6);
     for (const auto & [world, gbps] : p.allgather_busbw_gbps) b.say("#   all-gather busbw, {} ranks: {:.2f} GB/s\n", world, gbps);
     b.say("#   attention decode {:.2f} GFLOP/s, prefill {:.2f} GFLOP/s; overhead step {:.1f} us, unit {:.1f} us\n",
           p.attention_decode_gflops, p.attention_prefill_gflops, p.step_overhead_s * 1e6, p.unit_overhead_s * 1e6);
@@ -411,6 +472,11 @@ void print_profile(Bench & b, const MachineProfile & p, double seconds) {
     for (const auto & [key, table] : p.matmul) {
         b.say("  {:>6}", key);
         for (const auto & [T, s] : table) b.say(" {:>5.3f} ({:>5.0f})", s * 1e9, 2.0 * double(T) / s / 1e9);
+        b.say("\n");
+    }
+    for (const auto & [ring, table] : p.reuse_factor) {
+        b.say("# bf16 re-read after {:>3} MiB, time / cold time at T:", ring >> 20);
+        for (const auto & [T, f] : table) b.say(" {}: {:.2f}", T, f);
         b.say("\n");
     }
 }
@@ -424,7 +490,6 @@ void run_profile(Bench & b) {
     p.device = cuda ? "cuda" : "cpu";
     p.threads = cuda ? 0 : b.n_threads;
     p.cores = int(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
-    p.llc_bytes = cuda ? 0 : llc_bytes();
 #ifdef ZT_HAVE_CUDA
     if (cuda) p.device_name = cuda_device_name(cuda_device_of(b.be));
 #endif
@@ -484,6 +549,7 @@ void run_profile(Bench & b) {
         Buffer pool = b.be.alloc(pool_bytes, MemKind::device, "bench profile cold pool");
         measure_memory(b, p, pool);
         measure_matmul(b, p, pool, H, ts);
+        measure_reuse(b, p, pool, H);
     }
     measure_attention(b, p);
     measure_overheads(b, p);

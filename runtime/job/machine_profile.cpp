@@ -162,18 +162,26 @@ std::string profile_dtype_key(DType t) {
 
 // --- lookups ---------------------------------------------------------------------------------------------------
 
-double MachineProfile::matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, bool hot) const {
+double MachineProfile::reuse_factor_at(size_t distance, int64_t T) const {
+    if (reuse_factor.empty() || distance == 0) return 1.0;
+    auto at = [&](const Table & t) { return std::clamp(interpolate(t, T), 0.0, 1.0); };
+    const auto hi = reuse_factor.lower_bound(distance);
+    if (hi == reuse_factor.begin()) return at(hi->second);
+    if (hi == reuse_factor.end()) return at(std::prev(hi)->second);
+    const auto lo = std::prev(hi);
+    const double f = std::log(double(distance) / double(lo->first)) / std::log(double(hi->first) / double(lo->first));
+    return at(lo->second) + f * (at(hi->second) - at(lo->second));
+}
+
+double MachineProfile::matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, size_t reuse_distance) const {
     ZT_CHECK(T >= 1 && N >= 1 && K >= 1, "internal: matmul_seconds of T {} N {} K {}", T, N, K);
+    if (reuse_distance > 0) return matmul_seconds(dtype, T, N, K) * reuse_factor_at(reuse_distance, T);
     const double weights = double(N) * double(K);
-    const std::string key = profile_dtype_key(dtype);
-    if (hot) {
-        const auto it = matmul_hot.find(key);
-        if (it != matmul_hot.end() && !it->second.empty()) return interpolate(it->second, T) * weights;
-    }
-    auto usable = [&](const std::string & k) {
-        const auto it = matmul.find(k);
+    auto usable = [&](const std::string & key) {
+        const auto it = matmul.find(key);
         return it != matmul.end() && !it->second.empty() ? &it->second : nullptr;
     };
+    const std::string key = profile_dtype_key(dtype);
     if (const Table * t = usable(key)) return interpolate(*t, T) * weights;
     // not measured: a measured table scaled by bits per weight (bf16's first, else any)
     const double bits = dtype_bits_per_weight(dtype);
@@ -217,12 +225,14 @@ MachineProfile default_profile(const std::string & device) {
     p.attention_prefill_gflops = d.prefill_gflops;
     p.step_overhead_s = d.step_s;
     p.unit_overhead_s = d.unit_s;
+    p.copy_latency_s = 10e-6;                             // a cudaMemcpyAsync / a copy-thread hand-off
+    p.paced_copy_latency_s = device == "cpu" ? 60e-6 : 0;  // Linux's 50 us timer slack + the wake-up
     const bool gpu = device == "cuda";
     p.source = fmt::format(
         "defaults (no --profile): H2D {} GB/s{}, host memcpy {} GB/s, NVMe {} GB/s, all-gather {} GB/s busbw (any "
         "world), memory {} GB/s, {} matmul roofline: bf16/f16 {} GFLOP/s, f32 {} GFLOP/s, quantized {} GFLOP/s, "
         "weights read at the memory rate, + {} us per matmul; attention decode {} GFLOP/s, prefill {} GFLOP/s; "
-        "step overhead {} us, unit overhead {} us",
+        "step overhead {} us, unit overhead {} us, 10 us per copy",
         d.h2d_gbps, gpu ? " (conservative PCIe 4 pinned)" : " (a memcpy: the CPU backend's device is host memory)",
         d.memcpy_gbps, d.nvme_gbps, d.allgather_gbps, d.memory_gbps, d.what, d.float16_flops / 1e9,
         d.f32_flops / 1e9, d.quant_flops / 1e9, d.matmul_fixed_s * 1e6, d.decode_gflops, d.prefill_gflops,
@@ -241,17 +251,18 @@ nlohmann::json profile_to_json(const MachineProfile & p) {
         for (const auto & [T, s] : t) rows.push_back({T, s});
         mm[key] = rows;
     }
-    json mm_hot = json::object();
-    for (const auto & [key, t] : p.matmul_hot) {
+    json mm_reuse = json::object();
+    for (const auto & [bytes, t] : p.reuse_factor) {
         json rows = json::array();
-        for (const auto & [T, s] : t) rows.push_back({T, s});
-        mm_hot[key] = rows;
+        for (const auto & [T, f] : t) rows.push_back({T, f});
+        mm_reuse[std::to_string(bytes)] = rows;
     }
     return {{"version", p.version}, {"source", p.source}, {"device", p.device}, {"device_name", p.device_name},
             {"threads", p.threads}, {"cores", p.cores}, {"h2d_gbps", p.h2d_gbps}, {"memcpy_gbps", p.memcpy_gbps},
             {"nvme_gbps", p.nvme_gbps}, {"nvme_block_size", p.nvme_block_size},
             {"nvme_queue_depth", p.nvme_queue_depth}, {"allgather_busbw_gbps", ag}, {"memory_gbps", p.memory_gbps},
-            {"matmul", mm}, {"matmul_hot", mm_hot}, {"llc_bytes", p.llc_bytes},
+            {"matmul", mm}, {"reuse_factor", mm_reuse}, {"copy_latency_s", p.copy_latency_s},
+            {"paced_copy_latency_s", p.paced_copy_latency_s},
             {"attention", {{"decode_gflops", p.attention_decode_gflops},
                            {"prefill_gflops", p.attention_prefill_gflops}}},
             {"overhead", {{"step_s", p.step_overhead_s}, {"unit_s", p.unit_overhead_s}}}};
@@ -305,14 +316,21 @@ MachineProfile profile_from_json(const nlohmann::json & j, const std::string & w
             p.matmul[key] = read_table(r, v, "matmul." + key);
         }
     }
-    if (j.contains("matmul_hot")) {
-        p.matmul_hot.clear();
-        for (const auto & [key, v] : r.object(j["matmul_hot"], "matmul_hot").items()) {
-            if (!p.matmul.count(key)) r.fail("matmul_hot." + key, "has no table of the same dtype under \"matmul\"");
-            p.matmul_hot[key] = read_table(r, v, "matmul_hot." + key);
+    if (j.contains("reuse_factor")) {
+        p.reuse_factor.clear();
+        for (const auto & [key, v] : r.object(j["reuse_factor"], "reuse_factor").items()) {
+            size_t used = 0;
+            long long bytes = 0;
+            try { bytes = std::stoll(key, &used); } catch (const std::exception &) { used = 0; }
+            if (used != key.size() || bytes < 1 || bytes > (1LL << 40))
+                r.fail("reuse_factor." + key, "is not a ring size: the keys are bytes (\"4194304\", ...)");
+            p.reuse_factor[size_t(bytes)] = read_table(r, v, "reuse_factor." + key);   // factors in (0, 1]
         }
     }
-    if (j.contains("llc_bytes")) p.llc_bytes = size_t(r.integer(j["llc_bytes"], "llc_bytes", 0, int64_t(1) << 40));
+    if (j.contains("copy_latency_s"))
+        p.copy_latency_s = r.number(j["copy_latency_s"], "copy_latency_s", 0, kMaxOverheadS, false);
+    if (j.contains("paced_copy_latency_s"))
+        p.paced_copy_latency_s = r.number(j["paced_copy_latency_s"], "paced_copy_latency_s", 0, kMaxOverheadS, false);
     if (j.contains("attention")) {
         const json & a = r.object(j["attention"], "attention");
         if (a.contains("decode_gflops"))

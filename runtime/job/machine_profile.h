@@ -10,7 +10,8 @@
 //    "allgather_busbw_gbps": {"2": 6.1, "4": 5.0},
 //    "memory_gbps": 14.0,
 //    "matmul": {"bf16": [[1, 1.1e-9], [8, 1.3e-9], ...], "q4_k": [...]},      // [T, seconds per weight]
-//    "matmul_hot": {...the same, weights in cache (CPU)}, "llc_bytes": 503316480,
+//    "reuse_factor": {"4194304": [[1, 0.5], [16, 0.8], ...], ...},   // ring bytes -> [T, re-read / cold time]
+//    "copy_latency_s": 5e-6, "paced_copy_latency_s": 6e-5,
 //    "attention": {"decode_gflops": 3.2, "prefill_gflops": 20.0},
 //    "overhead": {"step_s": 2e-4, "unit_s": 2e-5}}
 #pragma once
@@ -46,10 +47,13 @@ struct MachineProfile {
     // seconds per weight of one matmul (T,K) x (N,K)^T, by weight dtype name ("bf16", "f32", "q4_k", ...), at
     // increasing T; matmul_seconds() interpolates linearly in T between points and extrapolates the last slope.
     std::map<std::string, std::vector<std::pair<int64_t, double>>> matmul;
-    // CPU only: the same tables with the weight hot in the caches (one copy, reused): what a model or a ring of
-    // streamed units no larger than the last-level cache sees. Empty: not measured (matmul is used).
-    std::map<std::string, std::vector<std::pair<int64_t, double>>> matmul_hot;
-    size_t llc_bytes = 0;                 // last-level cache (CPU); 0: unknown
+    // A weight read again after `distance` other bytes were read (a ring of that many bytes of weights): its
+    // matmul time over the cold one, by T (bf16, measured): what the block schedule's 2nd..Mth micro-batches of a
+    // unit see (distance = the unit's bytes). Empty: not measured (factor 1).
+    std::map<size_t, std::vector<std::pair<int64_t, double>>> reuse_factor;
+    double copy_latency_s = 0;            // fixed cost of one small copy on the copy stream
+    double paced_copy_latency_s = 0;      // CPU backend with ztinfer.test_link_gbps: the same for a paced copy
+                                          // (the pacing's sleep overshoots by the timer slack)
     double attention_decode_gflops = 0;   // attention, one new token per sequence against a long past
     double attention_prefill_gflops = 0;  // attention over a whole prompt chunk (causal)
     double step_overhead_s = 0;           // fixed cost of a forward step (host plan, collectives, launches)
@@ -57,8 +61,10 @@ struct MachineProfile {
 
     // Time of one matmul out (T,N) = x (T,K) w (N,K)^T with weights of `dtype`: the table of dtype (falling back
     // to bf16's, scaled by bits per weight, when the dtype was not measured).
-    // hot: weights in the caches (matmul_hot's table when it has one).
-    double matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, bool hot = false) const;
+    // reuse_distance > 0: the weight is read again after that many bytes of other weights (reuse_factor).
+    double matmul_seconds(DType dtype, int64_t T, int64_t N, int64_t K, size_t reuse_distance = 0) const;
+    // reuse_factor at a distance (interpolated in log distance; the nearest ring beyond the measured ones) and T.
+    double reuse_factor_at(size_t distance, int64_t T) const;
     // All-gather busbw for `world` ranks: the measured figure for that world, else the nearest world's.
     double allgather_gbps(int world) const;
 };

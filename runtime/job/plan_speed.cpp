@@ -12,7 +12,10 @@
 //   resident units compute as soon as the compute stream is free; without overlap every stage waits for the last.
 //   After the head, the host samples (3 passes over R x V logits) and pays the step overhead before the next step.
 // A CPU backend whose ranks share the cores computes slower in proportion (threads per rank x ranks per node over
-// the cores, against the threads the profile was measured with). Tokens/s = the trace's tokens / its time.
+// the cores, against the threads the profile was measured with), and when they take every core the all-gather's
+// copies run on them too (its time adds to the unit's compute). Each copy also pays the profile's fixed copy
+// latency; the 2nd..Mth micro-batches of a unit re-read its weights after the unit's bytes (the profile's
+// reuse_factor at that distance). Tokens/s = the trace's tokens / its time.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -66,10 +69,11 @@ public:
     int n_shapes() const { return int(shapes_.size()); }
     int layer_shape(int64_t layer) const { return layer_shape_[size_t(layer)]; }
 
-    // Seconds of one layer of shape `shape` over one micro-batch (hot: its weights are in the CPU's caches).
-    double layer(int shape, const MicroBatchLoad & ld, bool hot) {
+    // Seconds of one layer of shape `shape` over one micro-batch (reuse: not the unit's first micro-batch, so
+    // its weights were read by the one before, the rest of the layer in between).
+    double layer(int shape, const MicroBatchLoad & ld, bool reuse) {
         const int64_t T = ld.tokens;
-        double t = matmuls(shape, T, hot);
+        double t = matmuls(shape, T, reuse);
         const double decode_pairs = ld.attention_pairs - ld.prefill_pairs;
         const double flop_per_pair = 4.0 * double(H_) * double(D_);
         if (p_.attention_decode_gflops > 0) t += flop_per_pair * decode_pairs / (p_.attention_decode_gflops * 1e9);
@@ -83,11 +87,12 @@ public:
         const double row = double(dtype_row_bytes(m_.weights.embed.dtype, C_)) + 4.0 * double(C_);
         return double(ld.tokens) * row / (p_.memory_gbps * 1e9) * compute_scale_ + p_.unit_overhead_s;
     }
-    double head(const MicroBatchLoad & ld, bool logits, bool hot) const {
+    double head(const MicroBatchLoad & ld, bool logits, bool reuse) const {
         if (ld.rows == 0) return 0;
         double t = 3.0 * 4.0 * double(ld.rows) * double(C_) / (p_.memory_gbps * 1e9);
         if (logits && m_.weights.lm_head.data)
-            t += p_.matmul_seconds(m_.weights.lm_head.dtype, ld.rows, m_.weights.lm_head.dim(0), C_, hot);
+            t += p_.matmul_seconds(m_.weights.lm_head.dtype, ld.rows, m_.weights.lm_head.dim(0), C_,
+                                   reuse ? m_.weights.lm_head.bytes() : 0);
         return t * compute_scale_ + p_.unit_overhead_s;
     }
     // Host work after the step: sampling reads each logits row three times (finite check, copy, argmax/sampling).
@@ -97,13 +102,16 @@ public:
     }
 
 private:
-    double matmuls(int shape, int64_t T, bool hot) {
-        const auto key = std::make_tuple(shape, T, hot);
+    double matmuls(int shape, int64_t T, bool reuse) {
+        const auto key = std::make_tuple(shape, T, reuse);
         auto it = matmul_cache_.find(key);
         if (it != matmul_cache_.end()) return it->second;
         const LayerShape & ls = shapes_[size_t(shape)];
         double t = 0;
-        for (int i = 0; i < kMatrices; ++i) t += p_.matmul_seconds(ls.dtype[i], T, ls.n[i], ls.k[i], hot);
+        size_t layer_bytes = 0;   // the reuse distance: the layer's matrices
+        for (int i = 0; i < kMatrices; ++i) layer_bytes += size_t(ls.n[i] * dtype_row_bytes(ls.dtype[i], ls.k[i]));
+        for (int i = 0; i < kMatrices; ++i)
+            t += p_.matmul_seconds(ls.dtype[i], T, ls.n[i], ls.k[i], reuse ? layer_bytes : 0);
         matmul_cache_.emplace(key, t);
         return t;
     }
@@ -127,28 +135,43 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
     const bool gen = !trace.embed;   // logits and sampling (embeddings stop at the final norm)
     // --- per unit: fetch and all-gather seconds (the same every step) ---------------------------------------
     const double link = b.test_link_gbps > 0 ? std::min(b.test_link_gbps, p.h2d_gbps) : p.h2d_gbps;
+    // every copy on the copy stream also pays a fixed cost (a paced copy: the pacing sleep's overshoot)
+    const bool paced = b.device == "cpu" && b.test_link_gbps > 0;
+    const double copy_latency = paced ? p.paced_copy_latency_s : p.copy_latency_s;
+    // KV-cache copies are short (rows of a few sequences): paced ones mostly finish past their pacing target and
+    // do not sleep, so they pay the plain copy latency
+    const double kv_copy_latency = p.copy_latency_s;
     const size_t U = plan.units.size();
     std::vector<double> fetch(U, 0), gather(U, 0);
     for (size_t u = 0; u < U; ++u) {
         const PartitionUnit & unit = plan.units[u];
         if (!unit.streamed) continue;
-        fetch[u] = double(unit.slice_bytes) / (link * 1e9);
-        if (s.tier == "nvme") {
-            const double nvme = p.nvme_gbps > 0 ? p.nvme_gbps : 2.0;
+        fetch[u] = double(unit.slice_bytes) / (link * 1e9) + copy_latency;
+        if (s.tier == "nvme") {   // the ranks of a node read the same disk at once: its rate is shared
+            const double nvme = (p.nvme_gbps > 0 ? p.nvme_gbps : 2.0) / std::max(1, b.ranks_per_node);
             fetch[u] += double(slice_extent(unit.slice_bytes)) / (nvme * 1e9);
         }
         if (world > 1)
             gather[u] = double(unit.flat_bytes) * double(world - 1) / double(world) / (p.allgather_gbps(world) * 1e9);
     }
-    // CPU: weights that fit the last-level cache (with room to spare) are read hot: the resident units when all of
-    // them fit, streamed units when the ring does (each was just written there by its fetch)
-    size_t resident_bytes = 0, ring_bytes = 0;
-    for (const PartitionUnit & unit : plan.units) if (!unit.streamed) resident_bytes += unit.flat_bytes;
-    ring_bytes = size_t((s.overlap ? s.prefetch_depth : 0) + 1) * plan.max_flat_bytes();
-    const bool cpu_caches = b.device == "cpu" && p.llc_bytes > 0;
-    const bool hot_resident = cpu_caches && resident_bytes <= p.llc_bytes / 2;
-    const bool hot_streamed = cpu_caches && ring_bytes <= p.llc_bytes / 2;
     const bool kv_offload = s.kv_offload == "cpu";
+    // CPU ranks whose compute threads take every core: the all-gather (MPI copies on the comm thread) runs on the
+    // same cores, so its time adds to the compute of the unit it gathers instead of hiding behind it
+    const int cores = std::max(1, p.cores > 0 ? p.cores : int(std::thread::hardware_concurrency()));
+    const int rank_threads = b.threads > 0 ? std::min(b.threads, cores) : cores;
+    const bool gather_takes_cores = b.device == "cpu" && rank_threads * std::max(1, b.ranks_per_node) >= cores;
+    // and with more compute threads than cores, each rank's share of a core (the profile's all-gather ran on idle
+    // ranks) stretches the collective in proportion
+    const double oversubscribed = b.device == "cpu" ? std::max(1.0, double(rank_threads) * std::max(1, b.ranks_per_node) /
+                                                                      double(cores)) : 1.0;
+    for (double & g : gather) g *= oversubscribed;
+    // the CPU backend's copy thread copies (memcpy) while the compute threads run: with every core taken, it takes
+    // its fair share, 1 / (threads + 1) of the cores, for as long as it copies
+    std::vector<double> copy_steal(U, 0);
+    if (gather_takes_cores)
+        for (size_t u = 0; u < U; ++u)
+            if (plan.units[u].streamed)
+                copy_steal[u] = double(plan.units[u].slice_bytes) / (p.memcpy_gbps * 1e9) / double(rank_threads + 1);
     const double kv_row = 2.0 * double(m.config.num_key_value_heads) * double(m.config.head_dim) * 4.0;   // K + V
 
     // --- the pipeline, carried across steps (the next step's first units are fetched during this one) ------
@@ -161,37 +184,35 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
     for (int64_t step = 0; step < trace.steps; ++step) {
         // the slowest rank's compute of every unit in this step, and the KV bytes the busiest rank moves per layer
         std::fill(unit_compute.begin(), unit_compute.end(), 0.0);
-        double kv_bytes = 0;
+        double kv_move = 0;   // seconds: the busiest rank's KV-cache moves of one layer
         int64_t rows_max = 0;
-        std::vector<double> shape_time(size_t(2 * cost.n_shapes()));   // [shape][streamed]
+        std::vector<double> shape_time(size_t(cost.n_shapes()));
         for (const RankSteps & rs : trace.ranks) {
             const auto & loads = rs.steps[size_t(step)];
             if (loads.empty()) continue;
             std::fill(shape_time.begin(), shape_time.end(), 0.0);
             double e = 0, h = 0, kv = 0;
             int64_t rows = 0;
-            for (const MicroBatchLoad & ld : loads) {
-                for (int k = 0; k < cost.n_shapes(); ++k) {
-                    shape_time[size_t(2 * k)] += cost.layer(k, ld, hot_resident);
-                    shape_time[size_t(2 * k + 1)] += cost.layer(k, ld, hot_streamed);
-                }
+            for (size_t mb = 0; mb < loads.size(); ++mb) {
+                const MicroBatchLoad & ld = loads[mb];
+                for (int k = 0; k < cost.n_shapes(); ++k) shape_time[size_t(k)] += cost.layer(k, ld, mb > 0);
                 e += cost.embed(ld);
-                h += cost.head(ld, gen, plan.units.back().streamed ? hot_streamed : hot_resident);
+                h += cost.head(ld, gen, mb > 0);
                 rows += ld.rows;
-                kv += (ld.past_positions + double(ld.tokens)) * kv_row;
+                kv += (ld.past_positions + double(ld.tokens)) * kv_row / (link * 1e9) +
+                      4.0 * double(ld.sequences) * kv_copy_latency;   // K and V, loaded and written back
             }
             rows_max = std::max(rows_max, rows);
-            kv_bytes = std::max(kv_bytes, kv);
+            kv_move = std::max(kv_move, kv);
             for (size_t u = 0; u < U; ++u) {
                 const PartitionUnit & unit = plan.units[u];
                 const double t = unit.kind == UnitKind::embed ? e
                                : unit.kind == UnitKind::head  ? h
-                                                              : shape_time[size_t(2 * cost.layer_shape(unit.layer) +
-                                                                                  (unit.streamed ? 1 : 0))];
+                                                              : shape_time[size_t(cost.layer_shape(unit.layer))];
                 unit_compute[u] = std::max(unit_compute[u], t);
             }
         }
-        const double kv_time = kv_offload ? kv_bytes / (link * 1e9) : 0.0;
+        const double kv_time = kv_offload ? kv_move : 0.0;
         for (size_t u = 0; u < U; ++u) {
             const PartitionUnit & unit = plan.units[u];
             const bool layer = unit.kind == UnitKind::layer;
@@ -215,8 +236,9 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
                 ready = std::max(ready, copy_free);
             }
             if (layer) busy_kv += kv_time;
-            const double c1 = ready + unit_compute[u];
-            busy_compute += unit_compute[u];
+            const double work = unit_compute[u] + (unit.streamed && gather_takes_cores ? gather[u] : 0.0) + copy_steal[u];
+            const double c1 = ready + work;
+            busy_compute += work;
             compute_free = c1;
             if (unit.streamed) {
                 ring_freed.push_back(c1);

@@ -10,10 +10,9 @@
 //
 // How: `ztinfer synth` writes a bf16 Llama model (default 8 layers, hidden 512, intermediate 1536, 8 heads, 4 KV
 // heads, Llama 2 tokenizer) to a temp folder and `ztinfer quantize --type q8_0` a GGUF copy. The machine profile
-// is measured once: `mpirun -np 4` and `-np 2` of `ztinfer bench --profile P` put the all-gather figures of 4
-// and 2 ranks in P, then the plain run (copies, NVMe, matmul, attention, overheads with --profile-threads
-// threads) replaces the rest: a later run keeps only other worlds' all-gather and NVMe of an earlier one, so
-// the plain run goes last (--profile-file reuses a profile instead). For each configuration the bench writes
+// is measured once: the plain run of `ztinfer bench --profile P` (copies, NVMe, matmul, attention, overheads with
+// --profile-threads threads), then `mpirun -np 2` and `-np 4`, which only add the all-gather of 2 and 4 ranks to
+// P (benchmark_profile.cpp) (--profile-file reuses a profile instead). For each configuration the bench writes
 // its ds.json and a JSONL of token-id prompts (lengths drawn with a fixed seed, max_tokens G, ignore_eos), runs
 // `ztinfer plan --config C --ranks N --profile P --json` and then the job (plain, or `mpirun --oversubscribe
 // --bind-to none -np N`). A second table splits a step: predicted vs measured fetch / all-gather / compute / kv.
@@ -174,19 +173,18 @@ struct Bench {
                                       shell_quote(dir + "/bf16"), shell_quote(dir + "/q8_0.gguf")), 300);
     }
 
-    // The profile: `mpirun -np 4` and `-np 2` runs first (their all-gather figures), then the plain run, whose
-    // figures replace everything but the other worlds' all-gather (benchmark_profile.cpp's merge): so the compute
-    // figures come from one rank of profile_threads threads, not from ranks sharing the cores. `extra` goes on
-    // every command line ({dir}: the work folder), `extra_plain` on the plain one only.
+    // The profile: the plain run measures everything with profile_threads threads on the whole machine, then
+    // `mpirun -np 2` and `-np 4` add only their all-gather figures (benchmark_profile.cpp). `extra` goes on every
+    // command line ({dir}: the work folder), `extra_plain` on the plain one only.
     void measure_profile(std::string extra, std::string extra_plain) const {
         for (std::string * a : {&extra, &extra_plain})
             for (size_t at; (at = a->find("{dir}")) != std::string::npos;) a->replace(at, 5, dir);
         fs::create_directories(dir + "/nvme-bench");
-        for (int n : {4, 2})
-            setup(fmt::format("profile-np{}", n), fmt::format("{} bench --device cpu --threads 1 --profile {} {}",
-                                                              launcher(n), shell_quote(profile), extra), 600);
         setup("profile", fmt::format("{} bench --device cpu --threads {} --profile {} {} {}", shell_quote(ztinfer),
                                      profile_threads, shell_quote(profile), extra, extra_plain), 600);
+        for (int n : {2, 4})
+            setup(fmt::format("profile-np{}", n), fmt::format("{} bench --device cpu --threads 1 --profile {} {}",
+                                                              launcher(n), shell_quote(profile), extra), 600);
     }
 
     std::string model_path(const JobSpec & s) const { return s.model == "q8_0" ? dir + "/q8_0.gguf" : dir + "/bf16"; }
