@@ -54,5 +54,6 @@ run_bench() {
 }
 run_bench bench_overlap
 run_bench bench_block_schedule
+run_bench bench_planner   # ~1 min: the planner's predictions against 15 real jobs (issue 15)
 
 cd build && ctest --output-on-failure -j2
