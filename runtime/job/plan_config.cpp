@@ -67,9 +67,11 @@ PlanResult plan_for_config(const JobConfig * cfg, const PlanRequest & r) {
     b.device_memory = r.gpu_memory ? r.gpu_memory : cfg ? cfg->gpu.max_memory_bytes : 0;
 #ifdef ZT_HAVE_CUDA
     if (!b.device_memory && b.device == "cuda" && cuda_device_count() > 0) {
-        b.device_memory = cuda_device_memory(0);
+        // the card, less 1 GiB for what ztinfer does not allocate itself (the CUDA context, NCCL's buffers)
+        const size_t card = cuda_device_memory(0);
+        b.device_memory = card > (size_t(2) << 30) ? card - (size_t(1) << 30) : card / 2;
         if (cfg && cfg->gpu.max_memory_fraction > 0)
-            b.device_memory = size_t(double(b.device_memory) * cfg->gpu.max_memory_fraction);
+            b.device_memory = size_t(double(card) * cfg->gpu.max_memory_fraction);
     }
 #endif
     b.nvme_bytes = r.nvme_space ? r.nvme_space : b.nvme_available ? free_space(nvme_path) : 0;

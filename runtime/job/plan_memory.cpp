@@ -16,6 +16,9 @@
 //   pinned  NVMe staging         (tier "nvme") buffer_count x max extent                       weight_store.cpp
 //   pinned  KV cache (host)      (offload "cpu") 2 x L x S x M x KV x D x 4                   kv_cache.cpp
 //   nvme    slice file           4096 header + sum of round_up(slice_bytes + 64, 4096)        weight_store.cpp
+//   device  cuBLASLt workspace   (CUDA) 32 MiB                                                backend_cuda_ops.cpp
+//   device  matmul scratch       (CUDA) the largest matmul's bf16 x (T, K) [+ a 64 MiB W tile for block weights
+//                                at T > 8], rounded up to 2 MiB                              backend_cuda_*.cpp
 // S = min(batch_size x micro_batches, requests of the rank), M = the longest prompt + max_tokens of the rank,
 // T and R as simulate_steps() replays the loop. The rank with the most is reported.
 #include <algorithm>
@@ -53,8 +56,26 @@ struct RankMemory {
     }
 };
 
+// CUDA backend (compute_dtype "auto"): the scratch the largest matmul grows to (backend_cuda_ops.cpp, _quant.cpp):
+// x narrowed to bf16 (T, K) and, for block weights at T > 8, one dequantized tile of at most 64 MiB of W rows,
+// rounded up to 2 MiB. bf16/f16 weights need no converted copy of W under "auto".
+size_t cuda_matmul_scratch(const Tensor & w, int64_t T) {
+    if (!w.data || T <= 0) return 0;
+    const int64_t N = w.dim(0), K = w.dim(1);
+    size_t bytes = 0;
+    if (dtype_is_quantized(w.dtype)) {
+        if (T <= 8) return 0;   // the fused GEMV reads the blocks directly
+        int64_t rows = std::max<int64_t>(1, int64_t((size_t(64) << 20) / (size_t(K) * 2)));
+        if (rows >= 64) rows = rows / 64 * 64;
+        bytes = round_up(size_t(T) * size_t(K) * 2, 256) + round_up(size_t(std::min(rows, N)) * size_t(K) * 2, 256);
+    } else if (w.dtype != DType::F32) {
+        bytes = round_up(size_t(T) * size_t(K) * 2, 256);
+    }
+    return bytes ? round_up(bytes, size_t(2) << 20) : 0;
+}
+
 MemoryEstimate rank_memory(const PlanModel & m, const PartitionPlan & plan, const PlanSettings & s,
-                           const RankSteps & rs) {
+                           const RankSteps & rs, bool cuda) {
     const ModelConfig & mc = m.config;
     const int64_t L = mc.num_hidden_layers, C = mc.hidden_size, H = mc.num_attention_heads,
                   KV = mc.num_key_value_heads, D = mc.head_dim, I = mc.intermediate_size;
@@ -130,16 +151,24 @@ MemoryEstimate rank_memory(const PlanModel & m, const PartitionPlan & plan, cons
     r.add("logits", "device", size_t(r_cap) * size_t(std::max<int64_t>(vocab_rows, 1)) * 4,
           fmt::format("{} rows x {} x 4 B", r_cap, std::max<int64_t>(vocab_rows, 1)));
     r.add("rope frequencies", "device", size_t(D / 2) * 4, fmt::format("{} x 4 B", D / 2));
+    if (cuda) {
+        r.add("cuBLASLt workspace", "device", size_t(32) << 20, "32 MiB on the compute stream");
+        size_t scratch = cuda_matmul_scratch(m.weights.lm_head, r_cap);
+        for (const LayerWeights & L : m.weights.layers)
+            for (const Tensor * w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+                scratch = std::max(scratch, cuda_matmul_scratch(*w, t_cap));
+        r.add("matmul scratch", "device", scratch, fmt::format("the largest matmul's bf16 operands at {} tokens", t_cap));
+    }
     return r.e;
 }
 
 }  // namespace
 
 MemoryEstimate estimate_memory(const PlanModel & m, const PartitionPlan & plan, const PlanSettings & s,
-                               const StepTrace & trace, const PlanBudget &) {
+                               const StepTrace & trace, const PlanBudget & b) {
     MemoryEstimate best;
     for (const RankSteps & rs : trace.ranks) {
-        MemoryEstimate e = rank_memory(m, plan, s, rs);
+        MemoryEstimate e = rank_memory(m, plan, s, rs, b.device == "cuda");
         if (best.items.empty() || e.device + e.pinned + e.host > best.device + best.pinned + best.host) best = std::move(e);
     }
     return best;
