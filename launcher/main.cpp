@@ -215,20 +215,26 @@ int main(int argc, char ** argv) {
     plan->add_option("--nvme-path", plan_req.nvme_path, "a folder on the NVMe disk (default: offload_param.nvme_path): "
                      "lets the plan stream weights from NVMe");
     plan->add_option("--nvme-space", plan_nvme, "free NVMe space per node (default: what nvme_path's disk has)");
-    plan->add_option("--ranks", plan_req.ranks, "ranks of the job (mpirun -np)")->capture_default_str();
-    plan->add_option("--ranks-per-node", plan_req.ranks_per_node, "ranks sharing a node's memory (default: all)");
-    plan->add_option("--threads", plan_req.threads, "CPU backend threads per rank (default: ztinfer.threads)");
+    plan->add_option("--ranks", plan_req.ranks, "ranks of the job (mpirun -np)")->capture_default_str()
+        ->check(CLI::Range(1, 1 << 16));
+    plan->add_option("--ranks-per-node", plan_req.ranks_per_node, "ranks sharing a node's memory (default: all)")
+        ->check(CLI::Range(1, 1 << 16));
+    plan->add_option("--threads", plan_req.threads, "CPU backend threads per rank (default: ztinfer.threads)")
+        ->check(CLI::Range(1, 1 << 16));
     plan->add_option("--device", plan_req.device, "cpu|cuda (default: ztinfer.device)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
     plan->add_option("--requests", plan_req.requests, "workload: requests (with --prompt-tokens, --new-tokens; "
-                     "default: the job's input file)");
-    plan->add_option("--prompt-tokens", plan_req.prompt_tokens, "workload: prompt tokens per request");
-    plan->add_option("--new-tokens", plan_req.new_tokens, "workload: generated tokens per request");
+                     "default: the job's input file)")->check(CLI::Range(int64_t(1), int64_t(10000000)));
+    plan->add_option("--prompt-tokens", plan_req.prompt_tokens, "workload: prompt tokens per request")
+        ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+    plan->add_option("--new-tokens", plan_req.new_tokens, "workload: generated tokens per request")
+        ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
     plan->add_option("--shape", plan_req.shape, "plan a model shape instead of --config: llama2-7b|llama2-13b|"
                      "llama2-70b|qwen2-7b");
     plan->add_option("--dtype", plan_req.dtype, "--shape's weight type: bf16|f16|f32|q8_0|q4_0|q4_1|q4_k|q5_k|q6_k")
         ->capture_default_str();
-    plan->add_option("--layers", plan_req.layers, "--shape's decoder layers (0 = the shape's)");
+    plan->add_option("--layers", plan_req.layers, "--shape's decoder layers (0 = the shape's)")
+        ->check(CLI::Range(0, 100000));
     plan->add_option("--task", plan_req.task, "--shape's task: generate|embed")->capture_default_str()
         ->check(CLI::IsMember({"generate", "embed"}));
     plan->add_flag("--json", plan_json, "print one JSON object (predicted.tokens_per_s, best, ...) instead of tables");

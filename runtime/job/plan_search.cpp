@@ -123,19 +123,21 @@ std::vector<int64_t> powers_up_to(int64_t lo, int64_t hi) {
 
 }  // namespace
 
-PlanResult plan_job(const PlanModel & m, const Workload & w, const PlanSettings & configured,
+PlanResult plan_job(const PlanModel & m, const Workload & given, const PlanSettings & configured,
                     const std::set<std::string> & free_keys, const PlanBudget & b, const MachineProfile & p) {
+    // an input without one valid request (the job only writes error records): plan for one 1-token request
+    const Workload w = given.requests.empty() ? workload_uniform(given.task, 1, 1, 1) : given;
     for (const std::string & k : free_keys)
         ZT_CHECK(std::find(kPlanAutoKeys.begin(), kPlanAutoKeys.end(), k) != kPlanAutoKeys.end(),
                  "planner: {} is not a key it chooses", k);
-    ZT_CHECK(!w.requests.empty(), "planner: the workload has no requests ({}): give an input with valid lines, or "
-             "--requests / --prompt-tokens / --new-tokens", w.source);
+
     ZT_CHECK(b.world >= 1 && b.ranks_per_node >= 1 && b.ranks_per_node <= b.world, "planner: {} ranks with {} per "
              "node: give --ranks >= 1 and --ranks-per-node in [1, ranks]", b.world, b.ranks_per_node);
     PlanResult r;
     r.model = m.name;
     r.budget = b;
-    r.workload = w.source;
+    r.workload = given.requests.empty() ? given.source + " (no valid request: planned for one 1-token request)"
+                                        : w.source;
     r.profile = p.source;
     Search search(m, w, b, p);
     r.configured = search.full(configured, kFinalRequestsPerRank);

@@ -148,7 +148,8 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
         if (!unit.streamed) continue;
         fetch[u] = double(unit.slice_bytes) / (link * 1e9) + copy_latency;
         if (s.tier == "nvme") {   // the ranks of a node read the same disk at once: its rate is shared
-            const double nvme = (p.nvme_gbps > 0 ? p.nvme_gbps : 2.0) / std::max(1, b.ranks_per_node);
+            const double nvme_gbps = p.nvme_gbps > 0 ? p.nvme_gbps : default_profile(p.device).nvme_gbps;   // not measured
+            const double nvme = nvme_gbps / std::max(1, b.ranks_per_node);
             fetch[u] += double(slice_extent(unit.slice_bytes)) / (nvme * 1e9);
         }
         if (world > 1)
@@ -159,7 +160,7 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
     // same cores, so its time adds to the compute of the unit it gathers instead of hiding behind it
     const int cores = std::max(1, p.cores > 0 ? p.cores : int(std::thread::hardware_concurrency()));
     const int rank_threads = b.threads > 0 ? std::min(b.threads, cores) : cores;
-    const bool gather_takes_cores = b.device == "cpu" && rank_threads * std::max(1, b.ranks_per_node) >= cores;
+    const bool cores_taken = b.device == "cpu" && rank_threads * std::max(1, b.ranks_per_node) >= cores;
     // and with more compute threads than cores, each rank's share of a core (the profile's all-gather ran on idle
     // ranks) stretches the collective in proportion
     const double oversubscribed = b.device == "cpu" ? std::max(1.0, double(rank_threads) * std::max(1, b.ranks_per_node) /
@@ -168,7 +169,7 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
     // the CPU backend's copy thread copies (memcpy) while the compute threads run: with every core taken, it takes
     // its fair share, 1 / (threads + 1) of the cores, for as long as it copies
     std::vector<double> copy_steal(U, 0);
-    if (gather_takes_cores)
+    if (cores_taken)
         for (size_t u = 0; u < U; ++u)
             if (plan.units[u].streamed)
                 copy_steal[u] = double(plan.units[u].slice_bytes) / (p.memcpy_gbps * 1e9) / double(rank_threads + 1);
@@ -236,7 +237,7 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
                 ready = std::max(ready, copy_free);
             }
             if (layer) busy_kv += kv_time;
-            const double work = unit_compute[u] + (unit.streamed && gather_takes_cores ? gather[u] : 0.0) + copy_steal[u];
+            const double work = unit_compute[u] + (unit.streamed && cores_taken ? gather[u] : 0.0) + copy_steal[u];
             const double c1 = ready + work;
             busy_compute += work;
             compute_free = c1;
@@ -245,8 +246,9 @@ SpeedEstimate estimate_speed(const PlanModel & m, const PartitionPlan & plan, co
                 while (ring_freed.size() > size_t(depth) + 1) ring_freed.pop_front();
             }
         }
-        compute_free += cost.host_after_step(rows_max, gen);
-        busy_compute += cost.host_after_step(rows_max, gen);
+        const double host = cost.host_after_step(rows_max, gen);
+        compute_free += host;
+        busy_compute += host;
     }
     SpeedEstimate e;
     int64_t tokens = 0;

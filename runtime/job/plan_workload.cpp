@@ -70,6 +70,9 @@ Workload workload_uniform(const std::string & task, int64_t n, int64_t prompt_to
     ZT_CHECK(n >= 1 && prompt_tokens >= 1 && (task == "embed" || new_tokens >= 1), "workload: {} requests of {} prompt "
              "tokens and {} new tokens: give at least one request, one prompt token and (generate) one new token", n,
              prompt_tokens, new_tokens);
+    ZT_CHECK(n <= 10000000 && prompt_tokens <= (int64_t(1) << 30) && new_tokens <= (int64_t(1) << 30), "workload: {} "
+             "requests of {} prompt tokens and {} new tokens: at most 10,000,000 requests of at most 2^30 tokens each",
+             n, prompt_tokens, new_tokens);
     Workload w;
     w.task = task;
     w.requests.assign(size_t(n), RequestShape{prompt_tokens, task == "embed" ? 0 : new_tokens});
