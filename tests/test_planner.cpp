@@ -186,6 +186,15 @@ TEST(PlanSearch, OnlyFreeKeysChange) {
                               zt::default_profile("cuda")), zt::Error);
 }
 
+TEST(PlanSearch, AnInputWithoutValidRequestsPlansForOneTinyRequest) {
+    const zt::PlanModel m = zt::plan_model_from_shape("llama2-7b", "bf16", 2);
+    Workload empty;
+    empty.source = "in.jsonl: 0 requests";
+    const auto r = zt::plan_job(m, empty, PlanSettings{}, all_keys(), PlanBudget{}, zt::default_profile("cpu"));
+    ASSERT_TRUE(r.best);
+    EXPECT_NE(r.workload.find("no valid request"), std::string::npos) << r.workload;
+}
+
 TEST(PlanSpeed, SlowerLinkIsSlowerAndBoundByIt) {
     const zt::PlanModel m = zt::plan_model_from_shape("llama2-7b", "bf16", 4);
     PlanSettings s;
