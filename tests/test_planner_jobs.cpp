@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "job_runner.h"
+#include "runtime/job/job_config.h"
+#include "runtime/job/planner.h"
 #include "test_support.h"
 
 namespace {
@@ -89,6 +91,14 @@ TEST(PlannerJobs, MemoryModelMatchesWhatJobsAllocate) {
         EXPECT_GT(plan["predicted"]["tokens_per_s"].get<double>(), 0);
     }
     fs::remove_all(dir);
+}
+
+// configs/auto-plan.json: every key the planner chooses is "auto"
+TEST(PlannerJobs, TheAutoExampleConfigLeavesEveryPlannerKeyToThePlanner) {
+    const zt::JobConfig cfg = zt::JobConfig::load(std::string(ZT_TEST_DATA) + "/../../configs/auto-plan.json");
+    EXPECT_EQ(cfg.auto_keys, std::set<std::string>(zt::kPlanAutoKeys.begin(), zt::kPlanAutoKeys.end()));
+    EXPECT_EQ(cfg.host_memory_bytes, size_t(64) << 30);
+    EXPECT_NE(cfg.profile.find("machine-profile.json"), std::string::npos);
 }
 
 TEST(PlannerJobs, PlanRefusesABudgetNothingMeetsWithExitThree) {
