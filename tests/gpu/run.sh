@@ -9,14 +9,17 @@
 #   3. ztinfer bench                     H2D, NVMe, all-gather, layer compute, prefill GEMM vs plain cuBLASLt, 7B decode
 #   4. examples/bench_hf_offload.py      ztinfer vs HF transformers + accelerate (CPU offload), same model
 #   5. ztinfer bench --only embed-memory Qwen2-7B-shaped embedding, 8k..32k tokens under a 24 GiB cap
-# Stages can be chosen: STAGES="ops e2e bench hf embed" (default all). Needs: bash tests/gpu/prepare.sh here first
+#   6. plan: ztinfer bench --profile     the GPU's machine profile, then `ztinfer plan` vs a real streamed decode job
+#                                        of a Llama-2-7B-shaped model (8 layers, random bf16, pinned host tier):
+#                                        predicted vs measured tokens/s and device memory (issue 15)
+# Stages can be chosen: STAGES="ops e2e bench hf embed plan" (default all). Needs: bash tests/gpu/prepare.sh here first
 # and carry=[".device-debs"]. One device call may run 10 minutes and a session has 30: split the stages over calls
 # on the warm machine (build-gpu/ stays between calls), e.g. STAGES="ops e2e", then "bench embed", then "hf".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
-stages=${STAGES:-"ops e2e bench hf embed"}
+stages=${STAGES:-"ops e2e bench hf embed plan"}
 log() { echo "== $(date +%T) $*" | tee -a "$out/summary.txt"; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
@@ -61,6 +64,39 @@ for st in $stages; do
       log "Qwen2-7B-shaped embedding memory under a 24 GiB cap"
       $zt bench --device cuda --only embed-memory --shape qwen2-7b --lengths 8192,16384,24576,32768 \
           --max-gpu-memory 24GiB --json "$out/embed_memory.json" 2>&1 | tee "$out/embed_memory.txt" | tail -30 ;;
+    plan)
+      log "machine profile, then the planner against a 7B-shaped streamed decode job"
+      $zt bench --device cuda --profile "$out/profile.json" --nvme-path /tmp 2>&1 | tee "$out/profile.txt" | tail -25
+      w=/tmp/zt-plan && rm -rf $w && mkdir -p $w
+      $zt synth --arch llama --layers 8 --hidden 4096 --heads 32 --kv-heads 32 --intermediate 11008 --dtype bf16 \
+          --tokenizer tests/data/tokenizers/llama2 --out $w/model >"$out/plan_synth.txt" 2>&1
+      python3 - "$w" "$out" <<'PY'
+import json, random, sys
+w, out = sys.argv[1], sys.argv[2]
+random.seed(1)
+with open(f"{w}/in.jsonl", "w") as f:
+    for i in range(64):
+        f.write(json.dumps({"custom_id": f"r{i}", "prompt_token_ids": [random.randint(100, 30000) for _ in range(128)],
+                            "max_tokens": 64, "ignore_eos": True}) + "\n")
+json.dump({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}},
+           "ztinfer": {"model": f"{w}/model", "input": f"{w}/in.jsonl", "output": f"{w}/out.jsonl", "device": "cuda",
+                       "batch_size": 16, "micro_batches": 2, "resume": False, "profile": f"{out}/profile.json"}},
+          open(f"{w}/ds.json", "w"), indent=1)
+PY
+      $zt plan --config $w/ds.json --json >"$out/plan.json" 2>"$out/plan.log"; $zt plan --config $w/ds.json | tail -40
+      $zt --config $w/ds.json 2>&1 | tail -5
+      cp $w/out.jsonl.metrics.json "$out/plan_job_metrics.json"
+      python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
+import json, sys
+out = sys.argv[1]
+p, m = json.load(open(f"{out}/plan.json")), json.load(open(f"{out}/plan_job_metrics.json"))
+pt, mt = p["predicted"]["tokens_per_s"], m["tokens_per_second"]
+pd, md = p["predicted"]["memory"]["device"], m["memory"]["device_peak"]
+print(f"plan vs job (7B shape, 8 layers, 2 x 16 slots, pinned tier): tokens/s predicted {pt:.1f} measured {mt:.1f} "
+      f"({100 * (pt - mt) / mt:+.1f} %), device memory predicted {pd / 2**30:.2f} GiB measured {md / 2**30:.2f} GiB "
+      f"({100 * (pd - md) / md:+.1f} %), bound by {p['predicted']['bound']}")
+PY
+      ;;
   esac
 done
 log "done"
