@@ -348,7 +348,8 @@ void print_breakdown(const std::vector<Row> & rows) {
             pred += fmt::format(" {} ({}) {:.2f};", it.value("name", "?"), it.value("tier", "?"),
                                 it.value("bytes", 0.0) / kMiB);
         const json & m = a->metrics.at("memory");
-        for (const auto & [k, v] : m.value("device_by_purpose", json::object()).items())
+        const json by_purpose = m.value("device_by_purpose", json::object());   // items() of a temporary dangles
+        for (const auto & [k, v] : by_purpose.items())
             meas += fmt::format(" {} {:.2f};", k, v.get<double>() / kMiB);
         std::printf("memory miss %s, MiB: predicted%s\n  measured: device_peak %.2f, pinned_peak %.2f, host_peak "
                     "%.2f, nvme_file_bytes %.2f; device by purpose:%s\n", r.spec.name.c_str(), pred.c_str(),
