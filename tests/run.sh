@@ -44,9 +44,10 @@ fi
 # real regression misses all three and fails the run.
 run_bench() {
   local name=$1 attempt
+  shift
   for attempt in 1 2 3; do
     echo "== $name (attempt $attempt of 3)"
-    if "./build/$name"; then echo "== $name: goal met on attempt $attempt"; return 0; fi
+    if "./build/$name" "$@"; then echo "== $name: goal met on attempt $attempt"; return 0; fi
     echo "== $name: goal missed on attempt $attempt"
   done
   echo "$name: goal missed on all 3 attempts: a real regression (see the figures above)" >&2
@@ -54,6 +55,9 @@ run_bench() {
 }
 run_bench bench_overlap
 run_bench bench_block_schedule
-run_bench bench_planner   # ~1 min: the planner's predictions against 15 real jobs (issue 15)
+# ~1 min: the planner's predictions against 15 real jobs (issue 15). CI gates on its median speed error and its
+# memory; the worst-case goal (<= 20 %) is printed but not gating: on a shared 2-core VM single configurations swing
+# by 2x under load that comes and goes (docs/PERFORMANCE.md, "The planner against real jobs").
+run_bench bench_planner --gate median-and-memory
 
 cd build && ctest --output-on-failure -j2

