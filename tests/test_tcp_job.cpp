@@ -2,7 +2,8 @@
 // per process, plain background processes, no mpirun):
 //  - 2 and 4 ranks give the same records (token_ids, logprobs, finish_reason) as 1 rank and as mpirun, bit for bit;
 //  - SIGKILL of one rank mid-job ends every other rank non-zero within seconds, naming the dead rank;
-//  - a wrong WORLD_SIZE on one rank is a clear error on every rank.
+//  - a wrong WORLD_SIZE on one rank is a clear error on every rank; "communicator": "tcp" without MASTER_ADDR says
+//    to set it; "communicator": "tcp" under mpirun uses TCP (same records).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -138,7 +139,24 @@ TEST(TcpJob, TwoAndFourRanksGiveTheRecordsOfOneRankAndOfMpiBitForBit) {
         const JobRunResult mpi = run_job_command(job_command(2, write_job_config(dir, "mpi2", tcp_model_dir(), in, ztk)));
         ASSERT_EQ(mpi.status, 0) << mpi.log;
         EXPECT_EQ(essence(dir + "/mpi2.jsonl"), want) << "2 MPI ranks";
+        // "communicator": "tcp" under mpirun: TCP between the ranks mpirun started
+        json forced = ztk;
+        forced["communicator"] = "tcp";
+        const JobRunResult tcp = run_job_command(fmt::format("MASTER_ADDR=127.0.0.1 MASTER_PORT={} ", free_port()) +
+                                                 job_command(2, write_job_config(dir, "forced", tcp_model_dir(), in, forced)));
+        ASSERT_EQ(tcp.status, 0) << tcp.log;
+        EXPECT_NE(tcp.log.find("communicator: TCP"), std::string::npos) << tcp.log;
+        EXPECT_EQ(essence(dir + "/forced.jsonl"), want) << "2 TCP ranks under mpirun";
     }
+}
+
+TEST(TcpJob, TcpWithoutMasterAddrSaysToSetIt) {
+    const std::string dir = make_temp_dir("tcp_job_addr");
+    const std::string cfg = write_job_config(dir, "addr", tcp_model_dir(), write_requests(dir, 2, 4),
+                                             {{"communicator", "tcp"}});
+    const JobRunResult r = run_job_command("env -u MASTER_ADDR RANK=0 WORLD_SIZE=2 " + job_command(0, cfg));
+    EXPECT_NE(r.status, 0) << r.log;
+    EXPECT_NE(r.log.find("MASTER_ADDR is not set"), std::string::npos) << r.log;
 }
 
 TEST(TcpJob, KilledRankEndsEveryOtherRankWithinSecondsNamingIt) {
