@@ -1,7 +1,7 @@
 // ztinfer jobs over the TCP communicator, launched like torchrun does (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 // per process, plain background processes, no mpirun):
 //  - 2 and 4 ranks give the same records (token_ids, logprobs, finish_reason) as 1 rank and as mpirun, bit for bit;
-//  - SIGKILL of one rank mid-job ends every other rank non-zero within seconds, naming the dead rank;
+//  - SIGTERM of one rank stops every rank cleanly (exit 143); SIGKILL of one rank mid-job ends every other rank non-zero within seconds, naming the dead rank;
 //  - a wrong WORLD_SIZE on one rank is a clear error on every rank; "communicator": "tcp" without MASTER_ADDR says
 //    to set it; "communicator": "tcp" under mpirun uses TCP (same records).
 #include <gtest/gtest.h>
@@ -183,6 +183,26 @@ TEST(TcpJob, KilledRankEndsEveryOtherRankWithinSecondsNamingIt) {
         EXPECT_NE(k.log().find("rank 1 disconnected (killed?)"), std::string::npos) << "rank " << r << "\n" << k.log();
     }
     read_job_records(dir + "/kill.jsonl");   // whatever was written is whole records
+}
+
+TEST(TcpJob, SigtermToOneRankStopsEveryRankCleanlyWith143) {
+    const std::string dir = make_temp_dir("tcp_job_term");
+    const std::string cfg = write_job_config(dir, "term", tcp_model_dir(), write_requests(dir, 6, 400),
+                                             {{"max_new_tokens", 400}});
+    const int port = free_port();
+    std::vector<TcpRank> ks = {start(dir, "rank0", 0, 2, port, cfg), start(dir, "rank1", 1, 2, port, cfg)};
+    bool generating = false;
+    for (int i = 0; i < 600 && !generating; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        generating = ks[1].log().find("requests to run on rank") != std::string::npos;
+    }
+    ASSERT_TRUE(generating) << ks[1].log();
+    ASSERT_EQ(kill(ks[1].pid, SIGTERM), 0);
+    wait_ranks(ks, 30);
+    for (const TcpRank & k : ks) {
+        EXPECT_EQ(k.status, 143) << k.log();   // both stop at the same step; neither takes the other for dead
+        EXPECT_EQ(k.log().find("disconnected"), std::string::npos) << k.log();
+    }
 }
 
 TEST(TcpJob, WrongWorldSizeOnOneRankIsAClearErrorOnEveryRank) {

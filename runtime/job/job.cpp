@@ -216,7 +216,9 @@ JobStats run_job(const JobConfig & configured, const WorldInfo & world) {
     try {
         if (!cfg.auto_keys.empty()) apply_auto_settings(cfg, rank, n_ranks, n_threads, *comm);
         JobStats stats = run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
-        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher())) {
+        // (TCP has nothing to finalize: its destructor tells the peers this rank leaves cleanly, so they do not
+        // take its closed sockets for a death)
+        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher()) && comm->name() != "tcp") {
             // The launcher is stopping the job (Slurm preemption, or mpirun forwarding SIGTERM, which SIGKILLs the
             // ranks odls_base_sigkill_timeout = 1 s later): MPI_Finalize would wait for the launcher's teardown and
             // be killed inside it. Every output is synced, so leave MPI without finalizing and exit now.
