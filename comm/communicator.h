@@ -20,7 +20,7 @@ public:
     virtual ~Communicator() = default;
     virtual int rank() const = 0;
     virtual int world_size() const = 0;
-    virtual std::string name() const = 0;   // "local", "mpi", "nccl"
+    virtual std::string name() const = 0;   // "local", "mpi", "tcp", "nccl"
     // Every rank contributes slice_bytes at `slice`; `full` receives world_size slices in rank order.
     // In place is allowed: slice == full + rank * slice_bytes.
     virtual void all_gather(const void * slice, void * full, size_t slice_bytes, Stream * s) = 0;
@@ -60,12 +60,36 @@ bool mpi_available();
 // Tests only: ZT_MPI_FORCE_STAGING=1 stages even when the host can reach device memory (CPU ranks in CI).
 std::unique_ptr<Communicator> make_mpi_communicator(Backend & backend, const MpiOptions & options);
 
+struct TcpOptions {
+    std::string master_addr = "127.0.0.1";   // MASTER_ADDR: rank 0's host (a name or an address)
+    int master_port = 29500;                 // MASTER_PORT: rank 0 listens there (every interface)
+    int rank = 0, world = 1;                 // RANK, WORLD_SIZE
+    std::string job_id;                      // ZT_JOB_ID (optional): ranks of other jobs on the same port are refused
+    double collective_timeout_s = 300;       // watchdog: a collective that takes longer stops every rank
+    double connect_timeout_s = 60;           // every rank must have connected to rank 0 within this
+};
+
+// TcpOptions from MASTER_ADDR (required), MASTER_PORT (default 29500), ZT_JOB_ID and ZT_CONNECT_TIMEOUT_S; rank and
+// world from the launcher (comm/world.h). Throws zt::Error naming the variable that is missing or malformed.
+TcpOptions tcp_options_from_env(int rank, int world, double collective_timeout_s);
+
+// Ranks over TCP sockets (Boost.Asio), no MPI needed: torchrun, srun without MPI, or plain `&` loops. Rank 0
+// listens on MASTER_PORT, every other rank connects (retrying until connect_timeout_s) and says hello (magic,
+// protocol version, job key, rank, world size); a wrong world size, a duplicate rank or a port already in use is a
+// clear error on every rank. Star topology through rank 0 (all_gather = gather to 0, then broadcast; all-reduce
+// likewise): bit-identical results to MPI's, bandwidth bound by rank 0's link. One connection per stream and one
+// for the host thread, like MPI's duplicated communicators (same ordering rule), plus a control connection that
+// a monitor thread watches: a peer that dies (closed socket) stops every rank at once, naming the dead rank, and
+// rank 0 forwards abort() to the others. Host memory only: collectives on streams of a backend whose device memory
+// the host cannot touch are refused (with GPUs, TCP carries NCCL's unique id: make_nccl_communicator's host).
+std::unique_ptr<Communicator> make_tcp_communicator(Backend & backend, const TcpOptions & options);
+
 // True when this build has the NCCL communicator (CUDA and NCCL found at configure time).
 bool nccl_available();
 
 // NCCL over a CUDA backend: all_gather and all_reduce_max on a stream run as NCCL collectives on that stream's
 // cudaStream_t (device buffers, NVLink/PCIe peer to peer); everything on the host (s == nullptr, gather_strings,
-// broadcast, barrier, abort) goes to `host`, the MPI communicator, which also carries NCCL's unique id from rank
+// broadcast, barrier, abort) goes to `host`, the MPI (or TCP) communicator, which also carries NCCL's unique id from rank
 // 0 at start-up. Each rank must use its own GPU (NCCL refuses two ranks on one device: use the MPI communicator
 // there). Collectives are watched like MPI's: one that takes longer than collective_timeout_s aborts the job.
 // Throws zt::Error when this build has no NCCL or the backend is not CUDA. Tests only: ZT_NCCL_CHUNK_BYTES shrinks

@@ -125,6 +125,7 @@ TEST(JobConfig, ReadsGpuKeys) {
     const JobConfig g = load({{"compute_dtype", "fp32"}, {"communicator", "mpi"}});
     EXPECT_EQ(g.gpu.compute_dtype, "fp32");
     EXPECT_EQ(g.gpu.communicator, "mpi");
+    EXPECT_EQ(load({{"communicator", "tcp"}}).gpu.communicator, "tcp");
     EXPECT_TRUE(g.warnings.empty()) << g.warnings.front();
     auto expect_fail = [&](json z, const std::string & needle) {
         try {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cmath>
 #include <deque>
@@ -144,16 +145,29 @@ std::unique_ptr<Backend> make_job_backend(const JobConfig & cfg, const WorldInfo
 std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const WorldInfo & world, Backend & backend) {
     const int rank = world.rank, n_ranks = world.size;
     std::unique_ptr<Communicator> comm;
-    if (n_ranks > 1 || world.via_mpi_launcher()) {
-        ZT_CHECK(mpi_available() || n_ranks == 1, "{} ranks were launched ({}) but this build has no MPI: install "
-                 "libopenmpi-dev and rebuild", n_ranks, world.source);
+    // TCP (no MPI needed) when asked for, or when RANK/WORLD_SIZE (torchrun style, not an MPI launcher) started
+    // the ranks and MASTER_ADDR says where rank 0 is
+    const char * master = std::getenv("MASTER_ADDR");
+    const bool tcp = n_ranks > 1 && (cfg.gpu.communicator == "tcp" ||
+                                     (cfg.gpu.communicator == "auto" && world.source == "env" && master && *master));
+    if (tcp) {
+        comm = make_tcp_communicator(backend, tcp_options_from_env(rank, n_ranks, cfg.streaming.collective_timeout_s));
+    } else if (n_ranks > 1 || world.via_mpi_launcher()) {
+        ZT_CHECK(mpi_available() || n_ranks == 1, "{} ranks were launched ({}) but this build has no MPI: set "
+                 "MASTER_ADDR (rank 0's host) and MASTER_PORT (a free port there) on every rank to use the TCP "
+                 "communicator, or install libopenmpi-dev and rebuild", n_ranks, world.source);
         if (mpi_available()) comm = make_mpi_communicator(backend, MpiOptions{cfg.streaming.collective_timeout_s});
     }
     if (!comm) comm = make_local_communicator(&backend);
     ZT_CHECK(comm->world_size() == n_ranks && comm->rank() == rank, "the launcher says rank {} of {} ({}) but {} "
-             "says rank {} of {}: launch with mpirun/srun, or unset RANK/WORLD_SIZE", rank, n_ranks, world.source,
-             comm->name(), comm->rank(), comm->world_size());
+             "says rank {} of {}: launch with mpirun/srun, set MASTER_ADDR/MASTER_PORT (TCP), or unset "
+             "RANK/WORLD_SIZE", rank, n_ranks, world.source, comm->name(), comm->rank(), comm->world_size());
     if (n_ranks == 1 || backend.host_can_access(MemKind::device) || cfg.gpu.communicator == "mpi") return comm;
+    if (tcp) {   // device buffers need NCCL: TCP moves host memory only (and carries NCCL's unique id)
+        ZT_CHECK(nccl_available(), "{}: TCP ranks on GPUs need NCCL for device buffers, and this build has none: "
+                 "install NCCL and rebuild, or launch with mpirun (MPI stages device buffers)", cfg.config_path);
+        return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
+    }
 
     // GPU ranks: NCCL when every rank has a GPU of its own, else MPI with device buffers staged through the host
     // (several ranks sharing one GPU, as on a one-GPU test machine). Every rank learns the same answer.
@@ -202,7 +216,9 @@ JobStats run_job(const JobConfig & configured, const WorldInfo & world) {
     try {
         if (!cfg.auto_keys.empty()) apply_auto_settings(cfg, rank, n_ranks, n_threads, *comm);
         JobStats stats = run_on_ranks(cfg, world, n_threads, *backend, *comm, t_load);
-        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher())) {
+        // (TCP has nothing to finalize: its destructor tells the peers this rank leaves cleanly, so they do not
+        // take its closed sockets for a death)
+        if (stats.interrupted && (n_ranks > 1 || world.via_mpi_launcher()) && comm->name() != "tcp") {
             // The launcher is stopping the job (Slurm preemption, or mpirun forwarding SIGTERM, which SIGKILLs the
             // ranks odls_base_sigkill_timeout = 1 s later): MPI_Finalize would wait for the launcher's teardown and
             // be killed inside it. Every output is synced, so leave MPI without finalizing and exit now.

@@ -242,8 +242,9 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     ZT_CHECK(g.compute_dtype == "auto" || g.compute_dtype == "fp32" || g.compute_dtype == "bf16" ||
              g.compute_dtype == "fp16", "{}: \"ztinfer.compute_dtype\" is \"{}\": use \"auto\" (the weights' dtype), "
              "\"fp32\", \"bf16\" or \"fp16\"", path, g.compute_dtype);
-    ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi",
-             "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\" or \"mpi\"", path, g.communicator);
+    ZT_CHECK(g.communicator == "auto" || g.communicator == "nccl" || g.communicator == "mpi" || g.communicator == "tcp",
+             "{}: \"ztinfer.communicator\" is \"{}\": use \"auto\", \"nccl\", \"mpi\" or \"tcp\"", path,
+             g.communicator);
     auto & b = c.batch;
     b.micro_batches = get_or_auto<int64_t>(z, "micro_batches", b.micro_batches, path, "ztinfer", "micro_batches", c);
     b.prefill_chunk = get_as<int64_t>(z, "prefill_chunk", b.prefill_chunk, path);

@@ -57,7 +57,10 @@ struct GpuConfig {
                                            // set_per_process_memory_fraction)
     std::string compute_dtype = "auto";    // matmul inputs: "auto" (the weights' dtype; BF16 for quantized weights), "fp32", "bf16", "fp16"
     std::string communicator = "auto";     // ranks > 1 on GPUs: "auto" (NCCL when each rank has its own GPU,
-                                           // else MPI staging through host memory), "nccl", "mpi"
+                                           // else MPI staging through host memory), "nccl", "mpi"; and on any
+                                           // ranks "tcp": TCP sockets (MASTER_ADDR/MASTER_PORT) instead of MPI, also
+                                           // chosen by "auto" when RANK/WORLD_SIZE launched the ranks and
+                                           // MASTER_ADDR is set (with GPUs TCP carries NCCL's id)
 };
 
 // Throughput batch jobs (issue 5): the block schedule, prefill chunks, KV-cache placement.
