@@ -10,7 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
 
 #include <chrono>
 #include <cstring>
@@ -27,13 +26,6 @@
 using namespace zt::test;
 
 namespace {
-
-// A port that was free a moment ago (the kernel's pick).
-int free_port() {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
-    return a.local_endpoint().port();
-}
 
 struct Rank {
     pid_t pid = -1;
@@ -150,7 +142,7 @@ int every_collective(zt::Communicator & c, zt::Backend & be) {
 class TcpCollectives : public ::testing::TestWithParam<int> {};
 
 TEST_P(TcpCollectives, EveryCollectiveGivesTheExactBytes) {
-    const int N = GetParam(), port = free_port();
+    const int N = GetParam(), port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_coll");
     std::vector<Rank> ranks;
     for (int r = 0; r < N; ++r) ranks.push_back(start_rank(dir, std::to_string(r), options(r, N, port), every_collective));
@@ -163,7 +155,7 @@ INSTANTIATE_TEST_SUITE_P(Ranks, TcpCollectives, ::testing::Values(1, 2, 3, 4));
 // Rank `victim` SIGKILLs itself after one barrier; the others then wait in a barrier (in_collective) or sleep
 // 30 s first (between collectives). Every other rank must exit non-zero within 5 s, naming the victim.
 void expect_kill_noticed(int victim, bool in_collective) {
-    const int N = 3, port = free_port();
+    const int N = 3, port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_kill");
     std::vector<Rank> ranks;
     for (int r = 0; r < N; ++r)
@@ -191,7 +183,7 @@ TEST(TcpCommunicator, KilledRankBetweenCollectivesStopsEveryRankAtOnce) { expect
 TEST(TcpCommunicator, KilledRankZeroStopsEveryRank) { expect_kill_noticed(0, true); }
 
 TEST(TcpCommunicator, AbortOnOneRankStopsEveryRank) {
-    const int N = 3, port = free_port();
+    const int N = 3, port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_abort");
     std::vector<Rank> ranks;
     for (int r = 0; r < N; ++r)
@@ -209,7 +201,7 @@ TEST(TcpCommunicator, AbortOnOneRankStopsEveryRank) {
 }
 
 TEST(TcpCommunicator, WrongWorldSizeOnOneRankIsAClearErrorOnEveryRank) {
-    const int N = 4, port = free_port();
+    const int N = 4, port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_world");
     std::vector<Rank> ranks;
     for (int r = 0; r < N; ++r)
@@ -225,7 +217,7 @@ TEST(TcpCommunicator, WrongWorldSizeOnOneRankIsAClearErrorOnEveryRank) {
 }
 
 TEST(TcpCommunicator, SecondJobOnTheSamePortIsRefusedAndTheFirstRunsOn) {
-    const int port = free_port();
+    const int port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_port");
     auto hold = [](zt::Communicator & c, zt::Backend &) {
         c.barrier();
@@ -252,7 +244,7 @@ TEST(TcpCommunicator, SecondJobOnTheSamePortIsRefusedAndTheFirstRunsOn) {
 }
 
 TEST(TcpCommunicator, RankOfAnotherJobIsRefusedDuringSetUp) {
-    const int port = free_port();
+    const int port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_jobid");
     auto one = [](zt::Communicator & c, zt::Backend &) { c.barrier(); return 0; };
     zt::TcpOptions mine0 = options(0, 2, port), mine1 = options(1, 2, port), other = options(1, 2, port);
@@ -269,7 +261,7 @@ TEST(TcpCommunicator, RankOfAnotherJobIsRefusedDuringSetUp) {
 }
 
 TEST(TcpCommunicator, MissingRankTimesOutNamingIt) {
-    const int port = free_port();
+    const int port = free_tcp_port();
     const std::string dir = make_temp_dir("tcp_missing");
     zt::TcpOptions o0 = options(0, 3, port), o1 = options(1, 3, port);
     o0.connect_timeout_s = o1.connect_timeout_s = 1.5;

@@ -9,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
 
 #include <chrono>
 #include <fstream>
@@ -28,12 +27,6 @@ using json = nlohmann::json;
 using namespace zt::test;
 
 namespace {
-
-int free_port() {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
-    return a.local_endpoint().port();
-}
 
 // A small llama (2 layers, hidden 128) with the Llama 2 tokenizer of tests/data.
 std::string tcp_model_dir() {
@@ -113,7 +106,7 @@ void wait_ranks(std::vector<TcpRank> & ks, double limit) {
 }
 
 std::vector<TcpRank> run_tcp_job(const std::string & dir, const std::string & cfg, int world, double limit) {
-    const int port = free_port();
+    const int port = free_tcp_port();
     std::vector<TcpRank> ks;
     for (int r = 0; r < world; ++r) ks.push_back(start(dir, "rank" + std::to_string(r), r, world, port, cfg));
     wait_ranks(ks, limit);
@@ -142,7 +135,7 @@ TEST(TcpJob, TwoAndFourRanksGiveTheRecordsOfOneRankAndOfMpiBitForBit) {
         // "communicator": "tcp" under mpirun: TCP between the ranks mpirun started
         json forced = ztk;
         forced["communicator"] = "tcp";
-        const JobRunResult tcp = run_job_command(fmt::format("MASTER_ADDR=127.0.0.1 MASTER_PORT={} ", free_port()) +
+        const JobRunResult tcp = run_job_command(fmt::format("MASTER_ADDR=127.0.0.1 MASTER_PORT={} ", free_tcp_port()) +
                                                  job_command(2, write_job_config(dir, "forced", tcp_model_dir(), in, forced)));
         ASSERT_EQ(tcp.status, 0) << tcp.log;
         EXPECT_NE(tcp.log.find("communicator: TCP"), std::string::npos) << tcp.log;
@@ -163,7 +156,7 @@ TEST(TcpJob, KilledRankEndsEveryOtherRankWithinSecondsNamingIt) {
     const std::string dir = make_temp_dir("tcp_job_kill");
     const std::string cfg = write_job_config(dir, "kill", tcp_model_dir(), write_requests(dir, 9, 400),
                                              {{"max_new_tokens", 400}, {"collective_timeout_s", 60}});
-    const int port = free_port(), world = 3;
+    const int port = free_tcp_port(), world = 3;
     std::vector<TcpRank> ks;
     for (int r = 0; r < world; ++r) ks.push_back(start(dir, "rank" + std::to_string(r), r, world, port, cfg));
     bool generating = false;
@@ -189,7 +182,7 @@ TEST(TcpJob, SigtermToOneRankStopsEveryRankCleanlyWith143) {
     const std::string dir = make_temp_dir("tcp_job_term");
     const std::string cfg = write_job_config(dir, "term", tcp_model_dir(), write_requests(dir, 6, 400),
                                              {{"max_new_tokens", 400}});
-    const int port = free_port();
+    const int port = free_tcp_port();
     std::vector<TcpRank> ks = {start(dir, "rank0", 0, 2, port, cfg), start(dir, "rank1", 1, 2, port, cfg)};
     bool generating = false;
     for (int i = 0; i < 600 && !generating; ++i) {
@@ -208,7 +201,7 @@ TEST(TcpJob, SigtermToOneRankStopsEveryRankCleanlyWith143) {
 TEST(TcpJob, WrongWorldSizeOnOneRankIsAClearErrorOnEveryRank) {
     const std::string dir = make_temp_dir("tcp_job_world");
     const std::string cfg = write_job_config(dir, "world", tcp_model_dir(), write_requests(dir, 2, 4));
-    const int port = free_port();
+    const int port = free_tcp_port();
     std::vector<TcpRank> ks = {start(dir, "rank0", 0, 2, port, cfg), start(dir, "rank1", 1, 3, port, cfg)};
     wait_ranks(ks, 60);
     for (const TcpRank & k : ks) {
