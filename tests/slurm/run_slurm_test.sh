@@ -56,24 +56,34 @@ say "$(slurmctld -V), $(mpirun --version 2>/dev/null | head -1)"
 W=${ZT_SLURM_WORKDIR:-$(mktemp -d /tmp/zt-slurm.XXXXXX)}
 mkdir -p "$W" && W=$(cd "$W" && pwd)
 chmod 755 "$W"
-job_timeout=${ZT_SLURM_TIMEOUT:-300}
+job_timeout=${ZT_SLURM_TIMEOUT:-240}
 port=${ZT_SLURM_PORT:-$((20000 + RANDOM % 20000))}
 host=$(hostname -s)
 pids=()
 export SLURM_CONF=$W/etc/slurm.conf
 unset SLURM_JOB_ID SLURM_JOBID SLURM_PROCID SLURM_NTASKS SLURM_NPROCS SLURM_LOCALID 2>/dev/null || true
 
+# ours PID: the process runs with this cluster's SLURM_CONF (daemons, slurmstepd, job scripts, ranks all do)
+ours() { [ "$1" != $$ ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$SLURM_CONF"; }
 cleanup() {
   local rc=$?
   set +e
-  if [ -f "$SLURM_CONF" ] && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
-    scancel --full --signal=KILL $(squeue -h -o %i 2>/dev/null) 2>/dev/null
-    scancel $(squeue -h -o %i 2>/dev/null) 2>/dev/null
-    for _ in $(seq 20); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+  trap - INT TERM
+  if [ -f "$SLURM_CONF" ] && scontrol ping >/dev/null 2>&1; then
+    local jobs; jobs=$(squeue -h -o %i 2>/dev/null)
+    if [ -n "$jobs" ]; then
+      scancel $jobs 2>/dev/null
+      for _ in $(seq 80); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done   # KillWait is 30 s
+    fi
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  [ -f "$W/munge/munged.pid" ] && kill "$(cat "$W/munge/munged.pid")" 2>/dev/null
   for p in "${pids[@]}"; do for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done; done
+  [ -f "$W/munge/munged.pid" ] && kill "$(cat "$W/munge/munged.pid")" 2>/dev/null && sleep 0.5
+  # what is left (a slurmstepd retrying a dead slurmctld, a rank stuck in MPI_Init): this cluster's processes only,
+  # found by their SLURM_CONF, killed by pid
+  local left=()
+  for d in /proc/[0-9]*; do p=${d#/proc/}; ours "$p" && left+=("$p"); done
+  [ ${#left[@]} -eq 0 ] || { echo "slurm-test: killing leftover processes ${left[*]}" >&2; kill -KILL "${left[@]}" 2>/dev/null; }
   if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
     echo "slurm-test: work folder kept: $W (logs: $W/log, job logs: $W/jobs)" >&2
   else
@@ -232,9 +242,11 @@ show_log() { echo "---- $1" >&2; tail -40 "$1" >&2 || true; }
 
 # sbatch with the environment the examples read; the sizes this host has override the scripts' #SBATCH lines
 export ZTINFER=$repo/build/ztinfer OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# both "nodes" are this host: keep OpenMPI's TCP on loopback (the other interfaces may be firewalled) and let
-# oversubscribed ranks yield the CPU
+# both "nodes" are this host: keep OpenMPI's TCP on loopback (the other interfaces may be firewalled), no shared
+# memory transport (vader names its segments /dev/shm/vader_segment.<host>.<job>.<local rank>: n1's and n2's
+# local rank 0 collide and MPI_Init hangs), and let oversubscribed ranks yield the CPU
 export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_MCA_btl=self,tcp
 cd "$W/jobs"
 
 say "reference: the job without Slurm, 1 rank"
@@ -247,8 +259,11 @@ run_example() {   # NAME SCRIPT [sbatch options...]: sbatch --wait, check the ou
   local out=$W/$name/out.jsonl rc=0 jid
   mkdir -p "$W/$name"
   export CONFIG; CONFIG=$(config "$name" "$out")
-  jid=$(sbatch --parsable --wait -o "$W/jobs/$name-%j.log" --time=10 "$@" "$repo/examples/slurm/$script") || rc=$?
-  [ "$rc" -eq 0 ] || { show_log "$(ls "$W/jobs/$name-"*.log | tail -1)"; die "$name: sbatch $script exited $rc"; }
+  jid=$(timeout "$job_timeout" sbatch --parsable --wait -o "$W/jobs/$name-%j.log" --time=10 "$@" \
+        "$repo/examples/slurm/$script") || rc=$?
+  [ "$rc" -eq 0 ] || { show_log "$(ls "$W/jobs/$name-"*.log | tail -1)"; die "$name: sbatch --wait $script exited $rc"; }
+  local s; s=$(job_state "$jid")
+  [ "$s" = "COMPLETED " ] || { show_log "$W/jobs/$name-$jid.log"; die "$name: job $jid ended $s"; }
   same "$out" "$W/ref/out.jsonl"
   say "$name: ok (job $jid, $(grep -m1 -o 'job [0-9]* on .*' "$W/jobs/$name-$jid.log" || echo "log $W/jobs/$name-$jid.log"))"
 }
