@@ -56,4 +56,8 @@ run_bench bench_overlap
 run_bench bench_block_schedule
 run_bench bench_planner   # ~1 min: the planner's predictions against 15 real jobs (issue 15)
 
+# the Slurm job scripts (examples/slurm) on a one-machine Slurm cluster (tests/slurm/run_slurm_test.sh: installs
+# slurm-wlm and munge when missing, ~7 min): opt in with ZT_SLURM_TEST=1
+if [ "${ZT_SLURM_TEST:-0}" = 1 ]; then bash tests/slurm/run_slurm_test.sh; fi
+
 cd build && ctest --output-on-failure -j2

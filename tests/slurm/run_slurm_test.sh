@@ -15,6 +15,7 @@
 #         (exit 143) and the script requeues the job;  b. `scontrol requeue` (Slurm requeues it);
 #      c. `scancel --signal=TERM` (the ranks only): they stop and the script requeues the job
 #   5. submit-array.sh: 3 shards as a job array + the merge job (afterok); merged file in input order
+#   6. preemptible.sbatch under a real time limit: --time=2 --signal=B:TERM@90, requeued until done (~2 min more)
 # Then stops everything it started (by pid) and removes the work folder (kept on failure or with --keep).
 #
 # Usage: bash tests/slurm/run_slurm_test.sh [--keep] [--only N[,N...]]     (as root; builds nothing: needs
@@ -56,7 +57,7 @@ say "$(slurmctld -V), $(mpirun --version 2>/dev/null | head -1)"
 W=${ZT_SLURM_WORKDIR:-$(mktemp -d /tmp/zt-slurm.XXXXXX)}
 mkdir -p "$W" && W=$(cd "$W" && pwd)
 chmod 755 "$W"
-job_timeout=${ZT_SLURM_TIMEOUT:-240}
+job_timeout=${ZT_SLURM_TIMEOUT:-300}
 port=${ZT_SLURM_PORT:-$((20000 + RANDOM % 20000))}
 host=$(hostname -s)
 pids=()
@@ -225,12 +226,17 @@ if missing or extra or diff:
 PY
 }
 
-# wait_job ID: waits until the job (every task of an array) has left the queue's active states; prints its state
+# wait_job ID: waits until the job (every task of an array) has left the queue's active states; prints its state.
+# Slurm holds a requeued job back for about 2 minutes (measured: EligibleTime = requeue + 121 s, Reason=BeginTime);
+# to keep the test short, such a job is made eligible at once (scontrol update StartTime=now).
 job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort -u | tr '\n' ' '; }
 wait_job() {
   local t=0 s
   while :; do
     s=$(job_state "$1")
+    if [ "$s" = "PENDING " ] && scontrol show job -o "$1" 2>/dev/null | grep -q 'Reason=BeginTime'; then
+      scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
+    fi
     case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|"") ;; *) echo "$s"; return 0 ;; esac
     t=$((t + 1)); [ "$t" -le $((job_timeout * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
     sleep 0.5
@@ -273,26 +279,33 @@ want 2 && run_example multi-srun multi-node-srun.sbatch --ntasks-per-node=2 --gp
 want 3 && run_example multi-mpirun multi-node-mpirun.sbatch --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=1
 
 # ---- preemption: stop mid-job, let it resume, compare -------------------------------------------------------------
-preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term
-  local name=$1 how=$2 out=$W/$1/out.jsonl jid t=0 n s log
+preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term | time-limit
+  local name=$1 how=$2 out=$W/$1/out.jsonl jid t=0 n s log link=0.002 opts=(--time=10)
+  # time-limit: the real --signal=B:TERM@90 of a 2-minute job (Slurm checks time limits every ~30 s, so the signal
+  # comes 30-60 s in); slower steps so that the job outlasts that
+  [ "$how" != time-limit ] || { link=0.0005; opts=(--time=2 --signal=B:TERM@90); }
   mkdir -p "$W/$name"
-  export CONFIG; CONFIG=$(config "$name" "$out" 0.002)
-  jid=$(sbatch --parsable -o "$W/jobs/$name-%j.log" --time=10 --nodes=1 --ntasks-per-node=2 --gpus-per-node=2 \
+  export CONFIG; CONFIG=$(config "$name" "$out" "$link")
+  jid=$(sbatch --parsable -o "$W/jobs/$name-%j.log" "${opts[@]}" --nodes=1 --ntasks-per-node=2 --gpus-per-node=2 \
         --cpus-per-task=1 "$repo/examples/slurm/preemptible.sbatch")
   log=$W/jobs/$name-$jid.log
-  # stop it once a few records are out and most are not
-  while n=$(lines_in "$out"); [ "$n" -lt 3 ]; do
-    t=$((t + 1)); [ "$t" -le $((job_timeout * 10)) ] || die "$name: job $jid wrote no records in ${job_timeout}s"
-    [ "$(job_state "$jid")" != "COMPLETED " ] || { show_log "$log"; die "$name: job $jid ended before it could be stopped"; }
-    sleep 0.1
-  done
-  [ "$n" -lt "$n_lines" ] || die "$name: the job finished before it could be stopped (make it slower)"
-  case "$how" in
-    batch-term) scancel --batch --signal=TERM "$jid" ;;   # what --signal=B:TERM@120 sends
-    requeue) scontrol requeue "$jid" ;;
-    step-term) scancel --signal=TERM "$jid" ;;
-  esac
-  say "$name: job $jid stopped with '$how' at $n of $n_lines records"
+  if [ "$how" != time-limit ]; then
+    # stop it once a few records are out and most are not
+    while n=$(lines_in "$out"); [ "$n" -lt 3 ]; do
+      t=$((t + 1)); [ "$t" -le $((job_timeout * 10)) ] || die "$name: job $jid wrote no records in ${job_timeout}s"
+      [ "$(job_state "$jid")" != "COMPLETED " ] || { show_log "$log"; die "$name: job $jid ended before it could be stopped"; }
+      sleep 0.1
+    done
+    [ "$n" -lt "$n_lines" ] || die "$name: the job finished before it could be stopped (make it slower)"
+    case "$how" in
+      batch-term) scancel --batch --signal=TERM "$jid" ;;   # what --signal=B:TERM@120 sends
+      requeue) scontrol requeue "$jid" ;;
+      step-term) scancel --signal=TERM "$jid" ;;
+    esac
+    say "$name: job $jid stopped with '$how' at $n of $n_lines records"
+  else
+    say "$name: job $jid runs until its time limit's signal"
+  fi
   s=$(wait_job "$jid")
   [ "$s" = "COMPLETED " ] || { show_log "$log"; die "$name: job $jid ended $s"; }
   grep -qi 'exit code 143' "$log" || [ "$how" = requeue ] ||
@@ -300,13 +313,15 @@ preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term
   local restarts; restarts=$(scontrol show job -o "$jid" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
   [ "${restarts:-0}" -ge 1 ] || { show_log "$log"; die "$name: job $jid was not requeued (Restarts=${restarts:-?})"; }
   case "$how" in
-    batch-term|step-term) grep -q 'requeueing; the next run resumes' "$log" || { show_log "$log"; die "$name: the script did not requeue"; } ;;
+    batch-term|step-term|time-limit) grep -q 'requeueing; the next run resumes' "$log" || { show_log "$log"; die "$name: the script did not requeue"; } ;;
     requeue) grep -q 'leaving the requeue to Slurm' "$log" || say "$name: (the batch shell was gone before it could log)" ;;
   esac
+  [ "$how" != time-limit ] || grep -q 'SIGTERM (preemption or time limit)' "$log" || { show_log "$log"; die "$name: no SIGTERM trap"; }
   same "$out" "$W/ref/out.jsonl"
   say "$name: ok: requeued $restarts time(s), every request once, output equals the uninterrupted run"
 }
 want 4 && { preempt preempt-batch-term batch-term; preempt preempt-requeue requeue; preempt preempt-step-term step-term; }
+want 6 && preempt preempt-time-limit time-limit
 
 # ---- job array + merge --------------------------------------------------------------------------------------------
 if want 5; then
