@@ -228,14 +228,16 @@ PY
 
 # wait_job ID: waits until the job (every task of an array) has left the queue's active states; prints its state.
 # Slurm holds a requeued job back for about 2 minutes (measured: EligibleTime = requeue + 121 s, Reason=BeginTime);
-# to keep the test short, such a job is made eligible at once (scontrol update StartTime=now).
+# to keep the test short, such a job is made eligible 15 s after (scontrol update StartTime=now); at once is too
+# early: its step's PMIx folder (named after job and step id) is still there and the relaunch fails.
 job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort -u | tr '\n' ' '; }
 wait_job() {
-  local t=0 s
+  local t=0 s held=0
   while :; do
     s=$(job_state "$1")
     if [ "$s" = "PENDING " ] && scontrol show job -o "$1" 2>/dev/null | grep -q 'Reason=BeginTime'; then
-      scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
+      held=$((held + 1))   # after 15 s: the old run's step is cleaned up by then (its PMIx folder, same job id)
+      [ "$held" -ne 30 ] || scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
     fi
     case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|"") ;; *) echo "$s"; return 0 ;; esac
     t=$((t + 1)); [ "$t" -le $((job_timeout * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
