@@ -15,7 +15,7 @@
 #         (exit 143) and the script requeues the job;  b. `scontrol requeue` (Slurm requeues it);
 #      c. `scancel --signal=TERM` (the ranks only): they stop and the script requeues the job
 #   5. submit-array.sh: 3 shards as a job array + the merge job (afterok); merged file in input order
-#   6. preemptible.sbatch under a real time limit: --time=2 --signal=B:TERM@90, requeued until done (~2 min more)
+#   6. preemptible.sbatch under a real time limit: --time=2 --signal=B:TERM@60, requeued until done (~3 min)
 # Then stops everything it started (by pid) and removes the work folder (kept on failure or with --keep).
 #
 # Usage: bash tests/slurm/run_slurm_test.sh [--keep] [--only N[,N...]]     (as root; builds nothing: needs
@@ -283,9 +283,9 @@ want 3 && run_example multi-mpirun multi-node-mpirun.sbatch --ntasks-per-node=2 
 # ---- preemption: stop mid-job, let it resume, compare -------------------------------------------------------------
 preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term | time-limit
   local name=$1 how=$2 out=$W/$1/out.jsonl jid t=0 n s log link=0.002 opts=(--time=10)
-  # time-limit: the real --signal=B:TERM@90 of a 2-minute job (Slurm checks time limits every ~30 s, so the signal
-  # comes 30-60 s in); slower steps so that the job outlasts that
-  [ "$how" != time-limit ] || { link=0.0005; opts=(--time=2 --signal=B:TERM@90); }
+  # time-limit: the real --signal=B:TERM@60 of a 2-minute job (Slurm checks time limits periodically, so the signal
+  # comes roughly 45-75 s in); steps slow enough that the first run cannot finish by then, the second one can
+  [ "$how" != time-limit ] || { link=0.0007; opts=(--time=2 --signal=B:TERM@60); }
   mkdir -p "$W/$name"
   export CONFIG; CONFIG=$(config "$name" "$out" "$link")
   jid=$(sbatch --parsable -o "$W/jobs/$name-%j.log" "${opts[@]}" --nodes=1 --ntasks-per-node=2 --gpus-per-node=2 \
