@@ -239,7 +239,7 @@ wait_job() {
       held=$((held + 1))   # after 15 s: the old run's step is cleaned up by then (its PMIx folder, same job id)
       [ "$held" -ne 30 ] || scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
     fi
-    case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|"") ;; *) echo "$s"; return 0 ;; esac
+    case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|*SIGNALING*|*STAGE_OUT*|"") ;; *) echo "$s"; return 0 ;; esac
     t=$((t + 1)); [ "$t" -le $((job_timeout * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
     sleep 0.5
   done
