@@ -237,7 +237,7 @@ wait_job() {
     s=$(job_state "$1")
     if [ "$s" = "PENDING " ] && scontrol show job -o "$1" 2>/dev/null | grep -q 'Reason=BeginTime'; then
       held=$((held + 1))   # after 15 s: the old run's step is cleaned up by then (its PMIx folder, same job id)
-      [ "$held" -ne 30 ] || scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
+      [ $((held % 30)) -ne 0 ] || scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
     fi
     case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|*SIGNALING*|*STAGE_OUT*|"") ;; *) echo "$s"; return 0 ;; esac
     t=$((t + 1)); [ "$t" -le $((job_timeout * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
