@@ -231,8 +231,8 @@ PY
 # to keep the test short, such a job is made eligible 15 s after (scontrol update StartTime=now); at once is too
 # early: its step's PMIx folder (named after job and step id) is still there and the relaunch fails.
 job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort -u | tr '\n' ' '; }
-wait_job() {
-  local t=0 s held=0
+wait_job() {   # ID [SECONDS]
+  local t=0 s held=0 limit=${2:-$job_timeout}
   while :; do
     s=$(job_state "$1")
     if [ "$s" = "PENDING " ] && scontrol show job -o "$1" 2>/dev/null | grep -q 'Reason=BeginTime'; then
@@ -240,7 +240,7 @@ wait_job() {
       [ $((held % 30)) -ne 0 ] || scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
     fi
     case "$s" in *PENDING*|*RUNNING*|*CONFIGURING*|*COMPLETING*|*REQUEUE*|*SUSPENDED*|*SIGNALING*|*STAGE_OUT*|"") ;; *) echo "$s"; return 0 ;; esac
-    t=$((t + 1)); [ "$t" -le $((job_timeout * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
+    t=$((t + 1)); [ "$t" -le $((limit * 2)) ] || { echo "TIMEOUT($s)"; return 0; }
     sleep 0.5
   done
 }
@@ -308,7 +308,7 @@ preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term | time-limit
   else
     say "$name: job $jid runs until its time limit's signal"
   fi
-  s=$(wait_job "$jid")
+  s=$(wait_job "$jid" $((job_timeout * 2)))
   [ "$s" = "COMPLETED " ] || { show_log "$log"; die "$name: job $jid ended $s"; }
   grep -qi 'exit code 143' "$log" || [ "$how" = requeue ] ||
     { show_log "$log"; die "$name: no rank stopped with 143 (clean stop) in $log"; }
