@@ -201,7 +201,8 @@ EOF
 # same OUT REF: OUT holds every input line's record exactly once, and equals REF record for record
 same() {
   python3 - "$1" "$2" "$W/prompts.jsonl" <<'PY' || die "$1 differs from the uninterrupted run $2 (see above)"
-import json, sys
+import json, os, sys
+sharded = os.environ.get("SAME_SHARDED") == "1"
 def load(p):
     recs, raw = {}, open(p, "rb").read()
     if raw and not raw.endswith(b"\n"):
@@ -211,6 +212,8 @@ def load(p):
             continue
         r = json.loads(line)
         key = f"line {r['line']}" if "error" in r else r["custom_id"]
+        if "error" in r and sharded and r.get("custom_id"):   # a shard's error record names the shard's line
+            key = r["custom_id"]; r.pop("line"); r["error"].pop("message")
         if key in recs:
             print(f"{p}:{k}: {key} appears twice"); sys.exit(1)
         recs[key] = r
@@ -333,7 +336,7 @@ if want 5; then
   read -r array merge <<< "$ids"
   s=$(wait_job "$array"); [ "$s" = "COMPLETED " ] || { for f in "$W"/jobs/array-*.log; do show_log "$f"; done; die "array job $array ended $s"; }
   s=$(wait_job "$merge"); [ "$s" = "COMPLETED " ] || { for f in "$W"/jobs/array-*.log; do show_log "$f"; done; show_log "$W/jobs/ztinfer-merge-$merge.log"; die "merge job $merge ended $s"; }
-  same "$W/array/merged.jsonl" "$W/ref/out.jsonl"
+  SAME_SHARDED=1 same "$W/array/merged.jsonl" "$W/ref/out.jsonl"
   # input order: the merged custom_ids / lines follow prompts.jsonl
   python3 - "$W/array/merged.jsonl" "$W/prompts.jsonl" <<'PY' || die "merged.jsonl is not in input order"
 import json, sys
