@@ -60,4 +60,8 @@ run_bench bench_block_schedule
 # by 2x under load that comes and goes (docs/PERFORMANCE.md, "The planner against real jobs").
 run_bench bench_planner --gate median-and-memory
 
+# the Slurm job scripts (examples/slurm) on a one-machine Slurm cluster (tests/slurm/run_slurm_test.sh: installs
+# slurm-wlm and munge when missing, ~7 min): opt in with ZT_SLURM_TEST=1
+if [ "${ZT_SLURM_TEST:-0}" = 1 ]; then bash tests/slurm/run_slurm_test.sh; fi
+
 cd build && ctest --output-on-failure -j2
