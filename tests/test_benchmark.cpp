@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/backend/backend.h"
+#include "job_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -17,23 +18,6 @@ using json = nlohmann::json;
 using namespace zt::test;
 
 namespace {
-
-struct CommandResult {
-    int status = -1;
-    std::string output;   // stdout and stderr together
-};
-
-CommandResult run(const std::string & cmd) {
-    CommandResult r;
-    FILE * p = ::popen((cmd + " 2>&1").c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-    const int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-}
 
 // A tiny llama-like shape (2 layers of hidden 128; the MLP matrices, 128 x 1024, are above the default persistence
 // threshold of 100000 elements, so they are streamed) and few iterations: every table runs in about a second.
@@ -58,14 +42,14 @@ void expect_rows_ok(const json & table, const char * name) {
 TEST(Benchmark, EveryTableOnCpuAtTinySizes) {
     const std::string dir = make_temp_dir("bench");
     const std::string json_path = dir + "/bench.json";
-    const CommandResult r = run(bench(std::string("--device cpu") + kSmallSizes + " --nvme-path " + dir +
+    const JobRunResult r = run_job_command(bench(std::string("--device cpu") + kSmallSizes + " --nvme-path " + dir +
                                       " --nvme-bytes 2MiB --aio-block-size 256KiB --json " + json_path));
-    ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_HAS(r.output, "backend cpu");
-    EXPECT_HAS(r.output, "host memory");   // on CPU the "device" is host memory: the header says so
-    EXPECT_HAS(r.output, "#wrong");
-    EXPECT_HAS(r.output, "busbw");
-    EXPECT_HAS(r.output, "#wrong in all: 0 OK");
+    ASSERT_EQ(r.status, 0) << r.log;
+    EXPECT_HAS(r.log, "backend cpu");
+    EXPECT_HAS(r.log, "host memory");   // on CPU the "device" is host memory: the header says so
+    EXPECT_HAS(r.log, "#wrong");
+    EXPECT_HAS(r.log, "busbw");
+    EXPECT_HAS(r.log, "#wrong in all: 0 OK");
 
     const json j = json::parse(read_file(json_path));
     EXPECT_EQ(j["backend"], "cpu");
@@ -135,10 +119,10 @@ TEST(Benchmark, EveryTableOnCpuAtTinySizes) {
 
 TEST(Benchmark, NvmeSkippedWithALineWithoutPath) {
     const std::string dir = make_temp_dir("bench");
-    const CommandResult r = run(bench(std::string("--device cpu") + kSmallSizes + " --only nvme --json " + dir +
+    const JobRunResult r = run_job_command(bench(std::string("--device cpu") + kSmallSizes + " --only nvme --json " + dir +
                                       "/b.json"));
-    ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_HAS(r.output, "nvme: skipped");
+    ASSERT_EQ(r.status, 0) << r.log;
+    EXPECT_HAS(r.log, "nvme: skipped");
     const json j = json::parse(read_file(dir + "/b.json"));
     EXPECT_TRUE(j["nvme"].contains("skipped"));
     EXPECT_FALSE(j.contains("h2d"));   // --only runs just that table
@@ -146,23 +130,23 @@ TEST(Benchmark, NvmeSkippedWithALineWithoutPath) {
 }
 
 TEST(Benchmark, BadOptionsAreClearErrors) {
-    CommandResult r = run(bench("--device cpu --only h2d,warp"));
+    JobRunResult r = run_job_command(bench("--device cpu --only h2d,warp"));
     EXPECT_NE(r.status, 0);
-    EXPECT_HAS(r.output, "--only warp");
-    r = run(bench("--device cpu --shape gpt-5"));
+    EXPECT_HAS(r.log, "--only warp");
+    r = run_job_command(bench("--device cpu --shape gpt-5"));
     EXPECT_NE(r.status, 0);
-    EXPECT_HAS(r.output, "llama2-70b");
-    r = run(bench("--device cpu --max-bytes lots"));
+    EXPECT_HAS(r.log, "llama2-70b");
+    r = run_job_command(bench("--device cpu --max-bytes lots"));
     EXPECT_NE(r.status, 0);
-    EXPECT_HAS(r.output, "--max-bytes");
+    EXPECT_HAS(r.log, "--max-bytes");
 }
 
 TEST(Benchmark, UnusableCudaExitsWithTwoAndSaysWhy) {
     if (zt::cuda_backend_compiled() && zt::cuda_unavailable_reason().empty())
         GTEST_SKIP() << "a usable CUDA device is here: --device cuda would run";
-    const CommandResult r = run(bench("--device cuda --only h2d"));
-    EXPECT_EQ(r.status, 2) << r.output;
-    EXPECT_HAS(r.output, zt::cuda_unavailable_reason());
+    const JobRunResult r = run_job_command(bench("--device cuda --only h2d"));
+    EXPECT_EQ(r.status, 2) << r.log;
+    EXPECT_HAS(r.log, zt::cuda_unavailable_reason());
 }
 
 TEST(Benchmark, AllGatherUnderMpirunPrintsBusBandwidth) {
@@ -176,11 +160,11 @@ TEST(Benchmark, AllGatherUnderMpirunPrintsBusBandwidth) {
     const std::string cmd = std::string("timeout -k 5 120 ") + ZT_MPIEXEC + " --oversubscribe --bind-to none -np 2 " +
                             bench("--device cpu --only allgather,decode --min-bytes 4KiB --max-bytes 256KiB "
                                   "--json " + dir + "/b.json");
-    const CommandResult r = run(cmd);
-    ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_HAS(r.output, "busbw");
-    EXPECT_HAS(r.output, "2 rank(s)");
-    EXPECT_HAS(r.output, "#wrong in all: 0 OK");
+    const JobRunResult r = run_job_command(cmd);
+    ASSERT_EQ(r.status, 0) << r.log;
+    EXPECT_HAS(r.log, "busbw");
+    EXPECT_HAS(r.log, "2 rank(s)");
+    EXPECT_HAS(r.log, "#wrong in all: 0 OK");
     const json j = json::parse(read_file(dir + "/b.json"));
     EXPECT_EQ(j["ranks"], 2);
     EXPECT_EQ(j["communicator"], "mpi");

@@ -12,6 +12,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/job/machine_profile.h"
+#include "job_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -44,23 +45,6 @@ void expect_rejected(const json & j, const std::string & key, const std::string 
             EXPECT_HAS(e.message(), hint);
         }
     }
-}
-
-struct CommandResult {
-    int status = -1;
-    std::string output;   // stdout and stderr together
-};
-
-CommandResult run(const std::string & cmd) {
-    CommandResult r;
-    FILE * p = ::popen((cmd + " 2>&1").c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-    const int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
 }
 
 }  // namespace
@@ -228,10 +212,10 @@ TEST(MachineProfile, BenchProfileWritesPositiveFiguresAndMerges) {
     const std::string path = dir + "/prof.json";
     const std::string cmd = std::string(ZT_BINARY) + " bench --device cpu --threads 1 --max-bytes 8MiB --iters 2 "
                             "--hidden 256 --profile " + path;
-    const CommandResult r = run(cmd);
-    ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_HAS(r.output, "machine profile");
-    EXPECT_HAS(r.output, "wrote " + path);
+    const JobRunResult r = run_job_command(cmd);
+    ASSERT_EQ(r.status, 0) << r.log;
+    EXPECT_HAS(r.log, "machine profile");
+    EXPECT_HAS(r.log, "wrote " + path);
     const MachineProfile p = load_profile(path);
     EXPECT_EQ(p.device, "cpu");
     EXPECT_HAS(p.source, "measured by ztinfer bench --profile");
@@ -268,18 +252,18 @@ TEST(MachineProfile, BenchProfileWritesPositiveFiguresAndMerges) {
     json j = json::parse(read_file(path));
     j["allgather_busbw_gbps"] = {{"4", 1.5}};
     write_file(path, j.dump());
-    const CommandResult again = run(cmd);
-    ASSERT_EQ(again.status, 0) << again.output;
-    EXPECT_HAS(again.output, "merged with " + path);
+    const JobRunResult again = run_job_command(cmd);
+    ASSERT_EQ(again.status, 0) << again.log;
+    EXPECT_HAS(again.log, "merged with " + path);
     EXPECT_EQ(load_profile(path).allgather_busbw_gbps, (std::map<int, double>{{4, 1.5}}));
 }
 
 // A --profile file in a folder that does not exist fails before a minute of measuring, naming the folder.
 TEST(MachineProfile, BenchProfileInMissingFolderFailsAtOnce) {
     const std::string dir = make_temp_dir("bench-profile-missing") + "/no/such";
-    const CommandResult r = run(std::string(ZT_BINARY) + " bench --device cpu --threads 1 --profile " + dir + "/p.json");
-    EXPECT_NE(r.status, 0) << r.output;
-    EXPECT_HAS(r.output, dir);
-    EXPECT_HAS(r.output, "does not exist");
+    const JobRunResult r = run_job_command(std::string(ZT_BINARY) + " bench --device cpu --threads 1 --profile " + dir + "/p.json");
+    EXPECT_NE(r.status, 0) << r.log;
+    EXPECT_HAS(r.log, dir);
+    EXPECT_HAS(r.log, "does not exist");
     EXPECT_FALSE(fs::exists(dir + "/p.json"));
 }
