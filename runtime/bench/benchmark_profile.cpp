@@ -36,6 +36,7 @@
 
 #include <fmt/ranges.h>
 
+#include "runtime/base/host_name.h"
 #include "runtime/base/error.h"
 #include "runtime/bench/benchmark_impl.h"
 #include "runtime/job/machine_profile.h"
@@ -95,11 +96,6 @@ std::string utc_now() {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
     return buf;
-}
-
-std::string host_name() {
-    char buf[256] = {};
-    return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : "unknown host";
 }
 
 bool is_cuda(Backend & be) {

@@ -27,6 +27,7 @@
 #include "runtime/model/gguf_file.h"
 #include "runtime/job/embedding_output.h"
 #include "runtime/base/error.h"
+#include "runtime/base/host_name.h"
 #include "runtime/job/job_run.h"
 #include "runtime/job/output_lock.h"
 #include "runtime/job/plan_config.h"
@@ -103,12 +104,6 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
 }  // namespace
 
 namespace {
-std::string host_name() {
-    char buf[256] = {};
-    if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
-    return buf;
-}
-
 // "cuda:1": which device a rank's backend runs on, to find ranks that share one.
 std::string device_label(const Backend & backend) {
 #ifdef ZT_HAVE_CUDA

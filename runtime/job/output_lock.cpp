@@ -13,16 +13,11 @@
 #include <fmt/format.h>
 
 #include "runtime/base/error.h"
+#include "runtime/base/host_name.h"
 
 namespace zt {
 
 namespace {
-
-std::string this_host() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
-    return buf;
-}
 
 // What the holder wrote into the lock file ("pid 123 on host n1"), at most one short line.
 std::string holder_of(int fd) {
@@ -65,7 +60,7 @@ OutputLock::OutputLock(const std::string & output) : path_(lock_path(output)) {
         struct stat held {}, named {};
         if (::fstat(fd, &held) == 0 && ::lstat(path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
             held.st_ino == named.st_ino) {
-            const std::string me = fmt::format("pid {} on host {}\n", ::getpid(), this_host());
+            const std::string me = fmt::format("pid {} on host {}\n", ::getpid(), host_name());
             if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != ssize_t(me.size()))
                 ZT_FAIL("cannot write the lock file {}: {}", path_, std::strerror(errno));
             fd_ = fd;

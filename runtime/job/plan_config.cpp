@@ -6,14 +6,13 @@
 #include <optional>
 #include <thread>
 
-#include <unistd.h>
-
 #include <spdlog/spdlog.h>
 
 #include "comm/communicator.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/memory_account.h"
 #include "runtime/base/error.h"
+#include "runtime/base/host_name.h"
 #include "runtime/base/memory_usage.h"
 #include "runtime/job/job.h"
 #include "runtime/job/job_config.h"
@@ -41,12 +40,6 @@ size_t free_space(const std::string & path) {
     if (p.empty()) return 0;
     const auto info = std::filesystem::space(p, ec);
     return ec ? 0 : size_t(info.available);
-}
-
-std::string this_host() {
-    char buf[256] = {};
-    if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
-    return buf;
 }
 
 }  // namespace
@@ -109,7 +102,7 @@ PlanResult plan_for_config(const JobConfig * cfg, const PlanRequest & r) {
 }
 
 void apply_auto_settings(JobConfig & cfg, int rank, int n_ranks, int n_threads, Communicator & comm) {
-    const std::vector<std::string> hosts = comm.gather_strings(this_host());
+    const std::vector<std::string> hosts = comm.gather_strings(host_name());
     std::string chosen;   // rank 0: "S" + the settings as JSON, or "E" + why nothing can run
     if (rank == 0) {
         try {
