@@ -67,11 +67,11 @@ void run_embed_loop(JobRun & run) {
     std::vector<int32_t> batch_slot;
     int64_t active = 0;
 
-    while (run.keep_stepping(active > 0 || !run.queue.empty())) {
-        for (int32_t s = 0; s < n_slots && !run.queue.empty(); ++s) {
+    while (run.keep_stepping(active, n_slots - active)) {
+        for (int32_t s = 0; s < n_slots && !run.admitted.empty(); ++s) {
             if (slots[size_t(s)]) continue;
-            slots[size_t(s)].emplace(std::move(run.queue.front()), C);
-            run.queue.pop_front();
+            slots[size_t(s)].emplace(std::move(run.admitted.front()), C);
+            run.admitted.pop_front();
             ++active;
             stats.prompt_tokens += slots[size_t(s)]->len();
         }

@@ -1,7 +1,8 @@
 // The generate loop of a job (see job_run.h): continuous batching inside the lockstep, over the block schedule.
 //
 //   slots:  micro_batches x batch_size KV-cache slots; slot s belongs to micro-batch s / batch_size
-//   step:   every rank: keep_stepping() (collective) -> admit waiting requests into free slots -> each
+//   step:   every rank: keep_stepping() (collective; hands this rank requests for its free slots, request_handout.h)
+//           -> admit them into the free slots -> each
 //           micro-batch takes its sequences' new tokens: a decoding sequence its last sampled token, a prefilling
 //           one the next chunk of its prompt (at most prefill_chunk prompt tokens per micro-batch and step) ->
 //           Forward::step (every fetched layer runs every micro-batch) -> sample the sequences whose prompt is
@@ -72,12 +73,12 @@ void run_generate_loop(JobRun & run) {
     int64_t active = 0;
     auto finish_request = [&](std::optional<Active> & a) { a.reset(); --active; ++run.finished_unsent; };
 
-    while (run.keep_stepping(active > 0 || !run.queue.empty())) {
+    while (run.keep_stepping(active, n_slots - active)) {
         // admit waiting requests into free slots (step boundary)
-        for (int32_t s = 0; s < n_slots && !run.queue.empty(); ++s) {
+        for (int32_t s = 0; s < n_slots && !run.admitted.empty(); ++s) {
             if (slots[size_t(s)]) continue;
-            slots[size_t(s)].emplace(std::move(run.queue.front()), s);
-            run.queue.pop_front();
+            slots[size_t(s)].emplace(std::move(run.admitted.front()), s);
+            run.admitted.pop_front();
             ++active;
             stats.prompt_tokens += slots[size_t(s)]->prompt_len();
         }

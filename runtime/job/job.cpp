@@ -37,6 +37,7 @@
 #include "runtime/model/model_config.h"
 #include "runtime/job/progress.h"
 #include "runtime/job/request.h"
+#include "runtime/job/request_handout.h"
 #include "runtime/job/result_writer.h"
 #include "runtime/job/sampler.h"
 #include "runtime/stream/schedule.h"
@@ -312,49 +313,51 @@ FinishedRequests read_done_before(const JobConfig & cfg) {
     return std::ifstream(cfg.output).good() ? ResultWriter::read_finished(cfg.output) : FinishedRequests{};
 }
 
-// Step 3, per valid request of this rank: tokenizes a text prompt and checks the ids and the length against the
-// model; false (with the line's error record queued) when the request cannot run.
-bool prepare_request(JobRun & run, Request & r) {
+// Step 3, per valid request this rank reads into its queue: tokenizes a text prompt and checks the ids and the
+// length against the model; false when the request cannot run, with the line's error record queued when `report`
+// (balanced: every rank prepares every request and rank 0 reports).
+bool prepare_request(JobRun & run, Request & r, bool report) {
     const JobConfig & cfg = run.cfg;
     const ModelConfig & mc = run.mc;
     const bool embed = cfg.task == "embed";
     const int64_t line_no = r.line, vocab = mc.vocab_size, max_ctx = mc.max_context();
+    auto fail = [&](RequestError e) { if (report) run.fail(e); };
     if (r.prompt) {
         if (!run.tok) {
-            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
+            fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} is text but {} has no "
                       "tokenizer.json: give token ids instead", line_no, embed ? "input" : "prompt", cfg.model)});
             return false;
         }
         try {
             r.prompt_ids = run.tok->encode(*r.prompt, /*add_special_tokens=*/true);
         } catch (const Error & e) {
-            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
+            fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: cannot tokenize the {}: {}",
                       line_no, embed ? "input" : "prompt", e.message())});
             return false;
         }
     }
     if (r.prompt_ids.empty()) {   // a text whose every character the tokenizer drops (id lists are never empty)
-        run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} tokenized to no tokens: the "
+        fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} tokenized to no tokens: the "
                   "tokenizer of {} drops all of its characters and adds no special tokens; give a text it keeps "
                   "or token ids", line_no, embed ? "input" : "prompt", cfg.model)});
         return false;
     }
     for (int32_t id : r.prompt_ids) {
         if (id >= vocab) {
-            run.fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
+            fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the token ids hold {} but the "
                       "vocabulary has {} tokens", line_no, id, vocab)});
             return false;
         }
     }
     const int64_t n_prompt = int64_t(r.prompt_ids.size());
     if (embed && n_prompt > max_ctx) {
-        run.fail({line_no, r.custom_id, "context_length_exceeded",
+        fail({line_no, r.custom_id, "context_length_exceeded",
                   fmt::format("line {}: the input has {} tokens, more than the model's context of {} ({}); shorten "
                               "it or split it into several lines", line_no, n_prompt, max_ctx, mc.max_context_reason())});
         return false;
     }
     if (!embed && r.max_tokens > max_ctx - n_prompt) {   // (n_prompt + max_tokens could overflow)
-        run.fail({line_no, r.custom_id, "context_length_exceeded",
+        fail({line_no, r.custom_id, "context_length_exceeded",
                   fmt::format("line {}: prompt has {} tokens and max_tokens is {}: together more than the model's "
                               "context of {} ({}); shorten the prompt or lower max_tokens", line_no, n_prompt,
                               r.max_tokens, max_ctx, mc.max_context_reason())});
@@ -362,7 +365,7 @@ bool prepare_request(JobRun & run, Request & r) {
     }
     const int64_t positions = n_prompt + (embed ? 0 : r.max_tokens);
     if (positions > INT32_MAX) {   // a KV-cache slot holds at most INT32_MAX positions
-        run.fail({line_no, r.custom_id, "kv_cache_exceeded",
+        fail({line_no, r.custom_id, "kv_cache_exceeded",
                   fmt::format("line {}: prompt has {} tokens and max_tokens is {}: {} positions, more than a KV-cache "
                               "slot holds ({}); lower max_tokens", line_no, n_prompt, r.max_tokens, positions,
                               INT32_MAX)});
@@ -371,8 +374,9 @@ bool prepare_request(JobRun & run, Request & r) {
     return true;
 }
 
-// Step 3: every rank reads every line; valid request k belongs to rank k % N and goes to run.queue (longest
-// prompts first); invalid lines get their error record (from rank 0), lines done before are skipped.
+// Step 3: every rank reads every line; invalid lines get their error record (from rank 0), lines done before are
+// skipped. The valid requests go to run.queue in run order (request_handout.h): balanced, all of them on every
+// rank (checked equal across ranks); static, request k only on rank k % N.
 void read_requests(JobRun & run, const FinishedRequests & done_before) {
     const JobConfig & cfg = run.cfg;
     JobStats & stats = run.stats;
@@ -414,12 +418,13 @@ void read_requests(JobRun & run, const FinishedRequests & done_before) {
         }
         if (done_before.custom_ids.count(r.custom_id)) { ++stats.skipped; continue; }
         ++run.total;
-        if ((n_valid++ % n_ranks) != rank) continue;   // another rank's request
-        if (prepare_request(run, r)) run.queue.push_back(std::move(r));
+        if (!run.balanced && (n_valid++ % n_ranks) != rank) continue;   // static: another rank's request
+        if (prepare_request(run, r, !run.balanced || rank == 0)) run.queue.push_back(std::move(r));
     }
     std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
-        return prompt_length_bucket(a.prompt_ids.size()) > prompt_length_bucket(b.prompt_ids.size());
+        return runs_before(a.prompt_ids.size(), a.max_tokens, b.prompt_ids.size(), b.max_tokens);
     });
+    if (run.balanced && n_ranks > 1) run.check_same_queue();
     if (stats.skipped && rank == 0)
         spdlog::info("resuming: {} requests already in {} are skipped", stats.skipped, cfg.output);
 }
@@ -452,9 +457,11 @@ void open_output(JobRun & run, JobOutput & out) {
 }
 
 // Step 5: the KV cache: micro_batches x batch_size slots (fewer for a short queue), one per request running at a
-// time, each as long as the longest request of this rank needs. When that cache cannot be had (too large, out
-// of memory) and the longest requests are the cause, they get their own error records (naming max_tokens and the
+// time, each as long as the longest queued request needs. When that cache cannot be had (too large, out of
+// memory) and the longest requests are the cause, they get their own error records (naming max_tokens and the
 // sizes) and the cache is sized for the others; a cache too large for every request is the job's error.
+// Balanced, the queue is the job's: every rank sizes the same cache, and a failure on any rank drops the same
+// requests on every rank (rank 0 records them), so the queues stay equal.
 void reserve_kv_cache(JobRun & run) {
     const bool embed = run.cfg.task == "embed";
     auto positions = [embed](const Request & r) { return int64_t(r.prompt_ids.size()) + (embed ? 0 : r.max_tokens); };
@@ -462,25 +469,36 @@ void reserve_kv_cache(JobRun & run) {
     for (;;) {
         int64_t max_len = 1;
         for (const auto & r : run.queue) max_len = std::max(max_len, positions(r));   // <= INT32_MAX (prepare_request)
-        run.n_slots = int32_t(std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+        run.n_slots = int32_t(run.balanced ? balanced_slots(want_slots, int64_t(run.queue.size()), run.n_ranks)
+                                           : std::min<int64_t>(want_slots, std::max<size_t>(run.queue.size(), 1)));
+        std::optional<Error> error;
         try {
             run.forward.reserve(run.n_slots, int32_t(max_len));
-            return;
         } catch (const Error & e) {
-            const bool all_longest = std::all_of(run.queue.begin(), run.queue.end(),
-                                                 [&](const Request & r) { return positions(r) == max_len; });
-            if (run.queue.empty() || (all_longest && run.n_slots > 1)) throw;
-            std::deque<Request> rest;
-            for (auto & r : run.queue) {
-                if (positions(r) < max_len) { rest.push_back(std::move(r)); continue; }
-                run.fail({r.line, r.custom_id, "kv_cache_exceeded",
-                          fmt::format("line {}: prompt has {} tokens and max_tokens is {}: the KV cache for {} slot(s) "
-                                      "of {} positions cannot be reserved ({}); lower this line's max_tokens (the "
-                                      "cache is sized for the longest request)", r.line, r.prompt_ids.size(),
-                                      r.max_tokens, run.n_slots, max_len, e.message())});
-            }
-            run.queue = std::move(rest);
+            error = e;
         }
+        int failed[1] = {error ? 1 : 0};
+        if (run.balanced && run.n_ranks > 1) run.comm.all_reduce_max(failed, 1, nullptr);
+        if (!failed[0]) return;
+        const std::string why = error ? error->message() : "it failed on another rank";
+        const bool all_longest = std::all_of(run.queue.begin(), run.queue.end(),
+                                             [&](const Request & r) { return positions(r) == max_len; });
+        if (run.queue.empty() || (all_longest && run.n_slots > 1)) {
+            if (error) throw *error;
+            ZT_FAIL("rank {}: the KV cache of {} slot(s) of {} positions could not be reserved on another rank (its "
+                    "error is in its log)", run.rank, run.n_slots, max_len);
+        }
+        std::deque<Request> rest;
+        for (auto & r : run.queue) {
+            if (positions(r) < max_len) { rest.push_back(std::move(r)); continue; }
+            if (run.balanced && run.rank != 0) continue;   // rank 0 records the balanced queue's errors
+            run.fail({r.line, r.custom_id, "kv_cache_exceeded",
+                      fmt::format("line {}: prompt has {} tokens and max_tokens is {}: the KV cache for {} slot(s) "
+                                  "of {} positions cannot be reserved ({}); lower this line's max_tokens (the "
+                                  "cache is sized for the longest request)", r.line, r.prompt_ids.size(),
+                                  r.max_tokens, run.n_slots, max_len, why)});
+        }
+        run.queue = std::move(rest);
     }
 }
 
@@ -561,6 +579,7 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
                      mc.vocab_size, mc.max_context(), cfg.task, n_ranks, comm.name(), backend.name(), n_threads,
                      cfg.streaming.prefetch_depth, cfg.streaming.overlap ? "on" : "off");
     JobRun run(cfg, rank, n_ranks, backend, comm, mc, m->tok ? &*m->tok : nullptr, *m->forward, stats);
+    run.balanced = cfg.batch.assignment == "balanced";
     if (!embed) run.eos = eos_ids_of(cfg.model, mc, run.tok);
 
     const FinishedRequests done_before = read_done_before(cfg);
@@ -570,9 +589,12 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
     if (rank == 0) open_output(run, out);
     reserve_kv_cache(run);
     stats.load_seconds = seconds_since(t_load);
-    spdlog::info("{} requests to run on rank {} ({} on all ranks; {} invalid, {} already done); {} sequences at a time "
-                 "({} micro-batch(es) of {}), prefill chunk {} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s",
-                 run.queue.size(), rank, run.total, stats.failed, stats.skipped, run.n_slots,
+    const std::string share = run.balanced
+        ? fmt::format("requests to run on rank {}: handed out as its slots free ({} on all ranks", rank, run.queue.size())
+        : fmt::format("{} requests to run on rank {} (request k on rank k % {}; {} on all ranks", run.queue.size(), rank,
+                      n_ranks, run.total);
+    spdlog::info("{}, {} invalid, {} already done); {} sequences at a time ({} micro-batch(es) of {}), prefill chunk "
+                 "{} tokens, KV cache {:.1f} MiB{}; loaded in {:.2f}s", share, stats.failed, stats.skipped, run.n_slots,
                  (run.n_slots + cfg.batch_size - 1) / cfg.batch_size, std::min<int64_t>(cfg.batch_size, run.n_slots),
                  cfg.batch.prefill_chunk, mib(m->forward->kv_cache_bytes()),
                  m->fo.kv_offload ? " in pinned host memory (offloaded)" : "", stats.load_seconds);

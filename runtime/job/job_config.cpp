@@ -47,8 +47,8 @@ const std::set<std::string> kZtKeys = {
     "model", "tokenizer", "task", "input", "output", "device", "batch_size", "threads", "resume", "max_new_tokens",
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
     "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
-    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "kv_cache", "embedding", "profile",
-    "host_memory"};
+    "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "request_assignment", "kv_cache", "embedding",
+    "profile", "host_memory"};
 const std::set<std::string> kKvCacheKeys = {"offload"};
 const std::set<std::string> kEmbeddingKeys = {"pooling", "normalize", "instruction"};
 
@@ -248,6 +248,10 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
     auto & b = c.batch;
     b.micro_batches = get_or_auto<int64_t>(z, "micro_batches", b.micro_batches, path, "ztinfer", "micro_batches", c);
     b.prefill_chunk = get_as<int64_t>(z, "prefill_chunk", b.prefill_chunk, path);
+    b.assignment = get_as<std::string>(z, "request_assignment", b.assignment, path);
+    ZT_CHECK(b.assignment == "balanced" || b.assignment == "static", "{}: \"ztinfer.request_assignment\" is \"{}\": "
+             "use \"balanced\" (ranks are handed requests as their slots free) or \"static\" (request k to rank k % "
+             "N)", path, b.assignment);
     if (z.contains("kv_cache") && !z["kv_cache"].is_null()) {
         const auto & kv = z["kv_cache"];
         ZT_CHECK(kv.is_object(), "{}: \"ztinfer.kv_cache\" must be an object such as {{\"offload\": \"cpu\"}}", path);

@@ -70,6 +70,9 @@ struct BatchConfig {
     int64_t prefill_chunk = 512;           // ztinfer.prefill_chunk: most prompt tokens one micro-batch takes per step
     std::string kv_offload = "none";       // ztinfer.kv_cache.offload: "none" (device) | "cpu" (pinned host memory,
                                            // layer j+1 prefetched while j computes, j-1 written back)
+    std::string assignment = "balanced";   // ztinfer.request_assignment: "balanced" (ranks are handed requests as
+                                           // their slots free; they finish together) | "static" (request k to
+                                           // rank k % N up front); request_handout.h
 };
 
 // task "embed": how hidden states become one vector per input (ztinfer.embedding).

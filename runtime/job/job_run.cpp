@@ -1,16 +1,20 @@
 // JobRun (see job_run.h): error records, the per-step exchange that brings every rank's records to rank 0 (the
-// only writer), and the per-step collective that decides whether the ranks keep stepping.
+// only writer), and the per-step collective that decides whether the ranks keep stepping and hands out requests.
 #include "runtime/job/job_run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
+#include <climits>
 #include <cstdio>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
+#include "runtime/base/error.h"
 #include "runtime/job/job.h"
+#include "runtime/job/request_handout.h"
 
 namespace zt {
 
@@ -57,15 +61,61 @@ void JobRun::exchange_records() {
     if (progress) progress->update(finished_all, tokens_all);
 }
 
-bool JobRun::keep_stepping(bool have_work) {
-    // one all-reduce per step: does any rank still have work, and did any rank get SIGTERM?
-    int flags[2] = {have_work ? 1 : 0, job_stop_flag().load() ? 1 : 0};
-    comm.all_reduce_max(flags, 2, nullptr);
+bool JobRun::keep_stepping(int64_t active, int64_t free_slots) {
+    // one all-reduce (max) per step: does any rank still have work, did any rank get SIGTERM, and (balanced) how
+    // many slots each rank has free (rank r fills entry 2 + r, the others leave 0)
+    const bool have_work = active > 0 || !queue.empty();
+    std::vector<int> flags(balanced ? 2 + size_t(n_ranks) : 2, 0);
+    flags[0] = have_work ? 1 : 0;
+    flags[1] = job_stop_flag().load() ? 1 : 0;
+    if (balanced) flags[2 + size_t(rank)] = int(std::clamp<int64_t>(free_slots, 0, INT_MAX));
+    comm.all_reduce_max(flags.data(), flags.size(), nullptr);
     if (flags[1]) {
         stats.interrupted = true;
         return false;
     }
-    return flags[0] != 0;   // every rank is done: no step is wasted
+    if (flags[0] == 0) return false;   // every rank is done: no step is wasted
+    if (balanced) {
+        const std::vector<int> to = hand_out(queue.size(), std::vector<int64_t>(flags.begin() + 2, flags.end()));
+        for (int r : to) {
+            if (r == rank) admitted.push_back(std::move(queue.front()));
+            queue.pop_front();
+        }
+    } else {
+        for (int64_t k = 0; k < free_slots && !queue.empty(); ++k) {
+            admitted.push_back(std::move(queue.front()));
+            queue.pop_front();
+        }
+    }
+    return true;
+}
+
+void JobRun::check_same_queue() {
+    // FNV-1a over what decides the hand-out and the work: custom_id, line, prompt ids, max_tokens
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](const void * p, size_t n) {
+        for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char *>(p)[i]) * 1099511628211ull;
+    };
+    for (const Request & r : queue) {
+        mix(r.custom_id.data(), r.custom_id.size());
+        mix(&r.line, sizeof r.line);
+        mix(r.prompt_ids.data(), r.prompt_ids.size() * sizeof(int32_t));
+        mix(&r.max_tokens, sizeof r.max_tokens);
+    }
+    // max over ranks of each 30-bit piece and of its negation: equal everywhere iff max == mine == -max(-mine)
+    int v[6];
+    for (int k = 0; k < 3; ++k) {
+        v[k] = int((h >> (30 * k)) & 0x3fffffff);
+        v[3 + k] = -v[k];
+    }
+    int all[6];
+    std::copy(v, v + 6, all);
+    comm.all_reduce_max(all, 6, nullptr);
+    bool same = true;
+    for (int k = 0; k < 3; ++k) same = same && all[k] == v[k] && -all[3 + k] == v[k];
+    ZT_CHECK(same, "rank {}: the ranks read different requests from {} (its copies differ between nodes, or it "
+             "changed while the job started): every rank reads the whole input for the balanced hand-out; give "
+             "every node the same file", rank, cfg.input);
 }
 
 }  // namespace zt

@@ -1,7 +1,9 @@
-// JobRun: what a running job's loops share (built by run_job in job.cpp): the model and its forward pass, this
-// rank's requests, and the per-step exchange that sends every rank's records to rank 0, the only writer.
+// JobRun: what a running job's loops share (built by run_job in job.cpp): the model and its forward pass, the
+// request queue and the hand-out of its requests to the ranks (request_handout.h), and the per-step exchange
+// that sends every rank's records to rank 0, the only writer.
 // The loops (generate_loop.cpp, embed_loop.cpp) are written as "all ranks step together": each step starts with
-// keep_stepping(), a collective that says whether any rank has work left and whether SIGTERM arrived anywhere.
+// keep_stepping(), a collective that says whether any rank has work left and whether SIGTERM arrived anywhere,
+// and hands this rank the requests for its free slots (run.admitted).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -41,7 +43,11 @@ struct JobRun {
     int32_t n_slots = 1;                  // KV-cache slots (micro_batches x batch_size, fewer for a short queue);
                                           // slot s belongs to micro-batch s / batch_size
 
-    std::deque<Request> queue;            // this rank's valid requests, bucketed by prompt length
+    bool balanced = true;                 // ztinfer.request_assignment "balanced": queue is the whole job's
+    std::deque<Request> queue;            // valid requests not yet handed out, in run order (request_handout.h):
+                                          // balanced, the same on every rank; static, this rank's own
+    std::deque<Request> admitted;         // handed to this rank by the last keep_stepping(): the loop puts them in
+                                          // its free slots (at most as many as it said it had)
     int64_t total = 0;                    // valid requests to run on all ranks (the progress bar's total)
 
     // --- records: every rank queues its own, exchange_records() sends them to rank 0 ------------------------
@@ -54,9 +60,14 @@ struct JobRun {
 
     void fail(const RequestError & e);    // an error record for a request of this rank
     void exchange_records();              // collective: every rank's new records -> rank 0 -> output
-    // Collective, once per step: false when no rank has work left (have_work false everywhere) or when any rank
-    // was asked to stop (SIGTERM/SIGINT: stats.interrupted is set and the unfinished count is logged).
-    bool keep_stepping(bool have_work);
+    // Collective, once per step, with this rank's running requests and free KV-cache slots: false when no rank
+    // has work left (nothing running, nothing queued) or when any rank was asked to stop (SIGTERM/SIGINT:
+    // stats.interrupted is set). Otherwise true, with this rank's new requests in `admitted` (balanced: every
+    // rank's free slots travel in the same all-reduce and every rank hands out the queue's front the same way).
+    bool keep_stepping(int64_t active, int64_t free_slots);
+    // Collective, balanced only: every rank's queue must be the same (it is read, validated and tokenized on
+    // every rank); a difference (an input file that differs between nodes) is an error on every rank.
+    void check_same_queue();
 };
 
 // The two loops: run until every rank is done or a stop is requested. Records go through run.pending.

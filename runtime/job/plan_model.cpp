@@ -26,6 +26,7 @@ PlanSettings plan_settings_of(const JobConfig & cfg) {
     s.kv_offload = cfg.batch.kv_offload;
     s.overlap = st.overlap;
     s.prefill_chunk = cfg.batch.prefill_chunk;
+    s.assignment = cfg.batch.assignment;
     s.partition_embeddings = st.partition_embeddings;
     s.persistence_threshold = st.persistence_threshold;
     s.buffer_count = st.buffer_count;

@@ -42,7 +42,7 @@ void memory_table(std::string & out, const char * title, const PlanOutcome & o) 
 json plan_settings_json(const PlanSettings & s) {
     return {{"tier", s.tier}, {"resident_layers", s.resident_layers}, {"batch_size", s.batch_size},
             {"micro_batches", s.micro_batches}, {"prefetch_depth", s.prefetch_depth}, {"kv_offload", s.kv_offload},
-            {"overlap", s.overlap}, {"prefill_chunk", s.prefill_chunk}};
+            {"overlap", s.overlap}, {"prefill_chunk", s.prefill_chunk}, {"request_assignment", s.assignment}};
 }
 
 json plan_report_json(const PlanResult & r) {

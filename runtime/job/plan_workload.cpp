@@ -1,6 +1,7 @@
 // The planner's workload (planner.h): the requests a job will run, read from its input file or given as counts,
-// and simulate_steps(), which replays how the job deals them to ranks and how the generate / embed loop admits
-// them into KV-cache slots and chunks their prompts, step by step (job.cpp read_requests / reserve_kv_cache,
+// and simulate_steps(), which replays how the job shares them among ranks (request_handout.h: balanced hand-out
+// as slots free, or static k % N) and how the generate / embed loop admits them into KV-cache slots and chunks
+// their prompts, step by step (job.cpp read_requests / reserve_kv_cache, job_run.cpp keep_stepping,
 // generate_loop.cpp, embed_loop.cpp). The speed and memory models read the resulting StepTrace.
 #include <algorithm>
 #include <deque>
@@ -13,6 +14,7 @@
 #include "runtime/job/job_config.h"
 #include "runtime/job/planner.h"
 #include "runtime/job/request.h"
+#include "runtime/job/request_handout.h"
 #include "runtime/model/tokenizer.h"
 
 namespace zt {
@@ -91,26 +93,27 @@ struct SimSeq {
 
 // One rank's loop: mirrors generate_loop.cpp / embed_loop.cpp (admission at the step boundary in slot order,
 // per micro-batch a prompt budget of prefill_chunk tokens, decode tokens first in slot order as they come).
-void replay_rank(std::deque<RequestShape> queue, const PlanSettings & s, bool embed, RankSteps & out) {
-    const int64_t per_mb = s.batch_size;
-    const int64_t n_slots = out.n_slots;
-    const int64_t n_mb = (n_slots + per_mb - 1) / per_mb;
-    std::vector<std::optional<SimSeq>> slots(static_cast<size_t>(n_slots));
-    int64_t active = 0;
-    while (active > 0 || !queue.empty()) {
-        for (int64_t i = 0; i < n_slots && !queue.empty(); ++i) {
-            if (slots[size_t(i)]) continue;
-            slots[size_t(i)] = SimSeq{queue.front(), 0, 0};
-            queue.pop_front();
-            ++active;
-        }
+class RankReplay {
+public:
+    RankReplay(const PlanSettings & s, bool embed, RankSteps & out)
+        : s_(s), embed_(embed), out_(out), slots_(size_t(out.n_slots)) {}
+    int64_t active() const { return active_; }
+    int64_t free_slots() const { return out_.n_slots - active_; }
+    void admit(const RequestShape & r) {   // into the first free slot
+        for (auto & a : slots_)
+            if (!a) { a = SimSeq{r, 0, 0}; ++active_; return; }
+    }
+    void step() {
+        const int64_t per_mb = s_.batch_size;
+        const int64_t n_slots = out_.n_slots;
+        const int64_t n_mb = (n_slots + per_mb - 1) / per_mb;
         std::vector<MicroBatchLoad> step;
         int64_t rows = 0;
         for (int64_t mb = 0; mb < n_mb; ++mb) {
             MicroBatchLoad load;
-            int64_t budget = s.prefill_chunk;
+            int64_t budget = s_.prefill_chunk;
             for (int64_t i = mb * per_mb; i < std::min(n_slots, (mb + 1) * per_mb); ++i) {
-                auto & a = slots[size_t(i)];
+                auto & a = slots_[size_t(i)];
                 if (!a) continue;
                 int64_t n = 1;
                 bool emit = true, prefill = false;
@@ -130,25 +133,43 @@ void replay_rank(std::deque<RequestShape> queue, const PlanSettings & s, bool em
                 load.past_positions += double(a->past);
                 a->past += n;
                 if (!emit) continue;
-                if (embed) {
-                    out.tokens_out += a->req.prompt_tokens;
+                if (embed_) {
+                    out_.tokens_out += a->req.prompt_tokens;
                     a.reset();
-                    --active;
+                    --active_;
                 } else if (++a->generated >= a->req.new_tokens) {
                     a.reset();
-                    --active;
+                    --active_;
                 }
-                if (!embed) out.tokens_out += 1;
+                if (!embed_) out_.tokens_out += 1;
             }
             if (load.sequences > 0) {
-                out.max_micro_tokens = std::max(out.max_micro_tokens, load.tokens);
+                out_.max_micro_tokens = std::max(out_.max_micro_tokens, load.tokens);
                 rows += load.rows;
                 step.push_back(load);
             }
         }
-        out.max_step_rows = std::max(out.max_step_rows, rows);
-        out.steps.push_back(std::move(step));
+        out_.max_step_rows = std::max(out_.max_step_rows, rows);
+        out_.steps.push_back(std::move(step));
     }
+
+private:
+    const PlanSettings & s_;
+    bool embed_;
+    RankSteps & out_;
+    std::vector<std::optional<SimSeq>> slots_;
+    int64_t active_ = 0;
+};
+
+// An even sample of at most `cap` of `q` (every stride-th), in run order (request_handout.h).
+std::deque<RequestShape> run_order_sample(const std::vector<RequestShape> & q, size_t cap) {
+    const size_t stride = std::max<size_t>((q.size() + cap - 1) / std::max<size_t>(cap, 1), 1);
+    std::deque<RequestShape> sampled;
+    for (size_t k = 0; k < q.size(); k += stride) sampled.push_back(q[k]);
+    std::stable_sort(sampled.begin(), sampled.end(), [](const RequestShape & a, const RequestShape & b) {
+        return runs_before(size_t(a.prompt_tokens), a.new_tokens, size_t(b.prompt_tokens), b.new_tokens);
+    });
+    return sampled;
 }
 
 }  // namespace
@@ -158,36 +179,67 @@ StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, 
              "planner: world {}, batch_size {}, micro_batches {} and prefill_chunk {} must be >= 1", world, s.batch_size,
              s.micro_batches, s.prefill_chunk);
     const bool embed = w.task == "embed";
+    const bool balanced = s.assignment == "balanced";
+    const int64_t want_slots = s.batch_size * s.micro_batches;
     StepTrace t;
     t.embed = embed;
     t.ranks.resize(size_t(world));
-    // request k -> rank k % world; each rank's KV cache is sized by its whole queue, even when the replay samples it
-    std::vector<std::vector<RequestShape>> queues(static_cast<size_t>(world));
-    for (size_t k = 0; k < w.requests.size(); ++k) queues[k % size_t(world)].push_back(w.requests[k]);
-    size_t largest = 0;
-    for (const auto & q : queues) largest = std::max(largest, q.size());
-    const size_t cap = size_t(std::max<int64_t>(max_per_rank, 1));
-    const size_t stride = (largest + cap - 1) / cap;
+    auto positions = [](const RequestShape & x) { return x.prompt_tokens + x.new_tokens; };
     int64_t tokens_all = 0, tokens_sampled = 0;
-    for (int r = 0; r < world; ++r) {
-        auto & q = queues[size_t(r)];
-        RankSteps & rs = t.ranks[size_t(r)];
+    for (const auto & x : w.requests) tokens_all += embed ? x.prompt_tokens : x.new_tokens;
+    const size_t cap = size_t(std::max<int64_t>(max_per_rank, 1));
+    std::vector<RankReplay> replays;
+    replays.reserve(size_t(world));
+    if (balanced) {
+        // one queue for the job, handed to the ranks' free slots each step (request_handout.h); every rank's KV
+        // cache is sized by the whole workload, even when the replay samples it
         int64_t max_len = 1;
-        for (const auto & x : q) {
-            max_len = std::max(max_len, x.prompt_tokens + x.new_tokens);
-            tokens_all += embed ? x.prompt_tokens : x.new_tokens;
+        for (const auto & x : w.requests) max_len = std::max(max_len, positions(x));
+        for (int r = 0; r < world; ++r) {
+            RankSteps & rs = t.ranks[size_t(r)];
+            rs.max_len = max_len;
+            rs.n_slots = balanced_slots(want_slots, int64_t(w.requests.size()), world);
+            replays.emplace_back(s, embed, rs);
         }
-        rs.max_len = max_len;
-        rs.n_slots = std::min<int64_t>(s.batch_size * s.micro_batches, std::max<int64_t>(int64_t(q.size()), 1));
-        std::deque<RequestShape> sampled;
-        for (size_t k = 0; k < q.size(); k += std::max<size_t>(stride, 1)) sampled.push_back(q[k]);
-        std::stable_sort(sampled.begin(), sampled.end(), [](const RequestShape & a, const RequestShape & b) {
-            return prompt_length_bucket(size_t(a.prompt_tokens)) > prompt_length_bucket(size_t(b.prompt_tokens));
-        });
-        replay_rank(std::move(sampled), s, embed, rs);
-        tokens_sampled += rs.tokens_out;
-        t.steps = std::max<int64_t>(t.steps, int64_t(rs.steps.size()));
+        std::deque<RequestShape> queue = run_order_sample(w.requests, cap * size_t(world));
+        for (;;) {
+            bool work = !queue.empty();
+            for (const auto & rr : replays) work = work || rr.active() > 0;
+            if (!work) break;
+            std::vector<int64_t> free;
+            for (const auto & rr : replays) free.push_back(rr.free_slots());
+            for (int r : hand_out(queue.size(), free)) {
+                replays[size_t(r)].admit(queue.front());
+                queue.pop_front();
+            }
+            for (auto & rr : replays) rr.step();
+        }
+        t.steps = int64_t(t.ranks[0].steps.size());
+    } else {
+        // request k -> rank k % world; each rank's KV cache is sized by its whole queue, even when sampled
+        std::vector<std::vector<RequestShape>> queues(static_cast<size_t>(world));
+        for (size_t k = 0; k < w.requests.size(); ++k) queues[k % size_t(world)].push_back(w.requests[k]);
+        for (int r = 0; r < world; ++r) {
+            const auto & q = queues[size_t(r)];
+            RankSteps & rs = t.ranks[size_t(r)];
+            int64_t max_len = 1;
+            for (const auto & x : q) max_len = std::max(max_len, positions(x));
+            rs.max_len = max_len;
+            rs.n_slots = std::min<int64_t>(want_slots, std::max<int64_t>(int64_t(q.size()), 1));
+            replays.emplace_back(s, embed, rs);
+            std::deque<RequestShape> queue = run_order_sample(q, cap);
+            RankReplay & rr = replays.back();
+            while (rr.active() > 0 || !queue.empty()) {
+                for (int64_t k = rr.free_slots(); k > 0 && !queue.empty(); --k) {
+                    rr.admit(queue.front());
+                    queue.pop_front();
+                }
+                rr.step();
+            }
+            t.steps = std::max<int64_t>(t.steps, int64_t(rs.steps.size()));
+        }
     }
+    for (auto & rs : t.ranks) tokens_sampled += rs.tokens_out;
     for (auto & rs : t.ranks) rs.steps.resize(size_t(t.steps));   // a rank that is done idles with the others
     t.scale = tokens_sampled > 0 ? double(tokens_all) / double(tokens_sampled) : 1.0;
     return t;

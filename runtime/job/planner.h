@@ -38,6 +38,7 @@ struct PlanSettings {
     // fixed
     bool overlap = true;
     int64_t prefill_chunk = 512;
+    std::string assignment = "balanced";   // ztinfer.request_assignment: "balanced" | "static"
     bool partition_embeddings = false;
     int64_t persistence_threshold = 100000;
     int64_t buffer_count = 5;           // NVMe staging buffers
@@ -118,9 +119,10 @@ struct StepTrace {
     double scale = 1;                   // the workload was sampled: multiply time and tokens by this
     bool embed = false;                 // task "embed": hidden states, no logits and no sampling
 };
-// Deals the requests to ranks (request k to rank k % world), orders each rank's queue as read_requests does
-// (longest prompt bucket first) and replays the loop's slot admission and prompt chunking. At most max_per_rank
-// requests of each rank are replayed (an even sample; StepTrace::scale says by how much to scale).
+// Shares the requests among ranks as the job does (request_handout.h: "balanced", the run-ordered queue handed
+// to the ranks' free slots step by step; "static", request k to rank k % world, each rank's queue in run order)
+// and replays the loop's slot admission and prompt chunking. At most max_per_rank requests per rank are replayed
+// (an even sample; StepTrace::scale says by how much to scale).
 StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, int64_t max_per_rank = 512);
 
 // --- memory model (plan_memory.cpp) --------------------------------------------------------------------------
