@@ -1,17 +1,27 @@
-// Helpers for tests that run the ztinfer binary (plain or under mpirun on CPU ranks): the command line, running
-// it and capturing its log, writing a ds.json, and reading the output records by custom_id.
+// Helpers for tests that run the ztinfer binary (plain, under mpirun, or as TCP ranks started like torchrun does,
+// on CPU ranks): the command line, running it and capturing its log, writing a ds.json, and reading the output
+// records by custom_id.
 #pragma once
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "test_support.h"
 
 namespace zt::test {
 
@@ -89,6 +99,60 @@ inline std::map<std::string, nlohmann::json> read_job_records(const std::string 
         recs[id] = j;
     }
     return recs;
+}
+
+// --- TCP ranks, no mpirun ---
+
+struct TcpRank {
+    pid_t pid = -1;
+    std::string log_path;
+    int status = -2;   // exit code; -1: a signal; -2: still running
+    double seconds = 0;
+    std::string log() const {
+        std::ifstream f(log_path);
+        return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
+};
+
+// `RANK=r WORLD_SIZE=world MASTER_ADDR=127.0.0.1 MASTER_PORT=port ztinfer --config cfg &`, its log in
+// <dir>/<tag>.log.
+inline TcpRank start_tcp_rank(const std::string & dir, const std::string & tag, int r, int world, int port, const std::string & cfg) {
+    TcpRank k;
+    k.log_path = dir + "/" + tag + ".log";
+    const std::string cmd = fmt::format("RANK={} WORLD_SIZE={} LOCAL_RANK={} MASTER_ADDR=127.0.0.1 MASTER_PORT={} "
+                                        "ZT_CONNECT_TIMEOUT_S=30 exec {} --config {} >{} 2>&1", r, world, r, port,
+                                        ZT_BINARY, cfg, k.log_path);
+    k.pid = fork();
+    if (k.pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+        _exit(127);
+    }
+    return k;
+}
+
+inline void wait_ranks(std::vector<TcpRank> & ks, double limit) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    for (bool running = true; running && secs() < limit;) {
+        running = false;
+        for (TcpRank & k : ks) {
+            int st = 0;
+            if (k.status != -2) continue;
+            if (waitpid(k.pid, &st, WNOHANG) == k.pid) { k.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1; k.seconds = secs(); }
+            else running = true;
+        }
+        if (running) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (TcpRank & k : ks)
+        if (k.status == -2) { kill(k.pid, SIGKILL); waitpid(k.pid, nullptr, 0); }
+}
+
+inline std::vector<TcpRank> run_tcp_job(const std::string & dir, const std::string & cfg, int world, double limit) {
+    const int port = free_tcp_port();   // test_support.h
+    std::vector<TcpRank> ks;
+    for (int r = 0; r < world; ++r) ks.push_back(start_tcp_rank(dir, "rank" + std::to_string(r), r, world, port, cfg));
+    wait_ranks(ks, limit);
+    return ks;
 }
 
 }  // namespace zt::test

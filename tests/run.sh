@@ -59,6 +59,8 @@ run_bench bench_block_schedule
 # memory; the worst-case goal (<= 20 %) is printed but not gating: on a shared 2-core VM single configurations swing
 # by 2x under load that comes and goes (docs/PERFORMANCE.md, "The planner against real jobs").
 run_bench bench_planner --gate median-and-memory
+# ~3 s: a skewed workload on 4 ranks, static (k % N) vs balanced hand-out: balanced steps <= 1.10 x the ideal
+run_bench bench_request_balance
 
 # the Slurm job scripts (examples/slurm) on a one-machine Slurm cluster (tests/slurm/run_slurm_test.sh: installs
 # slurm-wlm and munge when missing, ~7 min): opt in with ZT_SLURM_TEST=1

@@ -64,55 +64,6 @@ json essence(const std::string & path) {
     return e;
 }
 
-struct TcpRank {
-    pid_t pid = -1;
-    std::string log_path;
-    int status = -2;   // exit code; -1: a signal; -2: still running
-    double seconds = 0;
-    std::string log() const { return read_file(log_path); }
-};
-
-// `RANK=r WORLD_SIZE=world MASTER_ADDR=127.0.0.1 MASTER_PORT=port ztinfer --config cfg &`, its log in
-// <dir>/<tag>.log.
-TcpRank start(const std::string & dir, const std::string & tag, int r, int world, int port, const std::string & cfg) {
-    TcpRank k;
-    k.log_path = dir + "/" + tag + ".log";
-    const std::string cmd = fmt::format("RANK={} WORLD_SIZE={} LOCAL_RANK={} MASTER_ADDR=127.0.0.1 MASTER_PORT={} "
-                                        "ZT_CONNECT_TIMEOUT_S=30 exec {} --config {} >{} 2>&1", r, world, r, port,
-                                        ZT_BINARY, cfg, k.log_path);
-    k.pid = fork();
-    if (k.pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-        _exit(127);
-    }
-    return k;
-}
-
-void wait_ranks(std::vector<TcpRank> & ks, double limit) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-    for (bool running = true; running && secs() < limit;) {
-        running = false;
-        for (TcpRank & k : ks) {
-            int st = 0;
-            if (k.status != -2) continue;
-            if (waitpid(k.pid, &st, WNOHANG) == k.pid) { k.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1; k.seconds = secs(); }
-            else running = true;
-        }
-        if (running) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    for (TcpRank & k : ks)
-        if (k.status == -2) { kill(k.pid, SIGKILL); waitpid(k.pid, nullptr, 0); }
-}
-
-std::vector<TcpRank> run_tcp_job(const std::string & dir, const std::string & cfg, int world, double limit) {
-    const int port = free_tcp_port();
-    std::vector<TcpRank> ks;
-    for (int r = 0; r < world; ++r) ks.push_back(start(dir, "rank" + std::to_string(r), r, world, port, cfg));
-    wait_ranks(ks, limit);
-    return ks;
-}
-
 TEST(TcpJob, TwoAndFourRanksGiveTheRecordsOfOneRankAndOfMpiBitForBit) {
     const std::string dir = make_temp_dir("tcp_job");
     const std::string in = write_requests(dir, 6, 12);
@@ -158,7 +109,7 @@ TEST(TcpJob, KilledRankEndsEveryOtherRankWithinSecondsNamingIt) {
                                              {{"max_new_tokens", 400}, {"collective_timeout_s", 60}});
     const int port = free_tcp_port(), world = 3;
     std::vector<TcpRank> ks;
-    for (int r = 0; r < world; ++r) ks.push_back(start(dir, "rank" + std::to_string(r), r, world, port, cfg));
+    for (int r = 0; r < world; ++r) ks.push_back(start_tcp_rank(dir, "rank" + std::to_string(r), r, world, port, cfg));
     bool generating = false;
     for (int i = 0; i < 600 && !generating; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -183,7 +134,7 @@ TEST(TcpJob, SigtermToOneRankStopsEveryRankCleanlyWith143) {
     const std::string cfg = write_job_config(dir, "term", tcp_model_dir(), write_requests(dir, 6, 400),
                                              {{"max_new_tokens", 400}});
     const int port = free_tcp_port();
-    std::vector<TcpRank> ks = {start(dir, "rank0", 0, 2, port, cfg), start(dir, "rank1", 1, 2, port, cfg)};
+    std::vector<TcpRank> ks = {start_tcp_rank(dir, "rank0", 0, 2, port, cfg), start_tcp_rank(dir, "rank1", 1, 2, port, cfg)};
     bool generating = false;
     for (int i = 0; i < 600 && !generating; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -202,7 +153,7 @@ TEST(TcpJob, WrongWorldSizeOnOneRankIsAClearErrorOnEveryRank) {
     const std::string dir = make_temp_dir("tcp_job_world");
     const std::string cfg = write_job_config(dir, "world", tcp_model_dir(), write_requests(dir, 2, 4));
     const int port = free_tcp_port();
-    std::vector<TcpRank> ks = {start(dir, "rank0", 0, 2, port, cfg), start(dir, "rank1", 1, 3, port, cfg)};
+    std::vector<TcpRank> ks = {start_tcp_rank(dir, "rank0", 0, 2, port, cfg), start_tcp_rank(dir, "rank1", 1, 3, port, cfg)};
     wait_ranks(ks, 60);
     for (const TcpRank & k : ks) {
         EXPECT_NE(k.status, 0) << k.log();

@@ -26,6 +26,9 @@
 #include "runtime/model/gguf_checkpoint.h"
 #include "runtime/model/gguf_file.h"
 #include "runtime/job/embedding_output.h"
+#ifdef ZT_HAVE_CUDA
+#include "kernels/device_query.h"
+#endif
 #include "runtime/base/error.h"
 #include "runtime/base/host_name.h"
 #include "runtime/job/job_run.h"
@@ -105,12 +108,18 @@ JobStats run_on_ranks(const JobConfig & cfg, const WorldInfo & world, int n_thre
 }  // namespace
 
 namespace {
-// "cuda:1": which device a rank's backend runs on, to find ranks that share one.
-std::string device_label(const Backend & backend) {
+// Which device a rank's backend runs on, to find ranks that share one: a GPU's UUID (the same physical GPU in
+// every process, also when Slurm's --gpu-bind=single makes each task's GPU "cuda:0"), else "<host>:cuda:N", else
+// "<host>:<backend>".
+std::string device_identity(const Backend & backend) {
 #ifdef ZT_HAVE_CUDA
-    if (is_cuda_backend(backend)) return fmt::format("cuda:{}", cuda_device_of(backend));
+    if (is_cuda_backend(backend)) {
+        const int ordinal = cuda_device_of(backend);
+        const std::string uuid = cuda_device_uuid(ordinal);
+        return !uuid.empty() ? uuid : fmt::format("{}:cuda:{}", host_name(), ordinal);
+    }
 #endif
-    return backend.name();
+    return fmt::format("{}:{}", host_name(), backend.name());
 }
 }  // namespace
 
@@ -167,7 +176,7 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
 
     // GPU ranks: NCCL when every rank has a GPU of its own, else MPI with device buffers staged through the host
     // (several ranks sharing one GPU, as on a one-GPU test machine). Every rank learns the same answer.
-    const std::string where = fmt::format("{}:{}", host_name(), device_label(backend));
+    const std::string where = device_identity(backend);
     const std::vector<std::string> all = comm->gather_strings(where);
     int shared = 0;
     if (rank == 0) shared = std::set<std::string>(all.begin(), all.end()).size() < all.size() ? 1 : 0;
@@ -421,8 +430,9 @@ void read_requests(JobRun & run, const FinishedRequests & done_before) {
         if (!run.balanced && (n_valid++ % n_ranks) != rank) continue;   // static: another rank's request
         if (prepare_request(run, r, !run.balanced || rank == 0)) run.queue.push_back(std::move(r));
     }
-    std::stable_sort(run.queue.begin(), run.queue.end(), [](const Request & a, const Request & b) {
-        return runs_before(a.prompt_ids.size(), a.max_tokens, b.prompt_ids.size(), b.max_tokens);
+    const int64_t chunk = cfg.batch.prefill_chunk;
+    std::stable_sort(run.queue.begin(), run.queue.end(), [chunk](const Request & a, const Request & b) {
+        return runs_before(a.prompt_ids.size(), a.max_tokens, b.prompt_ids.size(), b.max_tokens, chunk);
     });
     if (run.balanced && n_ranks > 1) run.check_same_queue();
     if (stats.skipped && rank == 0)

@@ -162,12 +162,12 @@ private:
 };
 
 // An even sample of at most `cap` of `q` (every stride-th), in run order (request_handout.h).
-std::deque<RequestShape> run_order_sample(const std::vector<RequestShape> & q, size_t cap) {
+std::deque<RequestShape> run_order_sample(const std::vector<RequestShape> & q, size_t cap, int64_t prefill_chunk) {
     const size_t stride = std::max<size_t>((q.size() + cap - 1) / std::max<size_t>(cap, 1), 1);
     std::deque<RequestShape> sampled;
     for (size_t k = 0; k < q.size(); k += stride) sampled.push_back(q[k]);
-    std::stable_sort(sampled.begin(), sampled.end(), [](const RequestShape & a, const RequestShape & b) {
-        return runs_before(size_t(a.prompt_tokens), a.new_tokens, size_t(b.prompt_tokens), b.new_tokens);
+    std::stable_sort(sampled.begin(), sampled.end(), [prefill_chunk](const RequestShape & a, const RequestShape & b) {
+        return runs_before(size_t(a.prompt_tokens), a.new_tokens, size_t(b.prompt_tokens), b.new_tokens, prefill_chunk);
     });
     return sampled;
 }
@@ -201,7 +201,7 @@ StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, 
             rs.n_slots = balanced_slots(want_slots, int64_t(w.requests.size()), world);
             replays.emplace_back(s, embed, rs);
         }
-        std::deque<RequestShape> queue = run_order_sample(w.requests, cap * size_t(world));
+        std::deque<RequestShape> queue = run_order_sample(w.requests, cap * size_t(world), s.prefill_chunk);
         for (;;) {
             bool work = !queue.empty();
             for (const auto & rr : replays) work = work || rr.active() > 0;
@@ -227,7 +227,7 @@ StepTrace simulate_steps(const Workload & w, const PlanSettings & s, int world, 
             rs.max_len = max_len;
             rs.n_slots = std::min<int64_t>(want_slots, std::max<int64_t>(int64_t(q.size()), 1));
             replays.emplace_back(s, embed, rs);
-            std::deque<RequestShape> queue = run_order_sample(q, cap);
+            std::deque<RequestShape> queue = run_order_sample(q, cap, s.prefill_chunk);
             RankReplay & rr = replays.back();
             while (rr.active() > 0 || !queue.empty()) {
                 for (int64_t k = rr.free_slots(); k > 0 && !queue.empty(); --k) {

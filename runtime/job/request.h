@@ -50,8 +50,8 @@ std::variant<Request, RequestError> parse_request(const std::string & text, int6
 std::variant<Request, RequestError> parse_embed_request(const std::string & text, int64_t line_no,
                                                         const std::string & default_instruction);
 
-// Prompt-length bucket (ceil(log2 n)): each rank runs its requests longest bucket first, so that a micro-batch's
-// prompts are about as long as each other and the long ones do not finish last (job.cpp; the planner replays it).
+// Prompt-length bucket (ceil(log2 n)): among requests of equal work the longer bucket runs first, so that a
+// micro-batch's prompts are about as long as each other (the run order, request_handout.h).
 int prompt_length_bucket(size_t n);
 
 }  // namespace zt

@@ -7,10 +7,11 @@
 
 namespace zt {
 
-bool runs_before(size_t prompt_a, int64_t new_a, size_t prompt_b, int64_t new_b) {
-    const int ba = prompt_length_bucket(prompt_a), bb = prompt_length_bucket(prompt_b);
-    if (ba != bb) return ba > bb;
-    return new_a > new_b;
+bool runs_before(size_t prompt_a, int64_t new_a, size_t prompt_b, int64_t new_b, int64_t prefill_chunk) {
+    const auto chunks = [&](size_t p) { return (int64_t(p) + prefill_chunk - 1) / std::max<int64_t>(prefill_chunk, 1); };
+    const int64_t wa = chunks(prompt_a) + new_a, wb = chunks(prompt_b) + new_b;
+    if (wa != wb) return wa > wb;
+    return prompt_length_bucket(prompt_a) > prompt_length_bucket(prompt_b);
 }
 
 std::vector<int> hand_out(size_t queued, std::vector<int64_t> free_slots) {

@@ -9,9 +9,9 @@
 // A request's tokens do not depend on the rank, batch or step it runs in (batch-invariant ops, a random stream
 // per request), so both give the same records; only their order in the output and the step count differ.
 //
-//   queue order: longest prompt bucket first (prompts of one micro-batch about as long as each other), then the
-//   most max_tokens first (longest work first: the long requests do not start last and run alone at the end),
-//   then input order.
+//   queue order: the most work first (the steps a request holds a slot: its prompt chunks + max_tokens), so the
+//   long requests do not start last and run alone at the end (longest-processing-time first); among equals the
+//   longer prompt bucket first (a micro-batch's prompts about as long as each other), then input order.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,9 +19,10 @@
 
 namespace zt {
 
-// True when a request of (prompt_a tokens, max_tokens new_a) runs before one of (prompt_b, new_b) (a strict weak
-// order; a stable sort keeps input order among equals). The job and the planner's replay both sort with it.
-bool runs_before(size_t prompt_a, int64_t new_a, size_t prompt_b, int64_t new_b);
+// True when a request of (prompt_a tokens, max_tokens new_a) runs before one of (prompt_b, new_b) when prompts
+// are prefilled in chunks of prefill_chunk tokens (a strict weak order; a stable sort keeps input order among
+// equals). The job and the planner's replay both sort with it.
+bool runs_before(size_t prompt_a, int64_t new_a, size_t prompt_b, int64_t new_b, int64_t prefill_chunk);
 
 // Balanced hand-out of the next `queued` requests (queue order) to ranks with free KV-cache slots: each request
 // goes to the rank with the most free slots left (ties: the lowest rank) until no rank has a free slot or no
