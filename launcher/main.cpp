@@ -42,8 +42,9 @@ using json = nlohmann::json;
 void on_stop_signal(int) { zt::job_stop_flag().store(true); }
 
 int command_run(const zt::WorldInfo & world, const std::string & config_path, const std::string & input,
-                const std::string & output, const std::string & trace) {
+                const std::string & output, const std::string & trace, const std::string & communicator) {
     zt::JobConfig cfg = zt::JobConfig::load(config_path);
+    if (!communicator.empty()) cfg.gpu.communicator = communicator;
     if (!input.empty()) cfg.input = std::filesystem::absolute(input).string();
     if (!output.empty()) cfg.output = std::filesystem::absolute(output).string();
     if (!trace.empty()) cfg.streaming.trace = std::filesystem::absolute(trace).string();
@@ -155,18 +156,23 @@ int command_info() {
 int main(int argc, char ** argv) {
     CLI::App app{"ztinfer: batch inference for LLMs larger than GPU memory (DeepSpeed ds.json + \"ztinfer\" section)"};
     app.set_version_flag("--version", std::string("ztinfer ") + ZT_VERSION);
-    std::string log_level, config, input, output, trace;
+    std::string log_level, config, input, output, trace, communicator;
+    const auto communicators = CLI::IsMember({"auto", "nccl", "mpi", "tcp"});
+    const char * communicator_help = "override ztinfer.communicator: tcp = ranks meet at MASTER_ADDR:MASTER_PORT over "
+                                     "TCP, no MPI (e.g. under srun --mpi=none)";
     app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (or ZT_LOG_LEVEL)");
     app.add_option("--config", config, "ds.json to run (same as `ztinfer run --config`)");
     app.add_option("--input", input, "override ztinfer.input");
     app.add_option("--output", output, "override ztinfer.output");
     app.add_option("--trace", trace, "write a Chrome-trace JSON timeline (Perfetto) of fetch/all-gather/compute");
+    app.add_option("--communicator", communicator, communicator_help)->check(communicators);
 
     auto * run = app.add_subcommand("run", "run the job a ds.json describes");
     run->add_option("--config,config", config, "ds.json")->required();
     run->add_option("--input", input, "override ztinfer.input");
     run->add_option("--output", output, "override ztinfer.output");
     run->add_option("--trace", trace, "write a Chrome-trace JSON timeline (Perfetto) of fetch/all-gather/compute");
+    run->add_option("--communicator", communicator, communicator_help)->check(communicators);
 
     zt::SynthOptions so;
     auto * synth = app.add_subcommand("synth", "write a random-weight HF model directory (transformers loads it too)");
@@ -286,7 +292,7 @@ int main(int argc, char ** argv) {
     zt::set_error_rank(world.rank);
     zt::log_init(world.rank, log_level);
     try {
-        if (*run) return command_run(world, config, input, output, trace);
+        if (*run) return command_run(world, config, input, output, trace, communicator);
         if (*synth) { zt::synthesize_model(so); spdlog::info("wrote {}", so.out_dir); return 0; }
         if (*quantize) return command_quantize(qo);
         if (*tokenize) return command_tokenize(tok_dir, jsonl, decode, special);
@@ -298,7 +304,7 @@ int main(int argc, char ** argv) {
             return command_plan(plan_config, plan_req, plan_json);
         }
         if (*bench) return zt::run_benchmark(bench_opt, world);
-        if (!config.empty()) return command_run(world, config, input, output, trace);
+        if (!config.empty()) return command_run(world, config, input, output, trace, communicator);
         std::cerr << app.help() << "\nGive --config ds.json to run a job, or a subcommand.\n";
         return 2;
     } catch (const zt::Error & e) {

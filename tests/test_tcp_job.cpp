@@ -1,6 +1,7 @@
 // ztinfer jobs over the TCP communicator, launched like torchrun does (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 // per process, plain background processes, no mpirun):
 //  - 2 and 4 ranks give the same records (token_ids, logprobs, finish_reason) as 1 rank and as mpirun, bit for bit;
+//    3 ranks on every tier (none, cpu, nvme) give the records of 1 rank;
 //  - SIGTERM of one rank stops every rank cleanly (exit 143); SIGKILL of one rank mid-job ends every other rank non-zero within seconds, naming the dead rank;
 //  - a wrong WORLD_SIZE on one rank is a clear error on every rank; "communicator": "tcp" without MASTER_ADDR says
 //    to set it; "communicator": "tcp" under mpirun uses TCP (same records).
@@ -91,6 +92,28 @@ TEST(TcpJob, TwoAndFourRanksGiveTheRecordsOfOneRankAndOfMpiBitForBit) {
         ASSERT_EQ(tcp.status, 0) << tcp.log;
         EXPECT_NE(tcp.log.find("communicator: TCP"), std::string::npos) << tcp.log;
         EXPECT_EQ(essence(dir + "/forced.jsonl"), want) << "2 TCP ranks under mpirun";
+    }
+}
+
+TEST(TcpJob, ThreeRanksOnEveryTierGiveTheRecordsOfOneRank) {
+    const std::string dir = make_temp_dir("tcp_tiers");
+    const std::string in = write_requests(dir, 7, 10);
+    const json ztk = {{"max_new_tokens", 10}};
+    const JobRunResult one = run_job_command(job_command(0, write_job_config(dir, "one", tcp_model_dir(), in, ztk)));
+    ASSERT_EQ(one.status, 0) << one.log;
+    const json want = essence(dir + "/one.jsonl");
+    ASSERT_EQ(want.size(), 7u);
+    for (const std::string tier : {"none", "cpu", "nvme"}) {
+        const std::string name = "tcp3-" + tier;
+        const std::string cfg = write_job_config(dir, name, tcp_model_dir(), in, ztk, tier);
+        if (tier == "nvme") {   // every rank's slice file in one folder
+            json ds = json::parse(read_file(cfg));
+            ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/nvme";
+            write_file(cfg, ds.dump(2));
+        }
+        auto ks = run_tcp_job(dir, cfg, 3, 120);
+        for (int r = 0; r < 3; ++r) ASSERT_EQ(ks[size_t(r)].status, 0) << name << " rank " << r << "\n" << ks[size_t(r)].log();
+        EXPECT_EQ(essence(dir + "/" + name + ".jsonl"), want) << name;
     }
 }
 

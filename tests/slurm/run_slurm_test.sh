@@ -16,6 +16,7 @@
 #      c. `scancel --signal=TERM` (the ranks only): they stop and the script requeues the job
 #   5. submit-array.sh: 3 shards as a job array + the merge job (afterok); merged file in input order
 #   6. preemptible.sbatch under a real time limit: --time=2 --signal=B:TERM@60, requeued until done (~3 min)
+#   7. multi-node-tcp.sbatch       2 nodes x 2 ranks, srun --mpi=none, ranks meet over TCP (no MPI in the job)
 # Then stops everything it started (by pid) and removes the work folder (kept on failure or with --keep).
 #
 # Usage: bash tests/slurm/run_slurm_test.sh [--keep] [--only N[,N...]]     (as root; builds nothing: needs
@@ -282,6 +283,9 @@ run_example() {   # NAME SCRIPT [sbatch options...]: sbatch --wait, check the ou
 want 1 && run_example single-node single-node-8gpu.sbatch --cpus-per-task=1
 want 2 && run_example multi-srun multi-node-srun.sbatch --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=1
 want 3 && run_example multi-mpirun multi-node-mpirun.sbatch --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=1
+# both "nodes" are this host, whose node names (n1, n2) do not resolve: rank 0 is reached at 127.0.0.1
+want 7 && (export MASTER_ADDR=127.0.0.1; run_example multi-tcp multi-node-tcp.sbatch --ntasks-per-node=2 \
+  --gpus-per-node=2 --cpus-per-task=1)
 
 # ---- preemption: stop mid-job, let it resume, compare -------------------------------------------------------------
 preempt() {   # NAME HOW: HOW = batch-term | requeue | step-term | time-limit
