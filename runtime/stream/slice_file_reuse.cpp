@@ -133,6 +133,10 @@ ReusableFile open_reusable_slice_file(const std::string & path, const SliceFileH
     struct stat st{};
     if (::fstat(fd, &st) != 0) return fail(fmt::format("cannot stat it: {}", std::strerror(errno)));
     if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+    // Reads must block (io_uring returns EAGAIN for a non-blocking descriptor instead of waiting for the disk).
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+        return fail(fmt::format("cannot set its descriptor blocking: {}", std::strerror(errno)));
     if (st.st_uid != ::geteuid())
         return fail(fmt::format("owned by uid {}, not by this user (uid {})", st.st_uid, ::geteuid()));
     if (st.st_nlink != 1) return fail(fmt::format("it has {} hard links (another name could change it)", st.st_nlink));
@@ -174,6 +178,17 @@ ReusableFile open_reusable_slice_file(const std::string & path, const SliceFileH
     }
     r.fd = fd;
     return r;
+}
+
+bool remove_unused_slice_file(const std::string & path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st{}, now{};
+    const bool removed = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+                         ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::lstat(path.c_str(), &now) == 0 &&
+                         now.st_dev == st.st_dev && now.st_ino == st.st_ino && ::unlink(path.c_str()) == 0;
+    ::close(fd);
+    return removed;
 }
 
 void log_unused_slice_files(const std::string & nvme_path, const std::string & own_prefix, int world) {

@@ -55,6 +55,11 @@ struct ReusableFile {
 ReusableFile open_reusable_slice_file(const std::string & path, const SliceFileHeader & want, uint64_t file_bytes,
                                       const std::vector<ExpectedSlice> & slices);
 
+// Removes the file at `path` when it is a regular file of this user that no process holds (LOCK_EX | LOCK_NB),
+// so that writing its replacement does not need room for both; true when it did. A file in use stays (the
+// replacement's rename takes its name; its readers keep the old inode).
+bool remove_unused_slice_file(const std::string & path);
+
 // Logs (one info line) the ztinfer-*.slices files in `nvme_path` that no process holds now (LOCK_EX | LOCK_NB
 // succeeds), with their sizes, except those of this model and world (`own_prefix`, `world`: this job's ranks'):
 // the user may delete them. Deletes nothing.

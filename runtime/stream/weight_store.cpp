@@ -186,7 +186,9 @@ void WeightStore::Impl::open_nvme(const PartitionPlan & plan, size_t own_total, 
         } else if (r.missing) {
             spdlog::info("NVMe slice file: writing {} ({}): {}", final_path, mib(own_total), r.why);
         } else {
-            spdlog::warn("NVMe slice file: rewriting {} ({}): not reusable: {}", final_path, mib(own_total), r.why);
+            const bool freed = remove_unused_slice_file(final_path);   // room for the new one
+            spdlog::warn("NVMe slice file: rewriting {} ({}): not reusable: {}{}", final_path, mib(own_total), r.why,
+                         freed ? " (the old file is removed first: no job uses it)" : "");
         }
         log_unused_slice_files(opt.nvme_path, slice_file_prefix(opt.model), plan.world);
         if (reused) return;
