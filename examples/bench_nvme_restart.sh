@@ -5,7 +5,8 @@
 # config read to the first step), the bytes in nvme_path and each rank's nvme_file_reused, per model:
 #   - a random-weight Llama of ~1 GB (bf16; `ztinfer synth`; SIZE=small for a ~0.25 GB one),
 #   - SmolLM2-135M-Instruct Q4_1 GGUF when ~/.cache/ztinfer has it (examples/fetch_smollm2.py),
-# and checks that the warm run's records equal the cold run's byte for byte.
+# and checks that the warm run's records equal the cold run's byte for byte, that no cold rank reused and every
+# warm rank did. Each pair runs REPEAT times (default 3); the table shows the medians and every run.
 #   usage: examples/bench_nvme_restart.sh [BUILD_DIR] [NP]     (defaults: build, 2 ranks)
 #   WORK=folder (default: a fresh mktemp -d, removed at the end) holds the model, nvme_path and outputs.
 set -euo pipefail
@@ -57,16 +58,26 @@ print(f"{m['load_seconds']:.2f} {size} {','.join(str(r.get('nvme_file_reused')).
 EOF
 }
 
-# bench TAG MODEL: cold then warm
+# median of numbers
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
+
+# bench TAG MODEL: REPEAT times (default 3) cold (nvme_path emptied first) then warm; medians
 bench() {
-  rm -rf "$work/nvme-$1"
-  sync
-  read -r cold_s bytes cold_reused < <(run "$1-cold" "$2" "$1")
-  read -r warm_s _ warm_reused < <(run "$1-warm" "$2" "$1")
-  cmp -s "$work/$1-cold.jsonl" "$work/$1-warm.jsonl" || { echo "bench_nvme_restart: $1: the warm run wrote other records" >&2; exit 1; }
-  printf '| %s | %s | %d | %.1f | %s s (reused: %s) | %s s (reused: %s) | %.1fx |\n' "$1" "$(du -sh --apparent-size "$2" | cut -f1)" "$np" \
-    "$(python3 -c "print($bytes / 2**20)")" "$cold_s" "$cold_reused" "$warm_s" "$warm_reused" \
-    "$(python3 -c "print($cold_s / max($warm_s, 1e-9))")"
+  local colds=() warms=() cold_s bytes cold_reused warm_s warm_reused
+  for _ in $(seq "${REPEAT:-3}"); do
+    rm -rf "$work/nvme-$1"
+    sync
+    read -r cold_s bytes cold_reused < <(run "$1-cold" "$2" "$1")
+    read -r warm_s _ warm_reused < <(run "$1-warm" "$2" "$1")
+    [ "$cold_reused" = "$(sed 's/true/false/g' <<< "$warm_reused")" ] && [ "${warm_reused//true/}" = "${warm_reused//[a-z]/}" ] ||
+      { echo "bench_nvme_restart: $1: cold reused $cold_reused, warm reused $warm_reused" >&2; exit 1; }
+    cmp -s "$work/$1-cold.jsonl" "$work/$1-warm.jsonl" || { echo "bench_nvme_restart: $1: the warm run wrote other records" >&2; exit 1; }
+    colds+=("$cold_s") warms+=("$warm_s")
+  done
+  cold_s=$(median "${colds[@]}") warm_s=$(median "${warms[@]}")
+  printf '| %s | %s | %d | %.1f | %s s (%s; reused: %s) | %s s (%s; reused: %s) | %.1fx |\n' "$1" \
+    "$(du -sh --apparent-size "$2" | cut -f1)" "$np" "$(python3 -c "print($bytes / 2**20)")" "$cold_s" "${colds[*]}" \
+    "$cold_reused" "$warm_s" "${warms[*]}" "$warm_reused" "$(python3 -c "print($cold_s / max($warm_s, 1e-9))")"
 }
 
 model=$work/model
@@ -77,7 +88,7 @@ else
   "$bin" synth --arch llama --layers 8 --hidden 2048 --heads 16 --kv-heads 16 --intermediate 5504 --dtype bf16 \
     --seed 1 --tokenizer "$tok" --out "$model" > /dev/null 2>&1
 fi
-echo "| model | checkpoint | ranks | slice files MiB (all ranks) | cold load | warm load | cold / warm |"
+echo "| model | checkpoint | ranks | slice files MiB (all ranks) | cold load_seconds (runs) | warm load_seconds (runs) | cold / warm |"
 echo "|---|---|---|---|---|---|---|"
 bench synthetic-llama "$model"
 gguf=$HOME/.cache/ztinfer/SmolLM2-135M-Instruct.Q4_1.gguf
