@@ -62,7 +62,7 @@ TEST(JobConfig, ReadsStreamingKeysAndNamesEveryUnusedDeepSpeedKey) {
               {"aio", {{"block_size", 262144}, {"queue_depth", 4}, {"thread_count", 2}}},
               {"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}, {"prefetch_depth", 3},
                            {"overlap", false}, {"resident_layers", 1}, {"partition_embeddings", true},
-                           {"trace", "t.json"}, {"collective_timeout_s", 20}}}};
+                           {"trace", "t.json"}, {"collective_timeout_s", 20}, {"nvme_reuse", false}}}};
     const JobConfig c = JobConfig::from_json(j, "/cfg/ds.json");
     const StreamingConfig & s = c.streaming;
     EXPECT_EQ(s.offload_device, "nvme");
@@ -77,6 +77,7 @@ TEST(JobConfig, ReadsStreamingKeysAndNamesEveryUnusedDeepSpeedKey) {
     EXPECT_TRUE(s.partition_embeddings);
     EXPECT_EQ(s.trace, "/cfg/t.json");
     EXPECT_DOUBLE_EQ(s.collective_timeout_s, 20);
+    EXPECT_FALSE(s.nvme_reuse);
     std::string all;
     for (const auto & w : c.warnings) all += w + "\n";
     for (const char * key : {"train_batch_size", "bf16", "zero_optimization.stage3_prefetch_bucket_size",
@@ -88,6 +89,7 @@ TEST(JobConfig, ReadsStreamingKeysAndNamesEveryUnusedDeepSpeedKey) {
     // no streaming section at all: the whole model on every rank, no warnings
     const JobConfig plain = JobConfig::from_json(json{{"ztinfer", {{"model", "m"}, {"input", "i"}, {"output", "o"}}}}, "/c/ds.json");
     EXPECT_EQ(plain.streaming.offload_device, "none");
+    EXPECT_TRUE(plain.streaming.nvme_reuse) << "NVMe slice files are reused by default";
     EXPECT_TRUE(plain.warnings.empty());
 }
 

@@ -51,6 +51,7 @@ JobStats distinctive_stats() {
     s.pinned_peak = 987654321;
     s.host_peak = 13;
     s.nvme_file_bytes = (uint64_t(1) << 45) + 4096;
+    s.nvme_file_reused = true;
     s.peak_rss = 5555555555ull;
     s.device_by_purpose = {{"KV cache", (size_t(1) << 61) + 1}, {"weight ring", 4096}, {"activations", 0}};
     return s;
@@ -86,7 +87,7 @@ TEST(JobMetrics, MetricsPath) {
 TEST(JobMetrics, StatsRoundTripIsExact) {
     const JobStats s = distinctive_stats();
     const json j = stats_to_json(s);
-    EXPECT_EQ(j.size(), 29u);   // every field of JobStats
+    EXPECT_EQ(j.size(), 30u);   // every field of JobStats
     const JobStats t = stats_from_json(json::parse(j.dump()));   // through text, as ranks send them
     EXPECT_EQ(t.requests, s.requests);
     EXPECT_EQ(t.skipped, s.skipped);
@@ -115,6 +116,7 @@ TEST(JobMetrics, StatsRoundTripIsExact) {
     EXPECT_EQ(t.pinned_peak, s.pinned_peak);
     EXPECT_EQ(t.host_peak, s.host_peak);
     EXPECT_EQ(t.nvme_file_bytes, s.nvme_file_bytes);
+    EXPECT_EQ(t.nvme_file_reused, s.nvme_file_reused);
     EXPECT_EQ(t.peak_rss, s.peak_rss);
     EXPECT_EQ(t.device_by_purpose, s.device_by_purpose);
     EXPECT_EQ(j["device_by_purpose"], json({{"KV cache", (size_t(1) << 61) + 1}, {"weight ring", 4096},

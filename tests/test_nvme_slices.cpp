@@ -1,4 +1,5 @@
-// NVMe slice files are private to the store that made them (issue 12):
+// NVMe slice files with ztinfer.nvme_reuse false are private to the store that made them (issue 12; reusable
+// named files: test_nvme_reuse.cpp):
 //  - two stores of different models on one nvme_path at once each compute with their own weights (logits
 //    bit-identical to the resident run);
 //  - a symlink planted at the name older versions wrote (<nvme_path>/ztinfer-rank<r>.weights) leaves its target
@@ -87,6 +88,7 @@ WeightStoreOptions nvme_options(const std::string & nvme_path, const Loaded & m)
     o.aio_block_size = 8192;
     o.buffer_count = 2;
     o.checkpoint = m.ckpt.identity();
+    o.nvme_reuse = false;   // the private, nameless file these tests are about
     return o;
 }
 

@@ -4,8 +4,11 @@
 //  - race-hunting delays in the copy/comm threads change nothing;
 //  - ranks that run out of work early keep stepping and nobody hangs; every input line is answered once;
 //  - kill -9 of one rank ends every rank with an error within 60 s; a truncated NVMe file is a clear error;
-//  - NVMe slice files have no name while the job runs and nothing is left in nvme_path after kill -9 of the job;
-//    a job of another model started on the same nvme_path while one runs changes neither job's results;
+//  - with ztinfer.nvme_reuse false, NVMe slice files have no name while the job runs and nothing is left in
+//    nvme_path after kill -9 of the job; a job of another model started on the same nvme_path while one runs
+//    changes neither job's results;
+//  - with nvme_reuse (the default), a rerun of an nvme job reuses every rank's slice file (metrics.json says so
+//    per rank) and writes byte-identical records;
 //  - a rank's host memory for weights is about 1/N of the model plus the ring;
 //  - --trace writes a Chrome trace with fetch/all-gather/compute spans of every rank.
 #include <gtest/gtest.h>
@@ -303,6 +306,7 @@ TEST(Streaming, TruncatedNvmeFileIsAClearErrorNotAHang) {
     const std::string dir = make_temp_dir("nvme_trunc");
     Streaming s;
     s.offload = "nvme";
+    s.extra = {{"nvme_reuse", false}};   // the file has no name (truncated through a rank's descriptor below)
     const std::string cfg = write_config(dir, "trunc", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
     const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
     BackgroundJob job(job_command(2, cfg), dir);
@@ -333,6 +337,7 @@ TEST(Streaming, NvmePathHoldsNoSliceFileWhileTheJobRunsNorAfterKill9) {
     const std::string dir = make_temp_dir("nvme_kill");
     Streaming s;
     s.offload = "nvme";
+    s.extra = {{"nvme_reuse", false}};   // private nameless files
     const std::string nvme = dir + "/nvme-kill";
     const std::string cfg = write_config(dir, "kill", demo_model_dir(), write_long_requests(dir, 8, 400), s, 400);
     const std::string ranks = "pgrep -f '^" + std::string(ZT_BINARY) + " --config " + cfg + "'";
@@ -376,6 +381,7 @@ TEST(Streaming, TwoJobsOfDifferentModelsOnOneNvmePathEachComputeWithTheirOwnWeig
     auto nvme_config = [&](const std::string & name, const std::string & model, const std::string & input) {
         Streaming s;
         s.offload = "nvme";
+        s.extra = {{"nvme_reuse", false}};   // private nameless files
         const std::string path = write_config(dir, name, model, input, s, 200);
         json ds = json::parse(read_file(path));
         ds["zero_optimization"]["offload_param"]["nvme_path"] = dir + "/shared-nvme";
@@ -404,6 +410,43 @@ TEST(Streaming, TwoJobsOfDifferentModelsOnOneNvmePathEachComputeWithTheirOwnWeig
     EXPECT_EQ(folder_names(dir + "/shared-nvme"), std::vector<std::string>{});
     fs::remove_all(dir);
     fs::remove_all(model_b);
+}
+
+TEST(Streaming, RerunReusesEveryRanksNvmeFileAndWritesIdenticalRecords) {
+    REQUIRE_MPI();
+    const std::string dir = make_temp_dir("nvme_rerun");
+    {
+        std::ofstream in(dir + "/in.jsonl");
+        for (int i = 0; i < 3; ++i)
+            in << json{{"custom_id", "r" + std::to_string(i)}, {"prompt", "Once upon a time"}, {"max_tokens", 12},
+                       {"logprobs", true}}.dump() << "\n";
+    }
+    const std::string nvme = dir + "/shared-nvme";
+    auto run = [&](const std::string & name) {
+        Streaming s;
+        s.offload = "nvme";   // nvme_reuse: the default
+        const std::string path = write_config(dir, name, demo_model_dir(), dir + "/in.jsonl", s, 12);
+        json ds = json::parse(read_file(path));
+        ds["zero_optimization"]["offload_param"]["nvme_path"] = nvme;   // both runs on one nvme_path
+        std::ofstream(path) << ds.dump(2);
+        const JobRunResult r = run_job_command(job_command(2, path));
+        EXPECT_EQ(r.status, 0) << r.log;
+        const json m = json::parse(read_file(dir + "/" + name + ".jsonl.metrics.json"));
+        std::vector<bool> reused;
+        for (const json & rank : m["per_rank"]) reused.push_back(rank.value("nvme_file_reused", false));
+        return std::make_pair(r.log, reused);
+    };
+    const auto [cold_log, cold] = run("cold");
+    EXPECT_EQ(cold, (std::vector<bool>{false, false})) << cold_log;
+    EXPECT_HAS(cold_log, "no file yet");
+    EXPECT_EQ(folder_names(nvme).size(), 2u) << "one file per rank stays for the rerun";
+    const auto [warm_log, warm] = run("warm");
+    EXPECT_EQ(warm, (std::vector<bool>{true, true})) << warm_log;
+    EXPECT_HAS(warm_log, "NVMe slice file: reused " + nvme + "/ztinfer-");
+    EXPECT_EQ(warm_log.find("NVMe slice file: writing"), std::string::npos) << warm_log;
+    EXPECT_EQ(read_file(dir + "/warm.jsonl"), read_file(dir + "/cold.jsonl")) << "the rerun wrote other records";
+    EXPECT_FALSE(read_file(dir + "/cold.jsonl").empty());
+    fs::remove_all(dir);
 }
 
 TEST(Streaming, RankHoldsAboutOneNthOfTheWeights) {

@@ -1,6 +1,6 @@
 // WeightStore and NvmeFile: for tiers none / cpu / nvme and world 1..3, every rank's fetch_slice of every streamed
 // unit equals copy_slice, resident units and persistent blocks equal copy_flat / copy_persistent, memory() adds
-// up, and the NVMe file is open (nameless: the folder lists nothing) while the store lives and gone after; the
+// up, and the NVMe file (nvme_reuse false) is open (nameless: the folder lists nothing) while the store lives and gone after; the
 // NvmeFile fallback without O_TMPFILE leaves no name either and removes its own leftovers, never through a link.
 // Faults: a truncated NVMe file is a
 // "short read" error naming the file within bounded time; EIO on the first 2 attempts is retried to the right
@@ -165,6 +165,7 @@ TEST(WeightStore, EveryRankFetchesItsOwnSlices) {
                 SCOPED_TRACE(testing::Message() << offload_tier_name(tier) << " world " << world << " rank " << r);
                 WeightStoreOptions o;
                 o.tier = tier;
+                o.nvme_reuse = false;   // the private nameless file (reuse: test_nvme_reuse.cpp)
                 o.nvme_path = tmp + "/nvme";   // created by the store
                 o.aio_block_size = 8192;       // several chunks per slice
                 o.aio_queue_depth = 2;
@@ -248,6 +249,7 @@ TEST(WeightStore, QuantizedSlicesArriveByteForByte) {
                 SCOPED_TRACE(testing::Message() << offload_tier_name(tier) << " world " << world << " rank " << r);
                 WeightStoreOptions o;
                 o.tier = tier;
+                o.nvme_reuse = false;   // the private nameless file (reuse: test_nvme_reuse.cpp)
                 o.nvme_path = tmp + "/nvme";
                 o.aio_block_size = 65536;
                 o.buffer_count = 2;
@@ -308,6 +310,7 @@ TEST(WeightStore, TruncatedNvmeFileIsAShortReadError) {
     const PartitionPlan plan = make_plan(*m, 2);
     WeightStoreOptions o;
     o.tier = OffloadTier::nvme;
+    o.nvme_reuse = false;   // the private nameless file (reuse: test_nvme_reuse.cpp)
     o.nvme_path = tmp;
     o.aio_block_size = 8192;
     WeightStore store(plan, 1, *be, o);
@@ -332,6 +335,7 @@ TEST(WeightStore, TransientEioIsRetried) {
     const PartitionPlan plan = make_plan(*m, 2);
     WeightStoreOptions o;
     o.tier = OffloadTier::nvme;
+    o.nvme_reuse = false;   // the private nameless file (reuse: test_nvme_reuse.cpp)
     o.nvme_path = tmp;
     o.aio_block_size = 8192;
     o.aio_queue_depth = 3;
@@ -358,6 +362,7 @@ TEST(WeightStore, PersistentEioFailsAfterMaxRetries) {
     const PartitionPlan plan = make_plan(*m, 1);
     WeightStoreOptions o;
     o.tier = OffloadTier::nvme;
+    o.nvme_reuse = false;   // the private nameless file (reuse: test_nvme_reuse.cpp)
     o.nvme_path = tmp;
     o.max_retries = 2;
     WeightStore store(plan, 0, *be, o);

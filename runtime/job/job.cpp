@@ -290,6 +290,8 @@ std::unique_ptr<StreamedModel> load_streamed_model(const JobConfig & cfg, int ra
     so.tier = tier_of(st.offload_device);
     so.nvme_path = st.nvme_path;
     if (so.tier == OffloadTier::nvme) so.checkpoint = ckpt->identity();   // the NVMe file's header names it
+    so.nvme_reuse = st.nvme_reuse;   // ztinfer.nvme_reuse: a named slice file per rank, reused by a rerun
+    so.model = cfg.model;
     so.aio_block_size = size_t(st.aio_block_size);
     so.aio_queue_depth = int(st.aio_queue_depth);
     so.buffer_count = int(st.buffer_count);
@@ -559,6 +561,7 @@ void write_trace_and_metrics(JobRun & run, const StreamedModel & m, Clock::time_
     stats.pinned_peak = mem.pinned_peak;
     stats.host_peak = mem.host_peak;
     stats.nvme_file_bytes = m.store->nvme_file_bytes();
+    stats.nvme_file_reused = m.store->nvme_file_reused();
     stats.peak_rss = memory_usage().peak_bytes;
     stats.wall_seconds = seconds_since(t_load);
     const std::vector<std::string> all = comm.gather_strings(stats_to_json(stats).dump());

@@ -48,7 +48,7 @@ const std::set<std::string> kZtKeys = {
     "temperature", "top_k", "top_p", "seed", "resident_layers", "prefetch_depth", "overlap", "trace",
     "partition_embeddings", "collective_timeout_s", "test_link_gbps", "test_race_delay_us", "max_gpu_memory",
     "compute_dtype", "communicator", "micro_batches", "prefill_chunk", "request_assignment", "kv_cache", "embedding",
-    "profile", "host_memory"};
+    "profile", "host_memory", "nvme_reuse"};
 const std::set<std::string> kKvCacheKeys = {"offload"};
 const std::set<std::string> kEmbeddingKeys = {"pooling", "normalize", "instruction"};
 
@@ -205,6 +205,7 @@ JobConfig JobConfig::from_json(const nlohmann::json & j, const std::string & pat
                                              "prefetch_depth", c);
     st.overlap = get_as<bool>(z, "overlap", st.overlap, path);
     st.partition_embeddings = get_as<bool>(z, "partition_embeddings", st.partition_embeddings, path);
+    st.nvme_reuse = get_as<bool>(z, "nvme_reuse", st.nvme_reuse, path);
     st.trace = resolve(base, get_as<std::string>(z, "trace", "", path));
     st.collective_timeout_s = get_as<double>(z, "collective_timeout_s", st.collective_timeout_s, path);
     st.test_link_gbps = get_as<double>(z, "test_link_gbps", st.test_link_gbps, path);

@@ -43,6 +43,8 @@ struct StreamingConfig {
     int64_t prefetch_depth = 2;            // ztinfer.prefetch_depth
     bool overlap = true;                   // ztinfer.overlap
     bool partition_embeddings = false;     // ztinfer.partition_embeddings: stream embed_tokens and lm_head too
+    bool nvme_reuse = true;                // ztinfer.nvme_reuse: keep each rank's NVMe slice file under a name and
+                                           // reuse it when a rerun finds it matching (false: nameless, private)
     std::string trace;                     // ztinfer.trace / --trace: Chrome-trace JSON file (absolute)
     double collective_timeout_s = 300;     // ztinfer.collective_timeout_s: watchdog around every collective
     // test and benchmark options (ztinfer.test_link_gbps, ztinfer.test_race_delay_us)

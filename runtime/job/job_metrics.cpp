@@ -52,6 +52,7 @@ void for_each_field(S & s, F && f) {
     f("pinned_peak", s.pinned_peak);
     f("host_peak", s.host_peak);
     f("nvme_file_bytes", s.nvme_file_bytes);
+    f("nvme_file_reused", s.nvme_file_reused);
     f("peak_rss", s.peak_rss);
 }   // and "device_by_purpose" (an object), written and read beside them
 

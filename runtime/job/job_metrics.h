@@ -48,6 +48,7 @@ struct JobStats {
     size_t pinned_peak = 0;        // MemoryStats::pinned_peak: weight slices ("cpu"), NVMe staging, offloaded KV...
     size_t host_peak = 0;          // MemoryStats::host_peak: pageable memory from Backend::alloc
     uint64_t nvme_file_bytes = 0;  // this rank's NVMe slice file (padded size); 0 unless offload "nvme"
+    bool nvme_file_reused = false; // this rank reused its NVMe slice file from an earlier run (ztinfer.nvme_reuse)
     size_t peak_rss = 0;           // the process's peak resident set (VmHWM) at the end of the job
     // device memory in use by purpose ("KV cache", "weight ring", "activations", "logits", "resident weights",
     // ...; MemoryStats::device_by_purpose) right after the task's loop, before anything is freed

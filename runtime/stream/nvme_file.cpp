@@ -1,11 +1,13 @@
-// NvmeFile (see nvme_file.h): a nameless file (O_TMPFILE, or O_EXCL + unlink), start-up writes with pwrite +
-// fsync, then O_DIRECT reads through io_uring in block_size chunks (queue_depth in flight), bounded retries with
-// backoff, and the pread / buffered fallbacks.
+// NvmeFile (see nvme_file.h): a file written without a name (O_TMPFILE, or O_EXCL + unlink / + rename when it is
+// to be published), start-up writes with pwrite + fsync, publish() (linkat + rename), adopt() of a reused file,
+// then O_DIRECT reads through io_uring in block_size chunks (queue_depth in flight), bounded retries with backoff,
+// and the pread / buffered fallbacks.
 #include "runtime/stream/nvme_file.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -74,21 +77,60 @@ int64_t with_fault(const NvmeFile::FaultHook * hook, const Chunk & c, int64_t re
 // creator unlinks it right after open and keeps only the descriptor. So one that is still there (its creator was
 // killed between open and unlink) is garbage, and removing one at any time harms nobody.
 constexpr char kFallbackInfix[] = ".zt-unlinked-";
+// Temporary names of a file on its way to its final name: <final>.zt-writing-XXXXXX (the fallback without
+// O_TMPFILE, written under it) and <final>.zt-linking-XXXXXX (an O_TMPFILE file between linkat and rename). Their
+// creator holds a shared flock on the file from a moment after creating the name until it closes the file; so
+// one that nobody holds (LOCK_EX | LOCK_NB succeeds) and that is over a minute old was left by a killed job.
+constexpr char kWritingInfix[] = ".zt-writing-";
+constexpr char kLinkingInfix[] = ".zt-linking-";
+constexpr int kLeftoverAgeS = 60;
+
+bool has_infix(const std::string & n, const char * infix) {
+    const size_t len = std::strlen(infix);
+    const size_t at = n.rfind(infix);
+    return at != std::string::npos && at != 0 && n.size() == at + len + 6;
+}
 
 void remove_fallback_leftovers(const std::string & dir) {
     DIR * d = ::opendir(dir.c_str());
     if (!d) return;   // the open below reports a missing or unreadable folder
-    const size_t infix = sizeof kFallbackInfix - 1;
     while (const dirent * e = ::readdir(d)) {
         const std::string n = e->d_name;
-        const size_t at = n.rfind(kFallbackInfix);
-        if (at == std::string::npos || at == 0 || n.size() != at + infix + 6) continue;
+        const bool unlinked = has_infix(n, kFallbackInfix);
+        if (!unlinked && !has_infix(n, kWritingInfix) && !has_infix(n, kLinkingInfix)) continue;
         struct stat st{};
         if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (!unlinked) {
+            if (st.st_uid != ::geteuid() || ::time(nullptr) - st.st_mtime < kLeftoverAgeS) continue;
+            const int fd = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+            if (fd < 0) continue;
+            const bool unused = ::flock(fd, LOCK_EX | LOCK_NB) == 0;   // released by close, after the unlink
+            const bool removed = unused && ::unlinkat(::dirfd(d), e->d_name, 0) == 0;
+            ::close(fd);
+            if (removed)
+                spdlog::info("removed {}/{}: a half-written NVMe slice file left by a job killed while it wrote it",
+                             dir, n);
+            continue;
+        }
         if (::unlinkat(::dirfd(d), e->d_name, 0) == 0)
             spdlog::info("removed {}/{}: an NVMe weight file left by a job killed while it created the file", dir, n);
     }
     ::closedir(d);
+}
+
+void fsync_dir(const std::string & dir) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    ::fsync(fd);   // best effort: the rename is durable once the folder is
+    ::close(fd);
+}
+
+std::string random_suffix() {   // 6 characters for a temporary name
+    static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    thread_local std::mt19937_64 rng(std::random_device{}() ^ uint64_t(::getpid()) << 32);
+    std::string s(6, 'x');
+    for (char & c : s) c = kChars[rng() % (sizeof kChars - 1)];
+    return s;
 }
 
 std::chrono::milliseconds backoff(int failures) {   // 10 ms, 20 ms, 40 ms, ... (capped at ~1 s)
@@ -118,20 +160,85 @@ NvmeFile::NvmeFile(std::string path, NvmeFileOptions options) : path_(std::move(
     }
     if (fd_ < 0 && (!opt_.use_tmpfile || err == EOPNOTSUPP || err == EISDIR || err == EINVAL)) {
         // No O_TMPFILE here: a fresh name (O_CREAT | O_EXCL: never an existing file, never through a link), then
-        // unlink it. Its unlink may find it gone (another job's remove_fallback_leftovers): harmless.
-        std::string name = path_ + kFallbackInfix + "XXXXXX";
+        // unlink it. Its unlink may find it gone (another job's remove_fallback_leftovers): harmless. A publishable
+        // file keeps its name (locked: see kWritingInfix) until publish() renames it.
+        std::string name = path_ + (opt_.publishable ? kWritingInfix : kFallbackInfix) + "XXXXXX";
         fd_ = ::mkostemp(name.data(), O_CLOEXEC);
         err = errno;
-        if (fd_ >= 0) ::unlink(name.c_str());
+        if (fd_ >= 0 && opt_.publishable) {
+            temp_name_ = name;
+            ::flock(fd_, LOCK_SH | LOCK_NB);
+        } else if (fd_ >= 0) {
+            ::unlink(name.c_str());
+        }
     }
     ZT_CHECK(fd_ >= 0, "cannot create the NVMe weight file {}: {}: check that offload_param.nvme_path ({}) is a "
              "writable folder on a local disk", path_, std::strerror(err), opt_.nvme_path);
-    path_ = fmt::format("{} (unlinked, pid {})", path_, ::getpid());
+    if (opt_.publishable && temp_name_.empty()) ::flock(fd_, LOCK_SH | LOCK_NB);   // nobody else can see it yet
+    path_ = temp_name_.empty() ? fmt::format("{} (unlinked, pid {})", path_, ::getpid())
+                               : fmt::format("{} (being written, pid {})", temp_name_, ::getpid());
+}
+
+std::unique_ptr<NvmeFile> NvmeFile::adopt(int fd, std::string path, uint64_t bytes, NvmeFileOptions options) {
+    return std::unique_ptr<NvmeFile>(new NvmeFile(Adopt{}, fd, std::move(path), bytes, std::move(options)));
+}
+
+NvmeFile::NvmeFile(Adopt, int fd, std::string path, uint64_t bytes, NvmeFileOptions options)
+    : path_(std::move(path)), opt_(std::move(options)), fd_(fd), file_bytes_(bytes) {
+    opt_.queue_depth = std::max(1, std::min(opt_.queue_depth, 4096));
+    opt_.max_retries = std::max(0, opt_.max_retries);
+    opt_.block_size = size_t(round_up(std::min<size_t>(std::max<size_t>(opt_.block_size, 1), size_t(1) << 30), kAlign));
+    std::lock_guard<std::mutex> lock(mu_);
+    try {
+        ZT_CHECK(fd_ >= 0 && file_bytes_ % kAlign == 0, "NvmeFile::adopt of {}: bad descriptor {} or size {}", path_,
+                 fd_, file_bytes_);
+        start_reading();
+    } catch (...) {
+        if (fd_ >= 0) ::close(fd_);
+        throw;
+    }
 }
 
 NvmeFile::~NvmeFile() {
     ring_.reset();
-    if (fd_ >= 0) ::close(fd_);   // the file has no name: closing frees it
+    if (!temp_name_.empty()) ::unlink(temp_name_.c_str());   // never published: the half-way name goes too
+    if (fd_ >= 0) ::close(fd_);   // a nameless file is freed; a named one stays for the next job
+}
+
+std::string NvmeFile::publish(const std::string & final_path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ZT_CHECK(reading_ && opt_.publishable, "NvmeFile::publish of {} before finish_writes or without publishable",
+             path_);
+    const std::filesystem::path fp(final_path);
+    const std::string dir = fp.has_parent_path() ? fp.parent_path().string() : ".";
+    std::string from = temp_name_;
+    if (from.empty()) {
+        // O_TMPFILE: a hard link under a fresh temporary name (linkat never replaces a name), via AT_EMPTY_PATH
+        // (needs CAP_DAC_READ_SEARCH) or /proc/self/fd.
+        int err = 0;
+        for (int attempt = 0; attempt < 8 && from.empty(); ++attempt) {
+            const std::string name = final_path + kLinkingInfix + random_suffix();
+            int rc = ::linkat(fd_, "", AT_FDCWD, name.c_str(), AT_EMPTY_PATH);
+            if (rc != 0 && errno != EEXIST) {
+                const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+                rc = ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW);
+            }
+            if (rc == 0) from = name;
+            else err = errno;
+            if (rc != 0 && err != EEXIST) break;
+        }
+        if (from.empty()) return fmt::format("cannot link the new file into {}: {}", dir, std::strerror(err));
+    }
+    if (::rename(from.c_str(), final_path.c_str()) != 0) {
+        const int err = errno;
+        ::unlink(from.c_str());
+        temp_name_.clear();
+        return fmt::format("cannot rename it to {}: {}", final_path, std::strerror(err));
+    }
+    temp_name_.clear();
+    fsync_dir(dir);
+    path_ = final_path;
+    return {};
 }
 
 bool NvmeFile::uses_uring() const { return ring_ != nullptr; }
@@ -183,8 +290,11 @@ void NvmeFile::finish_writes() {
              "free space under offload_param.nvme_path ({})", path_, file_bytes_, std::strerror(errno), opt_.nvme_path);
     ZT_CHECK(::fsync(fd_) == 0, "fsync of the NVMe weight file {} failed: {}: check the device under "
              "offload_param.nvme_path ({}) and its free space", path_, std::strerror(errno), opt_.nvme_path);
+    start_reading();
+}
 
-    // The file has no name to reopen: the same descriptor switches to O_DIRECT (EINVAL where unsupported).
+void NvmeFile::start_reading() {
+    // The file may have no name to reopen: the same descriptor switches to O_DIRECT (EINVAL where unsupported).
     direct_ = false;
     if (opt_.use_direct) {
         const int flags = ::fcntl(fd_, F_GETFL);

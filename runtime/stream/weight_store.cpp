@@ -1,12 +1,15 @@
 // WeightStore (see weight_store.h): at start-up copies this rank's bytes out of the checkpoint into the offload
 // tier ("none": whole units in backend memory; "cpu": own slices in one pinned host buffer; "nvme": own slices in
-// a nameless NVMe file with a header page and a tag per slice (slice_header.h) plus a ring of pinned staging
-// buffers), and queues slice fetches on a stream (NVMe: read the slice's extent, check its tag, copy).
+// an NVMe file with a header page and a tag per slice (slice_header.h), reused from an earlier job when it
+// matches (slice_file_reuse.h) or else written (nameless, then published under its name unless nvme_reuse is
+// off), plus a ring of pinned staging buffers), and queues slice fetches on a stream (NVMe: read the slice's
+// extent, check its tag, copy).
 #include "runtime/stream/weight_store.h"
 
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +20,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/stream/nvme_file.h"
+#include "runtime/stream/slice_file_reuse.h"
 #include "runtime/stream/slice_header.h"
 
 namespace zt {
@@ -77,7 +81,8 @@ struct WeightStore::Impl {
 
     Buffer slices;                   // "cpu": own slices back to back
     std::unique_ptr<NvmeFile> file;  // "nvme"
-    std::string file_path;           // its label (the file has no name)
+    std::string file_path;           // its name, or its label when it has none
+    bool reused = false;             // "nvme": the file is an earlier job's (nothing was written)
     SliceFileHeader header;          // "nvme": what page 0 of the file says
     std::vector<Buffer> staging;     // "nvme": the ring (each holds max slice rounded to 4096, 4096-aligned inside)
     std::vector<uint8_t *> staging_ptr;
@@ -112,6 +117,11 @@ struct WeightStore::Impl {
         return buf;
     }
 
+    // "nvme": this rank's file: an earlier job's when it can be reused (nvme_reuse), else a new one written from
+    // the checkpoint (header, then each streamed slice + padding + tag, one unit at a time through one aligned
+    // temporary, so peak memory stays ~one extent) and, with nvme_reuse, published under the slot's name.
+    void open_nvme(const PartitionPlan & plan, size_t own_total, size_t max_extent, size_t streamed_units);
+
     // A pinned host buffer whose first 4096-aligned byte has room for `bytes`.
     Buffer alloc_aligned_pinned(size_t bytes, uint8_t ** aligned) {
         Buffer b = backend.alloc(bytes, MemKind::pinned_host, "NVMe staging");
@@ -124,6 +134,103 @@ struct WeightStore::Impl {
         return b;
     }
 };
+
+void WeightStore::Impl::open_nvme(const PartitionPlan & plan, size_t own_total, size_t max_extent,
+                                  size_t streamed_units) {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.nvme_path, ec);
+    ZT_CHECK(!ec, "cannot create offload_param.nvme_path {}: {}: point it at a writable folder on a local NVMe disk",
+             opt.nvme_path, ec.message());
+    const std::string label =
+        (std::filesystem::path(opt.nvme_path) / fmt::format("ztinfer-rank{}.weights", rank)).string();
+    struct stat st{};
+    if (::lstat(label.c_str(), &st) == 0)   // older ztinfer versions wrote (and left) a file under this name
+        spdlog::warn("{} is {} that this ztinfer never reads or writes (older versions kept rank {}'s weights there "
+                     "and left the file behind when killed): delete it once no job of an older ztinfer uses {}", label,
+                     S_ISLNK(st.st_mode) ? "a symbolic link" : "a file of " + mib(size_t(st.st_size)), rank,
+                     opt.nvme_path);
+    NvmeFileOptions fo;
+    fo.nvme_path = opt.nvme_path;
+    fo.block_size = opt.aio_block_size;
+    fo.queue_depth = opt.aio_queue_depth;
+    fo.max_retries = opt.max_retries;
+    header.checkpoint = opt.checkpoint;
+    header.rank = uint32_t(rank);
+    header.world = uint32_t(plan.world);
+    header.units = uint32_t(streamed_units);
+    header.data_bytes = own_total - kSliceHeaderBytes;
+    std::vector<uint64_t> offsets(units.size(), 0);
+    for (size_t i = 0; i < units.size(); ++i)
+        if (units[i].streamed) offsets[i] = units[i].slice_offset;
+    header.layout = slice_layout_identity(plan, rank, offsets);
+
+    std::string final_path;
+    if (opt.nvme_reuse) {
+        ZT_CHECK(!opt.model.empty(), "weight store: nvme_reuse needs the model path (it names the NVMe slice file)");
+        final_path = slice_file_path(opt.nvme_path, opt.model, rank, plan.world);
+        std::vector<ExpectedSlice> expect;
+        for (size_t i = 0; i < units.size(); ++i)
+            if (units[i].streamed) expect.push_back({tag_of(i), units[i].name});
+        ReusableFile r = open_reusable_slice_file(final_path, header, own_total, expect);
+        if (r.fd >= 0) {
+            header.nonce = r.header.nonce;
+            file = NvmeFile::adopt(r.fd, final_path, own_total, fo);
+            file_path = file->path();
+            // The header once more through the read path (O_DIRECT): reads of this file work.
+            AlignedHost page(kSliceHeaderBytes);
+            file->read(0, page.p, kSliceHeaderBytes);
+            check_slice_header(page.p, header, file_path);
+            reused = true;
+            spdlog::info("NVMe slice file: reused {} ({}, {} slices; header and slice tags match): no slice read from "
+                         "the checkpoint", final_path, mib(own_total), streamed_units);
+        } else if (r.missing) {
+            spdlog::info("NVMe slice file: writing {} ({}): {}", final_path, mib(own_total), r.why);
+        } else {
+            const bool freed = remove_unused_slice_file(final_path);   // room for the new one
+            spdlog::warn("NVMe slice file: rewriting {} ({}): not reusable: {}{}", final_path, mib(own_total), r.why,
+                         freed ? " (the old file is removed first: no job uses it)" : "");
+        }
+        log_unused_slice_files(opt.nvme_path, slice_file_prefix(opt.model), plan.world);
+        if (reused) return;
+    }
+
+    const auto t0 = std::chrono::steady_clock::now();
+    fo.publishable = opt.nvme_reuse;
+    file = std::make_unique<NvmeFile>(opt.nvme_reuse ? final_path : label, fo);
+    file_path = file->path();
+    header.nonce = (uint64_t(std::random_device{}()) << 32) ^ uint64_t(std::random_device{}());
+    file->reserve(own_total);
+    {
+        // One unit at a time through one reusable aligned temporary: peak memory stays ~one slice.
+        AlignedHost w(max_extent);
+        uint8_t * p = static_cast<uint8_t *>(w.p);
+        encode_slice_header(header, p);
+        file->write(0, p, kSliceHeaderBytes);
+        for (size_t i = 0; i < plan.units.size(); ++i) {
+            const PartitionUnit & u = plan.units[i];
+            if (!u.streamed) continue;
+            const size_t extent = slice_extent(u.slice_bytes);
+            copy_slice(u, rank, p);
+            std::memset(p + u.slice_bytes, 0, extent - u.slice_bytes);
+            encode_slice_tag(tag_of(i), p + extent - kSliceTagBytes);
+            file->write(units[i].slice_offset, p, extent);
+        }
+        file->finish_writes();
+        // Read the header back through the read path (O_DIRECT): the file is this job's and reads work.
+        file->read(0, p, kSliceHeaderBytes);
+        check_slice_header(p, header, file_path);
+    }
+    if (!opt.nvme_reuse) return;
+    const std::string err = file->publish(final_path);
+    file_path = file->path();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (err.empty())
+        spdlog::info("NVMe slice file: wrote {} ({}) in {:.1f} s; a rerun of this job reuses it", final_path,
+                     mib(own_total), secs);
+    else
+        spdlog::warn("NVMe slice file: wrote {} in {:.1f} s but {}: this job reads it without a name and the next "
+                     "start writes it again", file_path, secs, err);
+}
 
 WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend, const WeightStoreOptions & options)
     : impl_(std::make_unique<Impl>(backend, rank, options)) {
@@ -178,53 +285,7 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
             if (plan.units[i].streamed) copy_slice(plan.units[i], rank, base + m.units[i].slice_offset);
         m.mem.slices = own_total;
     } else if (streamed_units > 0 && options.tier == OffloadTier::nvme) {
-        std::error_code ec;
-        std::filesystem::create_directories(options.nvme_path, ec);
-        ZT_CHECK(!ec, "cannot create offload_param.nvme_path {}: {}: point it at a writable folder on a local NVMe "
-                 "disk", options.nvme_path, ec.message());
-        const std::string label =
-            (std::filesystem::path(options.nvme_path) / fmt::format("ztinfer-rank{}.weights", rank)).string();
-        struct stat st{};
-        if (::lstat(label.c_str(), &st) == 0)   // older ztinfer versions wrote (and left) a file under this name
-            spdlog::warn("{} is {} that this ztinfer never reads or writes (older versions kept rank {}'s weights "
-                         "there and left the file behind when killed): delete it once no job of an older ztinfer "
-                         "uses {}", label,
-                         S_ISLNK(st.st_mode) ? "a symbolic link" : "a file of " + mib(size_t(st.st_size)), rank,
-                         options.nvme_path);
-        NvmeFileOptions fo;
-        fo.nvme_path = options.nvme_path;
-        fo.block_size = options.aio_block_size;
-        fo.queue_depth = options.aio_queue_depth;
-        fo.max_retries = options.max_retries;
-        m.file = std::make_unique<NvmeFile>(label, fo);
-        m.file_path = m.file->path();
-        m.header.checkpoint = options.checkpoint;
-        m.header.nonce = (uint64_t(std::random_device{}()) << 32) ^ uint64_t(std::random_device{}());
-        m.header.rank = uint32_t(rank);
-        m.header.world = uint32_t(plan.world);
-        m.header.units = uint32_t(streamed_units);
-        m.header.data_bytes = own_total - kSliceHeaderBytes;
-        m.file->reserve(own_total);
-        {
-            // One unit at a time through one reusable aligned temporary: peak memory stays ~one slice.
-            AlignedHost w(max_extent);
-            uint8_t * p = static_cast<uint8_t *>(w.p);
-            encode_slice_header(m.header, p);
-            m.file->write(0, p, kSliceHeaderBytes);
-            for (size_t i = 0; i < plan.units.size(); ++i) {
-                const PartitionUnit & u = plan.units[i];
-                if (!u.streamed) continue;
-                const size_t extent = slice_extent(u.slice_bytes);
-                copy_slice(u, rank, p);
-                std::memset(p + u.slice_bytes, 0, extent - u.slice_bytes);
-                encode_slice_tag(m.tag_of(i), p + extent - kSliceTagBytes);
-                m.file->write(m.units[i].slice_offset, p, extent);
-            }
-            m.file->finish_writes();
-            // Read the header back through the read path (O_DIRECT): the file is this job's and reads work.
-            m.file->read(0, p, kSliceHeaderBytes);
-            check_slice_header(p, m.header, m.file_path);
-        }
+        m.open_nvme(plan, own_total, max_extent, streamed_units);
         const size_t stage_bytes = max_extent;   // a read covers the slice's whole extent (padding and tag)
         for (int k = 0; k < options.buffer_count; ++k) {
             uint8_t * p = nullptr;
@@ -237,8 +298,9 @@ WeightStore::WeightStore(const PartitionPlan & plan, int rank, Backend & backend
     const size_t streamed_bytes = plan.streamed_bytes();
     const char * tier = offload_tier_name(options.tier);
     if (options.tier == OffloadTier::nvme && m.file) {
-        spdlog::info("weights: tier {}: {} streamed in {} units ({} own slices in {}, read with {}{}), {} resident; "
-                     "staging {} x {}", tier, mib(streamed_bytes), streamed_units, mib(own_total), m.file_path,
+        spdlog::info("weights: tier {}: {} streamed in {} units ({} own slices in {} ({}), read with {}{}), {} "
+                     "resident; staging {} x {}", tier, mib(streamed_bytes), streamed_units, mib(own_total), m.file_path,
+                     m.reused ? "reused" : "written now",
                      m.file->uses_uring() ? "io_uring" : "pread", m.file->uses_direct() ? " + O_DIRECT" : " (buffered)",
                      mib(m.mem.resident), options.buffer_count, mib(m.staging.empty() ? 0 : m.staging[0].bytes()));
     } else {
@@ -258,7 +320,7 @@ WeightStore::~WeightStore() {
         }
     }
     impl_->staging.clear();
-    impl_->file.reset();   // closes and removes the file
+    impl_->file.reset();   // closes the file (a nameless one is freed; a named one stays for the next job)
 }
 
 const void * WeightStore::resident_flat(int unit) const {
@@ -307,6 +369,7 @@ void WeightStore::fetch_slice(int unit, void * dst, Stream * s) {
 WeightMemory WeightStore::memory() const { return impl_->mem; }
 OffloadTier WeightStore::tier() const { return impl_->opt.tier; }
 const std::string & WeightStore::nvme_file() const { return impl_->file_path; }
+bool WeightStore::nvme_file_reused() const { return impl_->reused; }
 uint64_t WeightStore::nvme_file_bytes() const { return impl_->file ? impl_->file->size() : 0; }
 
 }  // namespace zt

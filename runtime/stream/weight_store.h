@@ -2,15 +2,21 @@
 // zero_optimization.offload_param.device), and how a slice gets from there to the backend:
 //   "none": every unit whole in backend memory (the reference; nothing is fetched);
 //   "cpu":  this rank's slices in pinned host memory (Backend::alloc pinned_host); fetch = copy_async;
-//   "nvme": this rank's slices written once at start-up to a nameless file in nvme_path (NvmeFile: O_TMPFILE;
-//           private to this job, gone when it ends or is killed; labelled <nvme_path>/ztinfer-rank<r>.weights) and
+//   "nvme": this rank's slices in a file in nvme_path. nvme_reuse (default): the file is named for the model,
+//           rank and world (<nvme_path>/ztinfer-<hash of the model path>-rank<r>-of<w>.slices) and kept after
+//           the job; a rerun reuses it when its header, size and slice tags match (slice_file_reuse.h) and reads
+//           no slice from the checkpoint; otherwise it writes a new one (nameless while written, then renamed
+//           into place) and logs why. nvme_reuse false: a nameless file (NvmeFile: O_TMPFILE; private to this
+//           job, gone when it ends or is killed; labelled <nvme_path>/ztinfer-rank<r>.weights). Either way it is
 //           read back every step with io_uring + O_DIRECT (aio.block_size chunks, aio.queue_depth in flight) into
 //           a ring of buffer_count pinned staging buffers, then copy_async'ed; short reads / EIO are retried a
 //           bounded number of times, then a clear error. The file starts with a header page (checkpoint identity,
-//           rank, world, a per-file nonce; slice_header.h), checked once written, and every slice ends with a tag
-//           checked on every read: bytes that are not this job's slice are an error, never computed with.
+//           layout identity, rank, world, a per-file nonce; slice_header.h), checked once written or reused, and
+//           every slice ends with a tag checked on every read: bytes that are not this file's slice are an error,
+//           never computed with.
 // Resident units and persistent tensors live in backend memory on every rank. At start-up each rank reads only
-// its own byte ranges of the checkpoint (plus resident units and persistent tensors).
+// its own byte ranges of the checkpoint (plus resident units and persistent tensors); none of its slices when it
+// reuses its NVMe file.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +36,8 @@ struct WeightStoreOptions {
     OffloadTier tier = OffloadTier::none;
     std::string nvme_path;          // offload_param.nvme_path (folder), for "nvme"
     std::string checkpoint;         // checkpoint_identity() of the model, written in the NVMe file's header
+    bool nvme_reuse = true;         // ztinfer.nvme_reuse: a named NVMe file, reused by the next job when it matches
+    std::string model;              // the model path (names the reusable NVMe file; required with nvme_reuse)
     size_t aio_block_size = 1 << 20;  // aio.block_size: bytes per read request
     int aio_queue_depth = 8;        // aio.queue_depth: reads in flight
     int buffer_count = 4;           // offload_param.buffer_count: staging buffers in the ring
@@ -62,7 +70,8 @@ public:
 
     WeightMemory memory() const;
     OffloadTier tier() const;
-    const std::string & nvme_file() const;   // the NVMe file's label (NvmeFile::path()); empty unless "nvme"
+    const std::string & nvme_file() const;   // the NVMe file's name or label (NvmeFile::path()); empty unless "nvme"
+    bool nvme_file_reused() const;           // the NVMe file was reused from an earlier job (no slice was written)
     uint64_t nvme_file_bytes() const;        // the NVMe file's size (NvmeFile::size(), padded); 0 unless "nvme"
 
     struct Impl;
