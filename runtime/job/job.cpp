@@ -346,6 +346,7 @@ bool prepare_request(JobRun & run, Request & r, bool report) {
                       line_no, embed ? "input" : "prompt", e.message())});
             return false;
         }
+        r.prompt.reset();   // the ids are what runs (a balanced queue is held by every rank: keep it small)
     }
     if (r.prompt_ids.empty()) {   // a text whose every character the tokenizer drops (id lists are never empty)
         fail({line_no, r.custom_id, "invalid_request", fmt::format("line {}: the {} tokenized to no tokens: the "
