@@ -80,8 +80,9 @@ TcpOptions tcp_options_from_env(int rank, int world, double collective_timeout_s
 // likewise): bit-identical results to MPI's, bandwidth bound by rank 0's link. One connection per stream and one
 // for the host thread, like MPI's duplicated communicators (same ordering rule), plus a control connection that
 // a monitor thread watches: a peer that dies (closed socket) stops every rank at once, naming the dead rank, and
-// rank 0 forwards abort() to the others. Host memory only: collectives on streams of a backend whose device memory
-// the host cannot touch are refused (with GPUs, TCP carries NCCL's unique id: make_nccl_communicator's host).
+// rank 0 forwards abort() to the others. Collectives on streams of a backend whose device memory the host cannot
+// touch stage it through pinned host memory, like MPI's (with one GPU per rank, TCP carries NCCL's unique id
+// instead: make_nccl_communicator's host). ZT_TCP_FORCE_STAGING=1 (tests only) stages on CPU ranks too.
 std::unique_ptr<Communicator> make_tcp_communicator(Backend & backend, const TcpOptions & options);
 
 // True when this build has the NCCL communicator (CUDA and NCCL found at configure time).

@@ -26,6 +26,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "comm/staging_buffers.h"
 #include "runtime/backend/backend.h"
 #include "runtime/base/error.h"
 
@@ -134,14 +135,7 @@ public:
             ZT_CHECK(v > 0, "ZT_MPI_CHUNK_BYTES='{}' must be a positive number of bytes (or unset it)", c);
             chunk_ = size_t(v);
         }
-        stage_ = !be.host_can_access(MemKind::device);
-        if (const char * f = std::getenv("ZT_MPI_FORCE_STAGING")) {   // test knob: the staged path on CPU ranks
-            std::string v = f;
-            ZT_CHECK(v == "0" || v == "1" || v.empty(),
-                     "ZT_MPI_FORCE_STAGING='{}' must be 1 (stage device buffers through pinned host memory even when "
-                     "the host can access them; for tests) or 0 (or unset it)", v);
-            stage_ = stage_ || v == "1";
-        }
+        stage_ = StagingBuffers::needed(be, "ZT_MPI_FORCE_STAGING");   // test knob: the staged path on CPU ranks
         std::lock_guard<std::timed_mutex> lock(g_mpi);
         int init = 0, fin = 0, provided = 0;
         ZT_MPI_CHECK(MPI_Finalized(&fin));
@@ -197,18 +191,7 @@ public:
                 return;   // they may still hold this object: leave MPI and the staging buffers alone
             }
         }
-        {   // the copies back from the staging buffers may still be queued behind the last collective
-            std::lock_guard<std::mutex> l(staging_mu_);
-            for (auto & st : staging_) {
-                try {
-                    be_.synchronize(st.first);
-                } catch (const std::exception & e) {
-                    spdlog::warn("rank {}: an error on a stream that used MPI staging, seen while shutting down: {}",
-                                 rank_, e.what());
-                }
-                st.second.reset();
-            }
-        }
+        staging_.release();   // the copies back from the staging buffers may still be queued behind the last one
         std::lock_guard<std::timed_mutex> lock(g_mpi);
         int fin = 0;
         MPI_Finalized(&fin);
@@ -232,7 +215,7 @@ public:
             ZT_CHECK(bytes <= SIZE_MAX / size_t(size_), "all_gather of {} bytes per rank over {} ranks overflows",
                      bytes, size_);
             const size_t total = bytes * size_t(size_);
-            char * pin = staging_for(s, total);
+            char * pin = staging_.for_stream(s, total);
             char * mine = pin + size_t(rank_) * bytes;
             be_.copy_async(mine, slice, bytes, s);
             run_on(s, [this, mine, pin, bytes](MPI_Comm comm) { do_all_gather(mine, pin, bytes, comm); });
@@ -247,7 +230,7 @@ public:
         ZT_CHECK(flags, "all_reduce_max of {} ints got a null buffer", n);
         if (s && stage_) {
             ZT_CHECK(n <= SIZE_MAX / sizeof(int), "all_reduce_max of {} ints overflows", n);
-            int * pin = reinterpret_cast<int *>(staging_for(s, n * sizeof(int)));
+            int * pin = reinterpret_cast<int *>(staging_.for_stream(s, n * sizeof(int)));
             be_.copy_async(pin, flags, n * sizeof(int), s);
             run_on(s, [this, pin, n](MPI_Comm comm) { do_all_reduce_max(pin, n, comm); });
             be_.copy_async(flags, pin, n * sizeof(int), s);
@@ -412,27 +395,6 @@ private:
         });
     }
 
-    // The pinned staging buffer of stream s, at least `bytes` long. Growing synchronizes s first: its queued copies
-    // and collectives may still use the old buffer. Called on the thread that queues work, never from a task.
-    char * staging_for(Stream * s, size_t bytes) {
-        std::lock_guard<std::mutex> l(staging_mu_);
-        Buffer * buf = nullptr;
-        for (auto & st : staging_)
-            if (st.first == s) buf = &st.second;
-        if (!buf) {
-            staging_.emplace_back(s, Buffer());
-            buf = &staging_.back().second;
-        }
-        if (buf->bytes() < bytes) {
-            if (*buf) {
-                be_.synchronize(s);
-                buf->reset();
-            }
-            *buf = be_.alloc(bytes, MemKind::pinned_host, "MPI staging");
-        }
-        return static_cast<char *>(buf->data());
-    }
-
     void do_all_reduce_max(int * flags, size_t n, MPI_Comm comm) {
         auto guard = wd_->arm(fmt::format("all_reduce_max of {} int(s) over {} ranks", n, size_));
         std::vector<MPI_Request> reqs;
@@ -527,8 +489,7 @@ private:
     int rank_ = 0, size_ = 1;
     size_t chunk_ = size_t(1) << 30;   // largest piece one MPI call moves (ZT_MPI_CHUNK_BYTES overrides, for tests)
     bool stage_ = false;               // stage collectives on streams through pinned host memory (see the top)
-    std::mutex staging_mu_;
-    std::vector<std::pair<Stream *, Buffer>> staging_;   // per stream; only the queueing thread touches them
+    StagingBuffers staging_{be_, "MPI staging"};   // per stream; only the queueing thread asks for them
     MPI_Comm host_comm_ = MPI_COMM_NULL;
     std::vector<std::pair<Stream *, MPI_Comm>> stream_comms_;
     std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();

@@ -5,7 +5,9 @@
 // (s == nullptr, gather_strings, broadcast, barrier), channels 2.. one per stream, so collectives of different
 // streams and of the host thread never meet on one socket (the MPI communicator's duplicated communicators).
 // Set-up (tcp_rendezvous.cpp) checks the hello of each connection. Data channels use blocking Asio calls on the
-// calling thread (a stream's collective runs in Backend::host_task on the stream's thread).
+// calling thread (a stream's collective runs in Backend::host_task on the stream's thread). Device buffers the host
+// cannot touch (CUDA: several ranks on one GPU, or no NCCL) go through pinned staging buffers, as with MPI
+// (staging_buffers.h); ZT_TCP_FORCE_STAGING=1 (tests only) stages on CPU ranks too.
 //
 // Collectives (rank 0 is the hub; results are plain byte copies and an integer max, so bit-identical to MPI's):
 //   all_gather:      r > 0 sends its slice [bytes]; rank 0 reads them in rank order into full [world * bytes],
@@ -35,6 +37,7 @@
 #include <thread>
 #include <utility>
 
+#include "comm/staging_buffers.h"
 #include "comm/tcp_rendezvous.h"
 #include "comm/watchdog.h"
 #include "runtime/backend/backend.h"
@@ -68,7 +71,7 @@ public:
             Stream * s = be_.stream(role);
             if (s && std::find(streams_.begin(), streams_.end(), s) == streams_.end()) streams_.push_back(s);
         }
-        host_only_ = be_.host_can_access(MemKind::device);
+        stage_ = StagingBuffers::needed(be_, "ZT_TCP_FORCE_STAGING");   // test knob: the staged path on CPU ranks
         const int channels = 2 + int(streams_.size());
         links_ = tcp_rendezvous(io_, acceptor_, opt, channels);   // [rank][channel]; rank 0's row and r>0's others empty
         bye_.assign(size_t(size_), 0);
@@ -97,6 +100,7 @@ public:
                              rank_, e.what());
             }
         }
+        staging_.release();
         closing_ = true;
         for (int r = 0; r < size_; ++r)
             if (r != rank_ && (rank_ == 0 || r == 0)) send_control(r, Msg::bye, rank_, "");
@@ -113,6 +117,15 @@ public:
         ZT_CHECK(slice && full, "all_gather of {} per rank got a null buffer", human_bytes(bytes));
         ZT_CHECK(bytes <= SIZE_MAX / size_t(size_), "all_gather of {} bytes per rank over {} ranks overflows", bytes,
                  size_);
+        if (s && stage_ && size_ > 1) {   // device buffers through this stream's pinned buffer (staging_buffers.h)
+            const size_t total = bytes * size_t(size_);
+            char * pin = staging_.for_stream(s, total);
+            char * mine = pin + size_t(rank_) * bytes;
+            be_.copy_async(mine, slice, bytes, s);
+            run_on(s, [this, mine, pin, bytes](int ch) { do_all_gather(mine, pin, bytes, ch); });
+            be_.copy_async(full, pin, total, s);
+            return;
+        }
         run_on(s, [this, slice, full, bytes](int ch) { do_all_gather(slice, full, bytes, ch); });
     }
 
@@ -120,6 +133,13 @@ public:
         if (n == 0) return;
         ZT_CHECK(flags, "all_reduce_max of {} ints got a null buffer", n);
         ZT_CHECK(n <= SIZE_MAX / sizeof(int), "all_reduce_max of {} ints overflows", n);
+        if (s && stage_ && size_ > 1) {
+            int * pin = reinterpret_cast<int *>(staging_.for_stream(s, n * sizeof(int)));
+            be_.copy_async(pin, flags, n * sizeof(int), s);
+            run_on(s, [this, pin, n](int ch) { do_all_reduce_max(pin, n, ch); });
+            be_.copy_async(flags, pin, n * sizeof(int), s);
+            return;
+        }
         run_on(s, [this, flags, n](int ch) { do_all_reduce_max(flags, n, ch); });
     }
 
@@ -202,9 +222,6 @@ private:
             return;
         }
         if (!s) { op(kHost); return; }
-        ZT_CHECK(host_only_, "the TCP communicator moves host memory only, but a collective was queued on a stream of a "
-                 "backend whose device memory the host cannot access: with GPU ranks use NCCL (one GPU per rank) "
-                 "or launch with mpirun (the MPI communicator stages device buffers)");
         int ch = -1;
         for (size_t i = 0; i < streams_.size(); ++i)
             if (streams_[i] == s) ch = 2 + int(i);
@@ -345,7 +362,8 @@ private:
     TcpOptions opt_;
     int rank_, size_;
     std::vector<Stream *> streams_;     // channel 2 + i is streams_[i]'s
-    bool host_only_ = true;             // the host can touch the backend's device memory (CPU)
+    bool stage_ = false;                // device buffers go through staging_ (the host cannot touch them: CUDA)
+    StagingBuffers staging_{be_, "TCP staging"};   // per stream; only the queueing thread asks for them
     asio::io_context io_;               // the monitor thread's: control sockets, the acceptor (rank 0)
     tcp::acceptor acceptor_{io_};
     std::vector<std::vector<tcp::socket>> links_;   // [peer][channel]

@@ -32,6 +32,7 @@
 #include "runtime/model/quant_block.h"
 #include "runtime/stream/forward.h"
 #include "runtime/model/model_config.h"
+#include "job_runner.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -236,6 +237,37 @@ TEST(CudaJob, TiersAndOverlapAreBitIdenticalOnTheGpu) {
                 else EXPECT_EQ(got, want) << name << " differs from np" << np << "-none-overlap";
             }
     }
+    fs::remove_all(dir);
+}
+
+TEST(CudaJob, TwoTcpRanksSharingOneGpuStageAndGiveTheRecordsOfOneRank) {
+    REQUIRE_CUDA();
+    // two ranks on one GPU over TCP (no mpirun): NCCL refuses a shared GPU, so the TCP communicator stages the
+    // device buffers through pinned host memory (found by the GPU's UUID: both ranks see the same one)
+    const std::string model = std::string(ZT_TEST_DATA) + "/hf/qwen2-bf16";
+    const std::string dir = make_temp_dir("cuda_tcp");
+    {
+        std::ofstream in(dir + "/in.jsonl");
+        const auto prompts = fixture_prompts(model);
+        for (size_t i = 0; i < prompts.size(); ++i)
+            in << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]},
+                       {"max_tokens", 4 + 4 * int(i)}, {"logprobs", true}}.dump() << "\n";
+    }
+    auto config = [&](const std::string & name) {
+        json ds;
+        ds["zero_optimization"] = {{"stage", 3}, {"stage3_param_persistence_threshold", 1000},
+                                   {"offload_param", {{"device", "cpu"}}}};
+        ds["ztinfer"] = {{"model", model}, {"input", dir + "/in.jsonl"}, {"output", dir + "/" + name + ".jsonl"},
+                         {"device", "cuda"}, {"batch_size", 2}, {"resume", false}, {"max_new_tokens", 16}};
+        std::ofstream(dir + "/" + name + ".json") << ds.dump(2);
+        return dir + "/" + name + ".json";
+    };
+    std::string log;
+    ASSERT_EQ(run_status(std::string(ZT_BINARY) + " --config " + config("one"), log), 0) << log;
+    auto ks = run_tcp_job(dir, config("tcp2"), 2, 300);
+    for (int r = 0; r < 2; ++r) ASSERT_EQ(ks[size_t(r)].status, 0) << "rank " << r << "\n" << ks[size_t(r)].log();
+    EXPECT_NE(ks[0].log().find("communicator: TCP with device buffers staged"), std::string::npos) << ks[0].log();
+    EXPECT_EQ(essence(dir + "/tcp2.jsonl"), essence(dir + "/one.jsonl"));
     fs::remove_all(dir);
 }
 

@@ -1,7 +1,8 @@
 // ztinfer jobs over the TCP communicator, launched like torchrun does (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 // per process, plain background processes, no mpirun):
 //  - 2 and 4 ranks give the same records (token_ids, logprobs, finish_reason) as 1 rank and as mpirun, bit for bit;
-//    3 ranks on every tier (none, cpu, nvme) give the records of 1 rank;
+//    3 ranks on every tier (none, cpu, nvme), and with device buffers staged through pinned memory
+//    (ZT_TCP_FORCE_STAGING=1, the path of GPU ranks sharing a GPU), give the records of 1 rank;
 //  - SIGTERM of one rank stops every rank cleanly (exit 143); SIGKILL of one rank mid-job ends every other rank non-zero within seconds, naming the dead rank;
 //  - a wrong WORLD_SIZE on one rank is a clear error on every rank; "communicator": "tcp" without MASTER_ADDR says
 //    to set it; "communicator": "tcp" under mpirun uses TCP (same records).
@@ -95,7 +96,7 @@ TEST(TcpJob, TwoAndFourRanksGiveTheRecordsOfOneRankAndOfMpiBitForBit) {
     }
 }
 
-TEST(TcpJob, ThreeRanksOnEveryTierGiveTheRecordsOfOneRank) {
+TEST(TcpJob, ThreeRanksOnEveryTierAndStagedGiveTheRecordsOfOneRank) {
     const std::string dir = make_temp_dir("tcp_tiers");
     const std::string in = write_requests(dir, 7, 10);
     const json ztk = {{"max_new_tokens", 10}};
@@ -115,6 +116,12 @@ TEST(TcpJob, ThreeRanksOnEveryTierGiveTheRecordsOfOneRank) {
         for (int r = 0; r < 3; ++r) ASSERT_EQ(ks[size_t(r)].status, 0) << name << " rank " << r << "\n" << ks[size_t(r)].log();
         EXPECT_EQ(essence(dir + "/" + name + ".jsonl"), want) << name;
     }
+    // the staged path GPU ranks sharing a GPU take (device buffers through pinned host memory), on CPU ranks
+    setenv("ZT_TCP_FORCE_STAGING", "1", 1);
+    auto ks = run_tcp_job(dir, write_job_config(dir, "tcp3-staged", tcp_model_dir(), in, ztk, "cpu"), 3, 120);
+    unsetenv("ZT_TCP_FORCE_STAGING");
+    for (int r = 0; r < 3; ++r) ASSERT_EQ(ks[size_t(r)].status, 0) << "staged rank " << r << "\n" << ks[size_t(r)].log();
+    EXPECT_EQ(essence(dir + "/tcp3-staged.jsonl"), want) << "3 TCP ranks, staged";
 }
 
 TEST(TcpJob, TcpWithoutMasterAddrSaysToSetIt) {

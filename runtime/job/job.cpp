@@ -168,14 +168,10 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
              "says rank {} of {}: launch with mpirun/srun, set MASTER_ADDR/MASTER_PORT (TCP), or unset "
              "RANK/WORLD_SIZE", rank, n_ranks, world.source, comm->name(), comm->rank(), comm->world_size());
     if (n_ranks == 1 || backend.host_can_access(MemKind::device) || cfg.gpu.communicator == "mpi") return comm;
-    if (tcp) {   // device buffers need NCCL: TCP moves host memory only (and carries NCCL's unique id)
-        ZT_CHECK(nccl_available(), "{}: TCP ranks on GPUs need NCCL for device buffers, and this build has none: "
-                 "install NCCL and rebuild, or launch with mpirun (MPI stages device buffers)", cfg.config_path);
-        return make_nccl_communicator(backend, std::move(comm), MpiOptions{cfg.streaming.collective_timeout_s});
-    }
 
-    // GPU ranks: NCCL when every rank has a GPU of its own, else MPI with device buffers staged through the host
-    // (several ranks sharing one GPU, as on a one-GPU test machine). Every rank learns the same answer.
+    // GPU ranks: NCCL when every rank has a GPU of its own (MPI or TCP carries its unique id), else MPI or TCP with
+    // device buffers staged through the host (several ranks sharing one GPU, as on a one-GPU test machine).
+    // Every rank learns the same answer.
     const std::string where = device_identity(backend);
     const std::vector<std::string> all = comm->gather_strings(where);
     int shared = 0;
@@ -188,7 +184,7 @@ std::unique_ptr<Communicator> make_job_communicator(const JobConfig & cfg, const
     }
     if (shared || !nccl_available()) {
         if (rank == 0)
-            spdlog::info("communicator: MPI with device buffers staged through host memory ({})",
+            spdlog::info("communicator: {} with device buffers staged through host memory ({})", tcp ? "TCP" : "MPI",
                          shared ? "several ranks share a GPU" : "this build has no NCCL");
         return comm;
     }
