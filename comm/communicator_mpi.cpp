@@ -214,12 +214,9 @@ public:
         if (s && stage_) {
             ZT_CHECK(bytes <= SIZE_MAX / size_t(size_), "all_gather of {} bytes per rank over {} ranks overflows",
                      bytes, size_);
-            const size_t total = bytes * size_t(size_);
-            char * pin = staging_.for_stream(s, total);
-            char * mine = pin + size_t(rank_) * bytes;
-            be_.copy_async(mine, slice, bytes, s);
-            run_on(s, [this, mine, pin, bytes](MPI_Comm comm) { do_all_gather(mine, pin, bytes, comm); });
-            be_.copy_async(full, pin, total, s);
+            staging_.all_gather(slice, full, bytes, rank_, size_, s, [&](char * mine, char * pin) {
+                run_on(s, [this, mine, pin, bytes](MPI_Comm comm) { do_all_gather(mine, pin, bytes, comm); });
+            });
             return;
         }
         run_on(s, [this, slice, full, bytes](MPI_Comm comm) { do_all_gather(slice, full, bytes, comm); });
@@ -230,10 +227,9 @@ public:
         ZT_CHECK(flags, "all_reduce_max of {} ints got a null buffer", n);
         if (s && stage_) {
             ZT_CHECK(n <= SIZE_MAX / sizeof(int), "all_reduce_max of {} ints overflows", n);
-            int * pin = reinterpret_cast<int *>(staging_.for_stream(s, n * sizeof(int)));
-            be_.copy_async(pin, flags, n * sizeof(int), s);
-            run_on(s, [this, pin, n](MPI_Comm comm) { do_all_reduce_max(pin, n, comm); });
-            be_.copy_async(flags, pin, n * sizeof(int), s);
+            staging_.all_reduce_max(flags, n, s, [&](int * pin) {
+                run_on(s, [this, pin, n](MPI_Comm comm) { do_all_reduce_max(pin, n, comm); });
+            });
             return;
         }
         run_on(s, [this, flags, n](MPI_Comm comm) { do_all_reduce_max(flags, n, comm); });

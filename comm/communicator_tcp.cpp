@@ -118,12 +118,9 @@ public:
         ZT_CHECK(bytes <= SIZE_MAX / size_t(size_), "all_gather of {} bytes per rank over {} ranks overflows", bytes,
                  size_);
         if (s && stage_ && size_ > 1) {   // device buffers through this stream's pinned buffer (staging_buffers.h)
-            const size_t total = bytes * size_t(size_);
-            char * pin = staging_.for_stream(s, total);
-            char * mine = pin + size_t(rank_) * bytes;
-            be_.copy_async(mine, slice, bytes, s);
-            run_on(s, [this, mine, pin, bytes](int ch) { do_all_gather(mine, pin, bytes, ch); });
-            be_.copy_async(full, pin, total, s);
+            staging_.all_gather(slice, full, bytes, rank_, size_, s, [&](char * mine, char * pin) {
+                run_on(s, [this, mine, pin, bytes](int ch) { do_all_gather(mine, pin, bytes, ch); });
+            });
             return;
         }
         run_on(s, [this, slice, full, bytes](int ch) { do_all_gather(slice, full, bytes, ch); });
@@ -134,10 +131,9 @@ public:
         ZT_CHECK(flags, "all_reduce_max of {} ints got a null buffer", n);
         ZT_CHECK(n <= SIZE_MAX / sizeof(int), "all_reduce_max of {} ints overflows", n);
         if (s && stage_ && size_ > 1) {
-            int * pin = reinterpret_cast<int *>(staging_.for_stream(s, n * sizeof(int)));
-            be_.copy_async(pin, flags, n * sizeof(int), s);
-            run_on(s, [this, pin, n](int ch) { do_all_reduce_max(pin, n, ch); });
-            be_.copy_async(flags, pin, n * sizeof(int), s);
+            staging_.all_reduce_max(flags, n, s, [&](int * pin) {
+                run_on(s, [this, pin, n](int ch) { do_all_reduce_max(pin, n, ch); });
+            });
             return;
         }
         run_on(s, [this, flags, n](int ch) { do_all_reduce_max(flags, n, ch); });

@@ -30,6 +30,27 @@ public:
 
     // Stream s's pinned buffer, at least `bytes` long.
     char * for_stream(Stream * s, size_t bytes);
+
+    // Queues on s a staged all_gather of `bytes` per rank: this rank's slice into its place in the pinned buffer,
+    // queue_collective(mine, pin) (which must queue the host-memory all_gather, in place, on s), the result back.
+    template <class QueueCollective>
+    void all_gather(const void * slice, void * full, size_t bytes, int rank, int world, Stream * s,
+                    QueueCollective queue_collective) {
+        const size_t total = bytes * size_t(world);
+        char * pin = for_stream(s, total);
+        char * mine = pin + size_t(rank) * bytes;
+        be_.copy_async(mine, slice, bytes, s);
+        queue_collective(mine, pin);
+        be_.copy_async(full, pin, total, s);
+    }
+    // Queues on s a staged all_reduce_max of n ints: flags -> pinned, queue_collective(pin), pinned -> flags.
+    template <class QueueCollective>
+    void all_reduce_max(int * flags, size_t n, Stream * s, QueueCollective queue_collective) {
+        int * pin = reinterpret_cast<int *>(for_stream(s, n * sizeof(int)));
+        be_.copy_async(pin, flags, n * sizeof(int), s);
+        queue_collective(pin);
+        be_.copy_async(flags, pin, n * sizeof(int), s);
+    }
     // Synchronizes every stream that used a buffer (a stream's error is logged, not thrown) and frees the buffers.
     void release();
 

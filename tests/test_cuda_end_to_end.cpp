@@ -198,17 +198,20 @@ json essence(const std::string & path) {
     return e;
 }
 
+// <path>: one request per fixture prompt (token ids), 4, 8, 12 new tokens, with logprobs.
+void write_fixture_requests(const std::string & model, const std::string & path) {
+    std::ofstream in(path);
+    const auto prompts = fixture_prompts(model);
+    for (size_t i = 0; i < prompts.size(); ++i)
+        in << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]},
+                   {"max_tokens", 4 + 4 * int(i)}, {"logprobs", true}}.dump() << "\n";
+}
+
 TEST(CudaJob, TiersAndOverlapAreBitIdenticalOnTheGpu) {
     REQUIRE_CUDA();
     const std::string model = std::string(ZT_TEST_DATA) + "/hf/qwen2-bf16";
     const std::string dir = make_temp_dir("cuda_job");
-    {
-        std::ofstream in(dir + "/in.jsonl");
-        const auto prompts = fixture_prompts(model);
-        for (size_t i = 0; i < prompts.size(); ++i)
-            in << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]},
-                       {"max_tokens", 4 + 4 * int(i)}, {"logprobs", true}}.dump() << "\n";
-    }
+    write_fixture_requests(model, dir + "/in.jsonl");
     std::vector<int> worlds = {1};
 #ifdef ZT_MPIEXEC
     worlds.push_back(2);   // two ranks on one GPU: the MPI communicator stages device buffers through the host
@@ -246,13 +249,7 @@ TEST(CudaJob, TwoTcpRanksSharingOneGpuStageAndGiveTheRecordsOfOneRank) {
     // device buffers through pinned host memory (found by the GPU's UUID: both ranks see the same one)
     const std::string model = std::string(ZT_TEST_DATA) + "/hf/qwen2-bf16";
     const std::string dir = make_temp_dir("cuda_tcp");
-    {
-        std::ofstream in(dir + "/in.jsonl");
-        const auto prompts = fixture_prompts(model);
-        for (size_t i = 0; i < prompts.size(); ++i)
-            in << json{{"custom_id", "p" + std::to_string(i)}, {"prompt_token_ids", prompts[i]},
-                       {"max_tokens", 4 + 4 * int(i)}, {"logprobs", true}}.dump() << "\n";
-    }
+    write_fixture_requests(model, dir + "/in.jsonl");
     auto config = [&](const std::string & name) {
         json ds;
         ds["zero_optimization"] = {{"stage", 3}, {"stage3_param_persistence_threshold", 1000},
