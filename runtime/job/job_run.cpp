@@ -13,6 +13,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/base/error.h"
+#include "runtime/base/hash.h"
 #include "runtime/job/job.h"
 #include "runtime/job/request_handout.h"
 
@@ -92,10 +93,8 @@ bool JobRun::keep_stepping(int64_t active, int64_t free_slots) {
 
 void JobRun::check_same_queue() {
     // FNV-1a over what decides the hand-out and the work: custom_id, line, prompt ids, max_tokens
-    uint64_t h = 1469598103934665603ull;
-    auto mix = [&h](const void * p, size_t n) {
-        for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char *>(p)[i]) * 1099511628211ull;
-    };
+    uint64_t h = kFnv64Offset;
+    auto mix = [&h](const void * p, size_t n) { h = fnv1a64(p, n, h); };
     for (const Request & r : queue) {
         mix(r.custom_id.data(), r.custom_id.size());
         mix(&r.line, sizeof r.line);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/backend/cpu_matmul.h"
+#include "runtime/base/hash.h"
 
 namespace zt {
 
@@ -35,12 +36,8 @@ double Sampler::logprob(const float * logits, int64_t vocab, int32_t id) {
 }
 
 uint64_t derive_seed(uint64_t job_seed, const std::string & custom_id) {
-    uint64_t h = 1469598103934665603ull ^ job_seed;          // FNV-1a over the id, then a splitmix64 finish
-    for (unsigned char c : custom_id) { h ^= c; h *= 1099511628211ull; }
-    h += 0x9e3779b97f4a7c15ull;
-    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
-    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
+    // FNV-1a over the id, then splitmix64's step and finish
+    return mix64(fnv1a64(custom_id, kFnv64Offset ^ job_seed) + 0x9e3779b97f4a7c15ull);
 }
 
 }  // namespace zt

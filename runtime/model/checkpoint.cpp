@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/hash.h"
 #include "runtime/base/json_input.h"
 #include "runtime/model/gguf_names.h"
 
@@ -37,15 +38,6 @@ bool file_exists(const std::string & p) {
                 "Hugging Face cache): download the model again or fix the link", p, target);
     }
     return false;
-}
-
-// 64-bit FNV-1a from `seed`, finished with splitmix64 (two seeds make the 128-bit checkpoint identity).
-uint64_t hash64(const std::string & s, uint64_t seed) {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27; h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
 }
 
 std::string shape_str(const std::vector<int64_t> & s) {

@@ -16,20 +16,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "runtime/base/hash.h"
 #include "runtime/model/dtype.h"
 
 namespace zt {
 
 namespace {
-
-// 64-bit FNV-1a from `seed`, finished with splitmix64.
-uint64_t hash64(const std::string & s, uint64_t seed) {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27; h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
-}
 
 std::string mib(uint64_t b) { return fmt::format("{:.1f} MiB", double(b) / (1024.0 * 1024.0)); }
 

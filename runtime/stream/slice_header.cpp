@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "runtime/base/error.h"
+#include "runtime/base/hash.h"
 
 namespace zt {
 
@@ -42,9 +43,7 @@ size_t slice_extent(size_t slice_bytes) {
 }
 
 uint64_t slice_checkpoint_hash(const std::string & checkpoint) {
-    uint64_t h = 1469598103934665603ull;   // FNV-1a 64
-    for (unsigned char c : checkpoint) h = (h ^ c) * 1099511628211ull;
-    return h;
+    return fnv1a64(checkpoint);
 }
 
 void encode_slice_header(const SliceFileHeader & h, void * page) {
