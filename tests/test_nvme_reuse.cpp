@@ -98,8 +98,8 @@ WeightStoreOptions reuse_options(const std::string & nvme, const Loaded & m) {
     return o;
 }
 
-std::vector<float> resident_logits(const Loaded & m, Backend & be) {
-    Forward f(m.cfg, m.w, be);
+// Logits of one 4-token prompt (Llama 2 ids).
+std::vector<float> prompt_logits(Forward & f) {
     std::vector<int32_t> prompt = {1, 15043, 3186, 29892};
     f.reserve(1, 16);
     std::vector<SequenceStep> batch{{0, 0, prompt.data(), int32_t(prompt.size())}};
@@ -108,16 +108,16 @@ std::vector<float> resident_logits(const Loaded & m, Backend & be) {
     return logits;
 }
 
+std::vector<float> resident_logits(const Loaded & m, Backend & be) {
+    Forward f(m.cfg, m.w, be);
+    return prompt_logits(f);
+}
+
 std::vector<float> streamed_logits(const Loaded & m, WeightStore & store, Backend & be) {
     auto comm = make_local_communicator(&be);
     Schedule schedule(m.plan, store, be, *comm, ScheduleOptions{});
     Forward f(m.cfg, m.plan, schedule, be);
-    std::vector<int32_t> prompt = {1, 15043, 3186, 29892};
-    f.reserve(1, 16);
-    std::vector<SequenceStep> batch{{0, 0, prompt.data(), int32_t(prompt.size())}};
-    std::vector<float> logits;
-    f.step(batch, logits);
-    return logits;
+    return prompt_logits(f);
 }
 
 bool bit_identical(const std::vector<float> & x, const std::vector<float> & y) {
